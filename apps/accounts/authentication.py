@@ -1,0 +1,31 @@
+from rest_framework import authentication, exceptions
+
+from apps.accounts import selectors
+from apps.accounts.tokens import InvalidToken, access_token_read
+
+
+def user_session_for_access_token(token: str):
+    """(user, session) for a live access token; raises InvalidToken otherwise."""
+    claims = access_token_read(token)
+    session = selectors.auth_session_live(session_id=claims["sid"], user_id=claims["uid"])
+    if session is None:
+        raise InvalidToken("Session revoked or expired.")
+    return session.user, session
+
+
+class BearerTokenAuthentication(authentication.BaseAuthentication):
+    keyword = "bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1").split()
+        if not header or header[0].lower() != self.keyword:
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Malformed Authorization header.")
+        try:
+            return user_session_for_access_token(header[1])
+        except InvalidToken as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from exc
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="liminal"'

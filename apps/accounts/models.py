@@ -1,0 +1,108 @@
+import uuid
+
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+
+class Tenant(models.Model):
+    """An organisation boundary; every user belongs to exactly one (a personal one by default)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return self.name
+
+
+class UserManager(BaseUserManager):
+    use_in_migrations = True
+
+    def get_by_natural_key(self, email):
+        return self.get(email__iexact=email)
+
+    def create_user(self, email, password=None, **fields):
+        from apps.accounts.services import user_create
+
+        return user_create(email=email, password=password, **fields)
+
+    def create_superuser(self, email, password=None, **fields):
+        from apps.accounts.services import user_create
+
+        return user_create(email=email, password=password, role=User.Role.ADMIN, **fields)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        ADMIN = "admin", "Admin"
+
+    class Plan(models.TextChoices):
+        FREE = "free", "Free"
+        PRO = "pro", "Pro"
+        ENTERPRISE = "enterprise", "Enterprise"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    email = models.EmailField(max_length=254, unique=True)
+    handle = models.CharField(max_length=64, blank=True)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.USER)
+    plan_tier = models.CharField(max_length=16, choices=Plan.choices, default=Plan.FREE)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="users")
+    is_active = models.BooleanField(default=True)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(Lower("email"), name="accounts_user_email_ci_unique"),
+            models.UniqueConstraint(
+                Lower("handle"), condition=~models.Q(handle=""), name="accounts_user_handle_ci_unique"
+            ),
+        ]
+
+    def __str__(self):
+        return self.email
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == self.Role.ADMIN
+
+    @property
+    def is_staff(self) -> bool:
+        return self.is_admin
+
+    def save(self, *args, **kwargs):
+        # The role is the single source of truth for Django's superuser flag (admin site access).
+        self.is_superuser = self.is_admin
+        super().save(*args, **kwargs)
+
+
+class AuthSession(models.Model):
+    """A revocable API login. Access tokens name it, so revoking it stops them at once."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="auth_sessions")
+    refresh_token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_refreshed_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "revoked_at"])]
+
+    def __str__(self):
+        return f"session {self.id} of {self.user_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and self.expires_at > timezone.now()

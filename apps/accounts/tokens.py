@@ -1,0 +1,46 @@
+"""Bearer tokens for the API.
+
+Access tokens are short-lived signed values naming an AuthSession; every use checks that the
+session is still live, so logout revokes them at once. Refresh tokens are random secrets stored
+only as a SHA-256 hash and replaced on every refresh.
+"""
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.core import signing
+
+ACCESS_PREFIX = "lat_"
+REFRESH_PREFIX = "lrt_"
+_ACCESS_SALT = "liminal.accounts.access-token"
+
+
+class InvalidToken(Exception):
+    pass
+
+
+def access_token_issue(*, session_id, user_id) -> str:
+    payload = {"sid": str(session_id), "uid": str(user_id)}
+    return ACCESS_PREFIX + signing.dumps(payload, salt=_ACCESS_SALT, compress=True)
+
+
+def access_token_read(token: str) -> dict:
+    if not token.startswith(ACCESS_PREFIX):
+        raise InvalidToken("Malformed access token.")
+    try:
+        return signing.loads(
+            token[len(ACCESS_PREFIX):], salt=_ACCESS_SALT, max_age=settings.ACCESS_TOKEN_TTL_SECONDS
+        )
+    except signing.SignatureExpired as exc:
+        raise InvalidToken("Access token expired.") from exc
+    except signing.BadSignature as exc:
+        raise InvalidToken("Invalid access token.") from exc
+
+
+def refresh_token_new() -> str:
+    return REFRESH_PREFIX + secrets.token_urlsafe(32)
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()

@@ -1,0 +1,121 @@
+"""The /v1 JSON envelope shared by every API response, success or error.
+
+    {"status": "ok", "data": ..., "request_id": ...}
+    {"status": "error", "error": {"code", "message", "details"}, "request_id": ...}
+"""
+
+import logging
+
+from django.core.exceptions import PermissionDenied, ValidationError as DjangoValidationError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+ERROR_CODES = {
+    400: "validation_error",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "server_error",
+    503: "unavailable",
+}
+
+
+class ApiError(exceptions.APIException):
+    """An API error with an explicit envelope code, e.g. ApiError(409, "conflict", "...")."""
+
+    def __init__(self, status_code: int, code: str, message: str, details=None):
+        self.status_code = status_code
+        self.error_code = code
+        self.details = details
+        super().__init__(detail=message, code=code)
+
+
+class Conflict(ApiError):
+    def __init__(self, message: str, details=None):
+        super().__init__(409, "conflict", message, details)
+
+
+class RateLimited(ApiError):
+    def __init__(self, retry_after: int):
+        self.retry_after = retry_after
+        super().__init__(429, "rate_limited", "Too many requests; try again later.", {"retry_after": retry_after})
+
+
+def request_id_of(request) -> str | None:
+    return getattr(request, "request_id", None) or getattr(getattr(request, "_request", None), "request_id", None)
+
+
+def error_body(code: str, message: str, details=None, request_id=None) -> dict:
+    return {
+        "status": "error",
+        "error": {"code": code, "message": message, "details": details},
+        "request_id": request_id,
+    }
+
+
+def error_response(status_code: int, code: str, message: str, details=None, request=None) -> JsonResponse:
+    return JsonResponse(error_body(code, message, details, request_id_of(request)), status=status_code)
+
+
+def _first_message(details) -> str:
+    if isinstance(details, dict):
+        for field, value in details.items():
+            message = _first_message(value)
+            return message if field == "non_field_errors" else f"{field}: {message}"
+    if isinstance(details, list) and details:
+        return _first_message(details[0])
+    return str(details)
+
+
+def envelope_exception_handler(exc, context):
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+
+    response = drf_exception_handler(exc, context)
+    request = context.get("request")
+    if response is None:
+        logger.exception("Unhandled API error", exc_info=exc)
+        return error_response(500, "server_error", "Internal server error.", request=request)
+
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        response.status_code = status.HTTP_401_UNAUTHORIZED
+        response["WWW-Authenticate"] = 'Bearer realm="liminal"'
+    code = getattr(exc, "error_code", None) or ERROR_CODES.get(response.status_code, "error")
+    if isinstance(exc, exceptions.ValidationError):
+        message, details = _first_message(exc.detail), exc.detail
+    else:
+        message = str(exc.detail) if hasattr(exc, "detail") else str(exc)
+        details = getattr(exc, "details", None)
+    if isinstance(exc, exceptions.Throttled | RateLimited):
+        retry_after = getattr(exc, "retry_after", None) or getattr(exc, "wait", None) or 1
+        response["Retry-After"] = str(int(retry_after))
+    response.data = error_body(code, message, details, request_id_of(request))
+    return response
+
+
+class EnvelopeJSONRenderer(JSONRenderer):
+    """Wraps successful payloads in the envelope; error payloads arrive already wrapped."""
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        renderer_context = renderer_context or {}
+        response = renderer_context.get("response")
+        request = renderer_context.get("request")
+        already_wrapped = isinstance(data, dict) and data.get("status") in {"ok", "error"} and "request_id" in data
+        if response is not None and response.status_code == 204:
+            return b""
+        if not already_wrapped:
+            data = {"status": "ok", "data": data, "request_id": request_id_of(request)}
+        return super().render(data, accepted_media_type, renderer_context)

@@ -1,0 +1,46 @@
+"""Celery app: named queues, routes and late acks for long jobs."""
+
+import os
+
+from celery import Celery
+from django.conf import settings
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "liminal.settings")
+
+app = Celery("liminal")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+QUEUES = ("inference", "ingest", "cluster", "train", "default")
+
+app.conf.update(
+    task_queues=[Queue(name) for name in QUEUES],
+    task_default_queue="default",
+    task_routes={
+        "apps.conversations.tasks.generate_*": {"queue": "inference"},
+        "apps.conversations.tasks.title_*": {"queue": "inference"},
+        "apps.knowledge.tasks.*": {"queue": "ingest"},
+        "apps.training.tasks.cluster_*": {"queue": "cluster"},
+        "apps.training.tasks.train_*": {"queue": "train"},
+    },
+    # A job is acknowledged only when it finishes, so a worker that dies mid-run leaves it queued
+    # for another worker; the visibility timeout must exceed the longest job.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    broker_transport_options={"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT},
+    result_backend_transport_options={"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT},
+    result_expires=24 * 3600,
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    beat_schedule={
+        "purge-expired-auth-sessions": {
+            "task": "apps.accounts.tasks.purge_expired_auth_sessions",
+            "schedule": 3600.0,
+        },
+    },
+)
+app.autodiscover_tasks()

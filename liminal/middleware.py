@@ -1,0 +1,53 @@
+import logging
+import re
+import uuid
+
+from liminal.api import ERROR_CODES, error_response
+
+logger = logging.getLogger(__name__)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (the caller's X-Request-ID when sane) echoed in the response."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        incoming = request.headers.get("X-Request-ID", "")
+        request.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        response = self.get_response(request)
+        response["X-Request-ID"] = request.request_id
+        return response
+
+
+class ApiErrorEnvelopeMiddleware:
+    """Errors raised outside DRF views under /v1/ (unknown URL, CSRF, crashes) still get the envelope."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if not request.path.startswith("/v1/") or response.status_code < 400:
+            return response
+        if response.get("Content-Type", "").startswith(("application/json", "text/event-stream")):
+            return response
+        code = ERROR_CODES.get(response.status_code, "error")
+        message = {
+            404: "Not found.",
+            403: "Forbidden.",
+            405: "Method not allowed.",
+            413: "Request body too large.",
+            500: "Internal server error.",
+        }.get(response.status_code, "Request failed.")
+        return error_response(response.status_code, code, message, request=request)
+
+    def process_exception(self, request, exception):
+        if not request.path.startswith("/v1/"):
+            return None
+        logger.exception("Unhandled error on %s", request.path, exc_info=exception)
+        return error_response(500, "server_error", "Internal server error.", request=request)
+
