@@ -10,7 +10,6 @@ from django.core.exceptions import PermissionDenied, ValidationError as DjangoVa
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
-from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +76,9 @@ def _first_message(details) -> str:
 
 
 def envelope_exception_handler(exc, context):
+    # Imported here: rest_framework.views reads the renderer setting, which names this module.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -234,6 +234,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = infra.var_dir() / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
+WHITENOISE_USE_FINDERS = DEBUG
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -1,5 +1,7 @@
 """Per-user event stream over WebSockets (ingestion progress, titles, job updates)."""
 
+import json
+
 from asgiref.sync import async_to_sync
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -32,11 +34,19 @@ class UserEventsConsumer(AsyncJsonWebsocketConsumer):
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def receive_json(self, content, **kwargs):
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        try:
+            content = json.loads(text_data or bytes_data or b"")
+        except ValueError:
+            await self.send_error("Frames must be JSON objects.")
+            return
         if isinstance(content, dict) and content.get("type") == "ping":
             await self.send_json({"type": "pong"})
         else:
-            await self.send_json({"type": "error", "error": {"code": "validation_error", "message": "Unknown frame."}})
+            await self.send_error("Unknown frame type.")
+
+    async def send_error(self, message: str):
+        await self.send_json({"type": "error", "error": {"code": "validation_error", "message": message}})
 
     async def user_event(self, message):
         await self.send_json({"type": "event", "event": message["event"], "data": message["data"]})

