@@ -121,3 +121,21 @@ class EnvelopeJSONRenderer(JSONRenderer):
         if not already_wrapped:
             data = {"status": "ok", "data": data, "request_id": request_id_of(request)}
         return super().render(data, accepted_media_type, renderer_context)
+
+
+def exception_response(exc, request) -> JsonResponse:
+    """The envelope for an exception raised outside a DRF view (async views, consumers)."""
+    if isinstance(exc, Http404):
+        return error_response(404, "not_found", str(exc) or "Not found.", request=request)
+    if not isinstance(exc, exceptions.APIException):
+        logger.exception("Unhandled API error", exc_info=exc)
+        return error_response(500, "server_error", "Internal server error.", request=request)
+    code = getattr(exc, "error_code", None) or ERROR_CODES.get(exc.status_code, "error")
+    if isinstance(exc, exceptions.ValidationError):
+        message, details = _first_message(exc.detail), exc.detail
+    else:
+        message, details = str(exc.detail), getattr(exc, "details", None)
+    response = error_response(exc.status_code, code, message, details, request=request)
+    if isinstance(exc, RateLimited):
+        response["Retry-After"] = str(exc.retry_after)
+    return response

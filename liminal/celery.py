@@ -19,6 +19,7 @@ app.conf.update(
     task_routes={
         "apps.conversations.tasks.generate_*": {"queue": "inference"},
         "apps.conversations.tasks.title_*": {"queue": "inference"},
+        "apps.conversations.tasks.reap_*": {"queue": "default"},
         "apps.knowledge.tasks.*": {"queue": "ingest"},
         "apps.training.tasks.cluster_*": {"queue": "cluster"},
         "apps.training.tasks.train_*": {"queue": "train"},
@@ -37,6 +38,10 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
     beat_schedule={
+        "reap-stalled-generations": {
+            "task": "apps.conversations.tasks.reap_stalled_generations",
+            "schedule": 10.0,
+        },
         "purge-expired-auth-sessions": {
             "task": "apps.accounts.tasks.purge_expired_auth_sessions",
             "schedule": 3600.0,

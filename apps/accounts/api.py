@@ -13,6 +13,8 @@ from apps.accounts.models import AuthSession
 from apps.accounts.ratelimit import client_ip, rate_limit_hit
 from liminal.celery import QUEUES
 from apps.accounts.serializers import (
+    ApiKeyInput,
+    ApiKeyOutput,
     AuthSessionOutput,
     LoginInput,
     RefreshInput,
@@ -77,6 +79,8 @@ class LogoutApi(APIView):
     authentication_classes = [BearerTokenAuthentication]
 
     def post(self, request):
+        if not isinstance(request.auth, AuthSession):
+            raise exceptions.ValidationError({"token": ["Log out with a session access token, not an API key."]})
         services.auth_session_revoke(session=request.auth)
         return Response({"revoked": True, "session_id": str(request.auth.id)})
 
@@ -126,3 +130,23 @@ class AdminSettingsApi(APIView):
                 "queues": list(QUEUES),
             }
         )
+
+
+class ApiKeyListApi(APIView):
+    def get(self, request):
+        keys = selectors.api_key_list(actor=request.user)
+        return Response({"items": [ApiKeyOutput(k).data for k in keys]})
+
+    def post(self, request):
+        data = _valid(ApiKeyInput, request)
+        api_key, key = services.api_key_create(actor=request.user, name=data["name"])
+        return Response({**ApiKeyOutput(api_key).data, "key": key}, status=status.HTTP_201_CREATED)
+
+
+class ApiKeyDetailApi(APIView):
+    def delete(self, request, key_id):
+        api_key = selectors.api_key_get(actor=request.user, key_id=key_id)
+        if api_key is None:
+            raise exceptions.NotFound("API key not found.")
+        services.api_key_revoke(actor=request.user, api_key=api_key)
+        return Response({"revoked": True, "key_id": str(api_key.id)})

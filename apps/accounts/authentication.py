@@ -1,7 +1,17 @@
 from rest_framework import authentication, exceptions
 
 from apps.accounts import selectors
-from apps.accounts.tokens import InvalidToken, access_token_read
+from apps.accounts.tokens import API_KEY_PREFIX, InvalidToken, access_token_read
+
+
+def user_for_bearer(token: str):
+    """(user, auth) for an access token or an API key; raises InvalidToken otherwise."""
+    if token.startswith(API_KEY_PREFIX):
+        user = selectors.api_key_user(key=token)
+        if user is None:
+            raise InvalidToken("Invalid or revoked API key.")
+        return user, None
+    return user_session_for_access_token(token)
 
 
 def user_session_for_access_token(token: str):
@@ -23,7 +33,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Malformed Authorization header.")
         try:
-            return user_session_for_access_token(header[1])
+            return user_for_bearer(header[1])
         except InvalidToken as exc:
             raise exceptions.AuthenticationFailed(str(exc)) from exc
 

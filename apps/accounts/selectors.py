@@ -1,4 +1,9 @@
-from apps.accounts.models import AuthSession, User
+import hmac
+
+from django.utils import timezone
+
+from apps.accounts.models import ApiKey, AuthSession, User
+from apps.accounts.tokens import api_key_prefix, secret_hash
 
 
 def user_profile(*, actor: User) -> User:
@@ -23,3 +28,25 @@ def auth_session_live(*, session_id, user_id) -> AuthSession | None:
     if session is None or not session.is_active or not session.user.is_active:
         return None
     return session
+
+
+def api_key_list(*, actor: User):
+    return ApiKey.objects.filter(user=actor, revoked_at__isnull=True).order_by("-created_at")
+
+
+def api_key_get(*, actor: User, key_id) -> ApiKey | None:
+    return ApiKey.objects.filter(user=actor, pk=key_id, revoked_at__isnull=True).first()
+
+
+def api_key_user(*, key: str) -> User | None:
+    """The active user an API key belongs to, or None for an unknown, revoked or mistyped key."""
+    prefix = api_key_prefix(key)
+    if prefix is None:
+        return None
+    api_key = ApiKey.objects.select_related("user").filter(prefix=prefix, revoked_at__isnull=True).first()
+    if api_key is None or not hmac.compare_digest(api_key.key_hash, secret_hash(key)):
+        return None
+    if not api_key.user.is_active:
+        return None
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
+    return api_key.user

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from apps.accounts.models import AuthSession, User
+from apps.accounts.models import ApiKey, AuthSession, User
 
 
 class SignupInput(serializers.Serializer):
@@ -33,3 +33,15 @@ class AuthSessionOutput(serializers.ModelSerializer):
     class Meta:
         model = AuthSession
         fields = ["session_id", "created_at", "last_refreshed_at", "expires_at", "user_agent", "ip_address"]
+
+
+class ApiKeyInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+
+
+class ApiKeyOutput(serializers.ModelSerializer):
+    key_id = serializers.UUIDField(source="id")
+
+    class Meta:
+        model = ApiKey
+        fields = ["key_id", "name", "prefix", "created_at", "last_used_at"]

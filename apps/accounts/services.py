@@ -5,8 +5,8 @@ from django.contrib.auth.password_validation import validate_password
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.accounts.models import AuthSession, Tenant, User
-from apps.accounts.tokens import access_token_issue, refresh_token_new, secret_hash
+from apps.accounts.models import ApiKey, AuthSession, Tenant, User
+from apps.accounts.tokens import access_token_issue, api_key_new, refresh_token_new, secret_hash
 from liminal.api import Conflict
 
 
@@ -135,3 +135,16 @@ def credentials_check(*, email: str, password: str) -> User | None:
         return None
     return user
 
+
+
+def api_key_create(*, actor: User, name: str) -> tuple[ApiKey, str]:
+    """Returns the row and the full key, which is never retrievable again."""
+    name = (name or "").strip()[:100] or "API key"
+    prefix, key = api_key_new()
+    api_key = ApiKey.objects.create(user=actor, name=name, prefix=prefix, key_hash=secret_hash(key))
+    return api_key, key
+
+
+def api_key_revoke(*, actor: User, api_key: ApiKey) -> None:
+    assert api_key.user_id == actor.id
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())

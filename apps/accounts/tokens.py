@@ -42,5 +42,21 @@ def refresh_token_new() -> str:
     return REFRESH_PREFIX + secrets.token_urlsafe(32)
 
 
+API_KEY_PREFIX = "lk_"
+
+
+def api_key_new() -> tuple[str, str]:
+    """(public prefix, full key). The prefix identifies the row; the rest is the secret."""
+    prefix = secrets.token_hex(6)
+    return prefix, f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def api_key_prefix(key: str) -> str | None:
+    if not key.startswith(API_KEY_PREFIX):
+        return None
+    prefix, sep, _ = key[len(API_KEY_PREFIX):].partition("_")
+    return prefix if sep and prefix else None
+
+
 def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()

@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.accounts import services
+from apps.accounts import selectors, services
 from apps.accounts.forms import LoginForm, SignupForm
 from apps.accounts.ratelimit import client_ip, rate_limit_hit
 from liminal.api import Conflict, RateLimited
@@ -31,7 +31,7 @@ def signup(request):
             status = 429
         else:
             auth.login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            return redirect("home")
+            return redirect("chat-home")
     elif request.method == "POST":
         status = 400
     return render(request, "accounts/signup.html", {"form": form}, status=status)
@@ -56,7 +56,7 @@ def login(request):
                 next_url = request.GET.get("next", "")
                 if next_url.startswith("/") and not next_url.startswith("//"):
                     return redirect(next_url)
-                return redirect("home")
+                return redirect("chat-home")
             form.add_error(None, "Invalid email or password.")
             status = 401
     elif request.method == "POST":
@@ -70,6 +70,22 @@ def logout(request):
     return redirect("accounts:login")
 
 
+
 @login_required
-def home(request):
-    return render(request, "home.html")
+@require_http_methods(["GET", "POST"])
+def settings_page(request):
+    """Account settings: API keys for OpenAI-compatible clients (shown once at creation)."""
+    new_key = None
+    if request.method == "POST":
+        action = request.POST.get("action")
+        if action == "create":
+            _, new_key = services.api_key_create(actor=request.user, name=request.POST.get("name", ""))
+        elif action == "revoke":
+            api_key = selectors.api_key_get(actor=request.user, key_id=request.POST.get("key_id"))
+            if api_key is not None:
+                services.api_key_revoke(actor=request.user, api_key=api_key)
+    return render(
+        request,
+        "accounts/settings.html",
+        {"api_keys": selectors.api_key_list(actor=request.user), "new_key": new_key},
+    )

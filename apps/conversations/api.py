@@ -1,0 +1,66 @@
+"""/v1 conversations API (DRF): list/create, read/rename/delete, messages, cancel."""
+
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.conversations import selectors, services
+from apps.conversations.serializers import (
+    CancelInput,
+    ConversationInput,
+    ConversationOutput,
+    MessageOutput,
+)
+
+
+def _valid(serializer_class, request):
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class ConversationListApi(APIView):
+    def get(self, request):
+        conversations = selectors.conversation_list(actor=request.user, query=request.query_params.get("q", ""))
+        return Response({"items": ConversationOutput(conversations[:500], many=True).data})
+
+    def post(self, request):
+        data = _valid(ConversationInput, request)
+        conversation = services.conversation_create(actor=request.user, title=data["title"])
+        return Response(ConversationOutput(conversation).data, status=status.HTTP_201_CREATED)
+
+
+class ConversationDetailApi(APIView):
+    def get(self, request, conversation_id):
+        conversation = selectors.conversation_get(actor=request.user, conversation_id=conversation_id)
+        return Response(ConversationOutput(conversation).data)
+
+    def patch(self, request, conversation_id):
+        conversation = selectors.conversation_get(actor=request.user, conversation_id=conversation_id)
+        data = _valid(ConversationInput, request)
+        services.conversation_rename(actor=request.user, conversation=conversation, title=data["title"])
+        return Response(ConversationOutput(conversation).data)
+
+    def delete(self, request, conversation_id):
+        conversation = selectors.conversation_get(actor=request.user, conversation_id=conversation_id)
+        services.conversation_delete(actor=request.user, conversation=conversation)
+        return Response({"deleted": True, "conversation_id": str(conversation_id)})
+
+
+class ConversationMessagesApi(APIView):
+    def get(self, request, conversation_id):
+        conversation = selectors.conversation_get(actor=request.user, conversation_id=conversation_id)
+        scope = request.query_params.get("scope", "path")
+        if scope == "all":
+            messages = conversation.messages.order_by("created_at")
+        else:
+            messages = [entry.message for entry in selectors.conversation_path(conversation=conversation)]
+        return Response({"items": MessageOutput(messages, many=True).data, "scope": "all" if scope == "all" else "path"})
+
+
+class ChatCancelApi(APIView):
+    def post(self, request):
+        data = _valid(CancelInput, request)
+        message = selectors.message_by_request(actor=request.user, request_id=data["request_id"])
+        cancelled = services.generation_cancel(actor=request.user, message=message)
+        return Response({"request_id": data["request_id"], "cancelled": cancelled, "message_id": str(message.pk)})

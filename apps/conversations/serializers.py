@@ -1,0 +1,63 @@
+from rest_framework import serializers
+
+from apps.conversations.models import Conversation, Message
+
+
+class ConversationOutput(serializers.ModelSerializer):
+    conversation_id = serializers.UUIDField(source="id")
+
+    class Meta:
+        model = Conversation
+        fields = ["conversation_id", "title", "created_at", "updated_at", "current_leaf_id"]
+
+
+class MessageOutput(serializers.ModelSerializer):
+    message_id = serializers.UUIDField(source="id")
+
+    class Meta:
+        model = Message
+        fields = [
+            "message_id", "parent_id", "role", "content", "status", "error", "request_id", "receipt", "created_at",
+        ]
+
+
+class ConversationInput(serializers.Serializer):
+    title = serializers.CharField(max_length=200, allow_blank=True, required=False, default="")
+
+
+class ChatMessageInput(serializers.Serializer):
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    mode = serializers.ChoiceField(choices=["text"], default="text", required=False)
+
+
+class ChatInput(serializers.Serializer):
+    conversation_id = serializers.UUIDField(required=False, allow_null=True)
+    message = ChatMessageInput()
+    stream = serializers.BooleanField(default=False, required=False)
+    request_id = serializers.RegexField(r"^[A-Za-z0-9._-]{1,64}$", required=False)
+
+
+class CancelInput(serializers.Serializer):
+    request_id = serializers.RegexField(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def usage_of(message: Message) -> dict:
+    receipt = message.receipt or {}
+    prompt, completion = receipt.get("prompt_tokens") or 0, receipt.get("completion_tokens") or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def chat_result(message: Message) -> dict:
+    receipt = message.receipt or {}
+    return {
+        "message_id": str(message.pk),
+        "conversation_id": str(message.conversation_id),
+        "content": message.content,
+        "status": message.status,
+        "finish_reason": receipt.get("finish_reason"),
+        "error": message.error or None,
+        "adapters": receipt.get("adapters", []),
+        "usage": usage_of(message),
+        "receipt": receipt,
+        "request_id": message.request_id,
+    }

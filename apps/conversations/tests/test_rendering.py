@@ -1,0 +1,14 @@
+from apps.conversations.rendering import render_markdown
+
+
+def test_raw_html_from_the_model_is_shown_as_text():
+    html = render_markdown('Hi <script>alert("x")</script> <img src=x onerror=alert(1)>')
+    assert "<script" not in html and "<img" not in html
+    assert "&lt;script&gt;" in html
+
+
+def test_dangerous_links_lose_their_href_and_code_is_highlighted():
+    html = render_markdown("[x](javascript:alert(1)) [ok](https://example.com)\n\n```python\nprint(1)\n```")
+    assert "javascript:" not in html
+    assert 'href="https://example.com"' in html
+    assert 'class="codehilite"' in html and '<span class="nb">print</span>' in html

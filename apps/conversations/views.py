@@ -1,0 +1,162 @@
+"""Server-rendered chat UI. Streaming happens over /ws/chat/ (consumers.py); these views serve
+pages and the small HTMX interactions (rename, delete, search, branch navigation, thumbs)."""
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+from rest_framework.exceptions import ValidationError
+
+from apps.conversations import selectors, services
+from apps.conversations.models import Message
+from apps.conversations.rendering import render_markdown
+from apps.training.models import PreferenceEvent
+from apps.training.selectors import thumbs_for_messages
+
+
+def _entry_context(entry, thumb) -> dict:
+    message = entry.message
+    return {
+        "m": message,
+        "html": render_markdown(message.content) if message.role == Message.Role.ASSISTANT and not message.is_pending else "",
+        "sibling_index": entry.sibling_index,
+        "sibling_count": entry.sibling_count,
+        "previous_sibling_id": entry.previous_sibling_id,
+        "next_sibling_id": entry.next_sibling_id,
+        "thumb": thumb,
+    }
+
+
+def message_context(message: Message, user) -> dict:
+    siblings = list(
+        Message.objects.filter(conversation_id=message.conversation_id, parent_id=message.parent_id)
+        .order_by("created_at")
+        .values_list("pk", flat=True)
+    )
+    index = siblings.index(message.pk)
+    entry = selectors.PathEntry(
+        message=message,
+        sibling_index=index + 1,
+        sibling_count=len(siblings),
+        previous_sibling_id=str(siblings[index - 1]) if index > 0 else None,
+        next_sibling_id=str(siblings[index + 1]) if index + 1 < len(siblings) else None,
+    )
+    thumb = thumbs_for_messages(actor=user, message_ids=[message.pk]).get(message.pk)
+    return _entry_context(entry, thumb)
+
+
+def messages_context(conversation, user) -> list[dict]:
+    entries = selectors.conversation_path(conversation=conversation)
+    thumbs = thumbs_for_messages(actor=user, message_ids=[e.message.pk for e in entries])
+    return [_entry_context(e, thumbs.get(e.message.pk)) for e in entries]
+
+
+def sidebar_item_html(conversation, *, oob: str = "", active: bool = False) -> str:
+    return render_to_string(
+        "conversations/_sidebar_item.html", {"c": conversation, "oob": oob, "active_id": conversation.pk if active else None}
+    )
+
+
+def _page(request, conversation=None, status=200):
+    return render(
+        request,
+        "conversations/chat.html",
+        {
+            "conversation": conversation,
+            "conversations": selectors.conversation_list(actor=request.user)[:200],
+            "entries": messages_context(conversation, request.user) if conversation else [],
+            "active_id": conversation.pk if conversation else None,
+        },
+        status=status,
+    )
+
+
+@login_required
+@require_GET
+def chat_home(request):
+    return _page(request)
+
+
+@login_required
+@require_GET
+def conversation_page(request, conversation_id):
+    return _page(request, selectors.conversation_get(actor=request.user, conversation_id=conversation_id))
+
+
+@login_required
+@require_GET
+def conversation_search(request):
+    query = request.GET.get("q", "")[:200]
+    conversations = selectors.conversation_list(actor=request.user, query=query)[:200]
+    return render(
+        request,
+        "conversations/_sidebar_list.html",
+        {"conversations": conversations, "query": query, "active_id": request.GET.get("active")},
+    )
+
+
+@login_required
+@require_POST
+def conversation_rename(request, conversation_id):
+    conversation = selectors.conversation_get(actor=request.user, conversation_id=conversation_id)
+    try:
+        services.conversation_rename(actor=request.user, conversation=conversation, title=request.POST.get("title", ""))
+    except ValidationError as exc:
+        return HttpResponse(str(exc.detail["title"][0]), status=400)
+    return HttpResponse(sidebar_item_html(conversation, active=True))
+
+
+@login_required
+@require_POST
+def conversation_delete(request, conversation_id):
+    conversation = selectors.conversation_get(actor=request.user, conversation_id=conversation_id)
+    services.conversation_delete(actor=request.user, conversation=conversation)
+    response = HttpResponse("")
+    if request.POST.get("current") == "1":
+        response["HX-Redirect"] = reverse("chat-home")
+    return response
+
+
+@login_required
+@require_POST
+def branch_select(request, message_id):
+    message = selectors.message_get(actor=request.user, message_id=message_id)
+    services.branch_select(actor=request.user, message=message)
+    conversation = selectors.conversation_get(actor=request.user, conversation_id=message.conversation_id)
+    return render(
+        request,
+        "conversations/_messages.html",
+        {"entries": messages_context(conversation, request.user), "conversation": conversation},
+    )
+
+
+@login_required
+@require_POST
+def message_thumb(request, message_id):
+    message = selectors.message_get(actor=request.user, message_id=message_id)
+    kind = request.POST.get("kind") or None
+    if kind not in (None, PreferenceEvent.Kind.THUMBS_UP, PreferenceEvent.Kind.THUMBS_DOWN):
+        return HttpResponse("Unknown rating.", status=400)
+    try:
+        services.message_thumb(actor=request.user, message=message, kind=kind)
+    except ValidationError:
+        return HttpResponse("Only finished answers can be rated.", status=400)
+    return render(request, "conversations/_message.html", message_context(message, request.user))
+
+
+@login_required
+@require_GET
+def message_fragment(request, message_id):
+    message = selectors.message_get(actor=request.user, message_id=message_id)
+    return render(request, "conversations/_message.html", message_context(message, request.user))
+
+
+@login_required
+@require_GET
+def message_edit_form(request, message_id):
+    message = selectors.message_get(actor=request.user, message_id=message_id)
+    if message.role != Message.Role.USER:
+        return HttpResponse("Only your own messages can be edited.", status=400)
+    return render(request, "conversations/_edit_form.html", {"m": message})

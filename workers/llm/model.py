@@ -1,0 +1,178 @@
+"""Llama-family decoder as pure JAX functions over parameter pytrees.
+
+RMSNorm, half-split RoPE, grouped-query attention over a preallocated KV cache, SwiGLU, tied or
+untied output head; layers run under `lax.scan`. Every projection can carry LoRA deltas from
+fixed adapter slots: each batch row names up to `MAX_ADAPTERS_PER_ROW` slots with weights
+(slot 0 is all zeros), applied as gathers + einsums so one compiled program serves any mix.
+
+KV cache layout: k, v: [layers, batch_slots, kv_heads, max_seq_len, head_dim].
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .config import ModelConfig
+
+MAX_ADAPTERS_PER_ROW = 3
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def init_params(config: ModelConfig, seed: int = 0, *, scale: float = 0.08) -> dict:
+    """Random parameters (host numpy, float32) in the engine layout, for tests and benchmarks."""
+    rng = np.random.default_rng(seed)
+    c = config
+    L, D, F = c.num_layers, c.hidden_size, c.intermediate_size
+
+    def normal(*shape):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    params = {
+        "embed": normal(c.vocab_size, D) * 10,
+        "final_norm": (1.0 + 0.1 * rng.standard_normal(D)).astype(np.float32),
+        "layers": {
+            "attn_norm": (1.0 + 0.1 * rng.standard_normal((L, D))).astype(np.float32),
+            "wqkv": normal(L, D, c.q_size + 2 * c.kv_size),
+            "wo": normal(L, c.q_size, D),
+            "ffn_norm": (1.0 + 0.1 * rng.standard_normal((L, D))).astype(np.float32),
+            "w_gate_up": normal(L, D, 2 * F),
+            "w_down": normal(L, F, D),
+        },
+    }
+    if not c.tie_word_embeddings:
+        params["lm_head"] = normal(D, c.vocab_size)
+    return params
+
+
+def init_lora_state(config: ModelConfig, num_slots: int, max_rank: int, dtype=jnp.float32) -> dict:
+    """Zeroed adapter slots: per target A [L, slots+1, in, r], B [L, slots+1, r, out]."""
+    dims = config.target_dims()
+    L, S = config.num_layers, num_slots + 1
+    return {t: {"A": jnp.zeros((L, S, dims[t][0], max_rank), dtype),
+                "B": jnp.zeros((L, S, max_rank, dims[t][1]), dtype)} for t in LORA_TARGETS}
+
+
+def rms_norm(x, weight, eps):
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return (normed * weight.astype(jnp.float32)).astype(x.dtype)
+
+
+def rope(x, positions, theta):
+    """Half-split rotary embedding (Hugging Face layout). x: [B, T, H, hd], positions: [B, T]."""
+    half = x.shape[-1] // 2
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, 2 * half, 2, dtype=jnp.float32) / (2 * half)))
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq
+    cos = jnp.cos(angles)[:, :, None, :]
+    sin = jnp.sin(angles)[:, :, None, :]
+    x32 = x.astype(jnp.float32)
+    x1, x2 = x32[..., :half], x32[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def _lora_delta(x, slots, layer, rows_lora):
+    """Sum over a row's adapters of w · (x A) B. x: [B, T, in]; result [B, T, out]."""
+    index, weight = rows_lora
+    a = slots["A"][layer, index]  # [B, k, in, r]
+    b = slots["B"][layer, index]  # [B, k, r, out]
+    h = jnp.einsum("bti,bkir->btkr", x, a) * weight[:, None, :, None].astype(x.dtype)
+    return jnp.einsum("btkr,bkro->bto", h, b)
+
+
+def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, *, slot_ids,
+                   kv_len: int, rows_lora=None):
+    """Run the decoder on `tokens` [B, T] at `positions` [B, T], reading and writing `cache`.
+
+    `slot_ids` [B] names each row's cache slot, or None when row b is slot b (full batch).
+    Attention covers cache positions [0, kv_len) with a causal mask on absolute positions.
+    `rows_lora` = (slot index [B, k], weight [B, k]) or None for no adapters.
+    Returns final hidden states [B, T, D] (after the last norm) and the updated cache.
+    """
+    c = config
+    B, T = tokens.shape
+    dtype = params["embed"].dtype
+    h = params["embed"][tokens].astype(dtype)
+    batch_rows = jnp.arange(B) if slot_ids is None else slot_ids
+    cache_rows = jnp.broadcast_to(batch_rows[:, None], (B, T))
+    key_positions = jnp.arange(kv_len)
+    mask = key_positions[None, None, None, None, :] <= positions[:, None, None, :, None]
+    scale = 1.0 / math.sqrt(c.head_dim)
+    use_lora = rows_lora is not None and lora is not None
+
+    def with_lora(y, x, target, layer):
+        if not use_lora:
+            return y
+        return y + _lora_delta(x, lora[target], layer, rows_lora)
+
+    def layer_fn(carry, xs):
+        h, cache_k, cache_v = carry
+        lp, layer = xs
+        x = rms_norm(h, lp["attn_norm"], c.rms_norm_eps)
+        qkv = x @ lp["wqkv"]
+        if use_lora:
+            qkv = qkv + jnp.concatenate([
+                _lora_delta(x, lora[t], layer, rows_lora) for t in ("q_proj", "k_proj", "v_proj")
+            ], axis=-1)
+        q, k, v = jnp.split(qkv, [c.q_size, c.q_size + c.kv_size], axis=-1)
+        q = rope(q.reshape(B, T, c.num_heads, c.head_dim), positions, c.rope_theta)
+        k = rope(k.reshape(B, T, c.num_kv_heads, c.head_dim), positions, c.rope_theta)
+        v = v.reshape(B, T, c.num_kv_heads, c.head_dim)
+        cache_k = cache_k.at[layer, cache_rows, :, positions].set(k.astype(cache_k.dtype),
+                                                                  mode="drop")
+        cache_v = cache_v.at[layer, cache_rows, :, positions].set(v.astype(cache_v.dtype),
+                                                                  mode="drop")
+        if slot_ids is None:
+            keys = jax.lax.dynamic_slice_in_dim(cache_k[layer], 0, kv_len, axis=2)
+            values = jax.lax.dynamic_slice_in_dim(cache_v[layer], 0, kv_len, axis=2)
+        else:
+            keys = cache_k[layer, slot_ids, :, :kv_len]
+            values = cache_v[layer, slot_ids, :, :kv_len]
+        q = q.reshape(B, T, c.num_kv_heads, c.group_size, c.head_dim).transpose(0, 2, 3, 1, 4)
+        scores = jnp.einsum("bhgtd,bhsd->bhgts", q, keys.astype(q.dtype)).astype(jnp.float32)
+        scores = jnp.where(mask, scores * scale, -1e30)
+        probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+        attn = jnp.einsum("bhgts,bhsd->bhgtd", probs, values.astype(dtype))
+        attn = attn.transpose(0, 3, 1, 2, 4).reshape(B, T, c.q_size)
+        h = h + with_lora(attn @ lp["wo"], attn, "o_proj", layer)
+        x = rms_norm(h, lp["ffn_norm"], c.rms_norm_eps)
+        gate_up = x @ lp["w_gate_up"]
+        if use_lora:
+            gate_up = gate_up + jnp.concatenate([
+                _lora_delta(x, lora[t], layer, rows_lora) for t in ("gate_proj", "up_proj")
+            ], axis=-1)
+        gate, up = jnp.split(gate_up, 2, axis=-1)
+        act = jax.nn.silu(gate) * up
+        h = h + with_lora(act @ lp["w_down"], act, "down_proj", layer)
+        return (h, cache_k, cache_v), None
+
+    layers = (params["layers"], jnp.arange(c.num_layers))
+    (h, cache_k, cache_v), _ = jax.lax.scan(layer_fn, (h, cache["k"], cache["v"]), layers)
+    h = rms_norm(h, params["final_norm"], c.rms_norm_eps)
+    return h, {"k": cache_k, "v": cache_v}
+
+
+def logits_from_hidden(params, hidden):
+    """Output head in float32. hidden: [..., D] → [..., V]."""
+    if "lm_head" in params:
+        return (hidden @ params["lm_head"]).astype(jnp.float32)
+    return jnp.einsum("...d,vd->...v", hidden, params["embed"]).astype(jnp.float32)
+
+
+def init_cache(config: ModelConfig, batch_slots: int, max_seq_len: int, dtype=jnp.float32) -> dict:
+    shape = (config.num_layers, batch_slots, config.num_kv_heads, max_seq_len, config.head_dim)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def full_logits(config: ModelConfig, params, tokens, *, lora=None, rows_lora=None):
+    """Logits for every position of `tokens` [B, T] (no cache reuse; for tests and scoring)."""
+    tokens = jnp.asarray(tokens, jnp.int32)
+    B, T = tokens.shape
+    cache = init_cache(config, B, T, params["embed"].dtype)
+    positions = jnp.broadcast_to(jnp.arange(T), (B, T))
+    hidden, _ = forward_hidden(config, params, lora, tokens, positions, cache, slot_ids=None,
+                               kv_len=T, rows_lora=rows_lora)
+    return logits_from_hidden(params, hidden)
