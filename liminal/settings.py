@@ -314,3 +314,5 @@ KNOWLEDGE_EMBED_BATCH_SIZE = env_int("KNOWLEDGE_EMBED_BATCH_SIZE", 32)
 # Chunking changes the stored chunks of every file; re-ingest files after changing these.
 KNOWLEDGE_CHUNK_TARGET_TOKENS = env_int("KNOWLEDGE_CHUNK_TARGET_TOKENS", 200)
 KNOWLEDGE_CHUNK_OVERLAP_TOKENS = env_int("KNOWLEDGE_CHUNK_OVERLAP_TOKENS", 40)
+# A file "processing" without progress for this long lost its worker; the UI offers a retry.
+KNOWLEDGE_STALLED_AFTER_SECONDS = env_int("KNOWLEDGE_STALLED_AFTER_SECONDS", 600)

@@ -19,3 +19,4 @@ SECURE_HSTS_SECONDS = 0
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 SHARED_FS_ROOT = infra.var_dir() / "test-shared"
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+CHAT_API_TIMEOUT = int(os.environ.get("CHAT_API_TIMEOUT", "120"))
