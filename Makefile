@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-models.txt | cksum | cut -d' ' -f1)
 
-.PHONY: venv run test test-fast infra-start infra-stop infra-status migrate check lint clean
+.PHONY: venv run test test-fast browser-deps infra-start infra-stop infra-status migrate check lint clean
 
 venv: $(STAMP)
 
@@ -26,8 +26,14 @@ run: venv
 	$(PY) manage.py bootstrap_admin --if-missing
 	$(PY) -m liminal.run
 
-test: venv
+test: venv browser-deps
 	$(PY) -m pytest
+
+# The browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "The browser tests need Debian's chromium package: sudo apt-get install chromium" >&2; fi; }
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow and not browser"

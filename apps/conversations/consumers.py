@@ -157,7 +157,7 @@ class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
             )
         ]
         if is_new:
-            parts.append(sidebar_item_html(conversation, oob="afterbegin:#conversation-list", active=True))
+            parts.append(sidebar_item_html(conversation, prepend_oob=True, active=True))
         return "".join(parts), str(assistant.pk)
 
     async def on_stop(self, frame):

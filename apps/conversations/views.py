@@ -53,10 +53,14 @@ def messages_context(conversation, user) -> list[dict]:
     return [_entry_context(e, thumbs.get(e.message.pk)) for e in entries]
 
 
-def sidebar_item_html(conversation, *, oob: str = "", active: bool = False) -> str:
-    return render_to_string(
-        "conversations/_sidebar_item.html", {"c": conversation, "oob": oob, "active_id": conversation.pk if active else None}
+def sidebar_item_html(conversation, *, prepend_oob: bool = False, active: bool = False) -> str:
+    html = render_to_string(
+        "conversations/_sidebar_item.html", {"c": conversation, "active_id": conversation.pk if active else None}
     )
+    if prepend_oob:
+        # An out-of-band afterbegin swap inserts the children of the element it arrives in.
+        html = f'<div hx-swap-oob="afterbegin:#conversation-list">{html}</div>'
+    return html
 
 
 def _page(request, conversation=None, status=200):

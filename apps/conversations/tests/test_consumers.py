@@ -16,6 +16,17 @@ from liminal.asgi import application
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 
+@pytest.fixture(autouse=True)
+def no_real_worker(monkeypatch):
+    """These tests play the worker themselves; a real worker running in the session must not
+    also answer their messages."""
+    from apps.conversations import tasks
+
+    queued = []
+    monkeypatch.setattr(tasks.generate_reply, "delay", lambda *args: queued.append(args))
+    return queued
+
+
 def _cookie(user) -> bytes:
     client = Client()
     client.force_login(user)
@@ -44,6 +55,7 @@ async def test_ui_send_renders_messages_and_streams_escaped_tokens(make_user):
     html = await ws.receive_from(timeout=5)
     assert "Hello &lt;b&gt;there&lt;/b&gt;" in html and 'hx-swap-oob="beforeend"' in html
     assert 'id="conversation-list-empty" hx-swap-oob="delete"' in html
+    assert '<div hx-swap-oob="afterbegin:#conversation-list"><div class="conv-item active"' in html
     answer = await sync_to_async(Message.objects.get)(role="assistant")
     assert f'id="stream-{answer.pk}"' in html and "stop-btn" in html
     # What the inference worker would publish: a token with markup in it.

@@ -1,0 +1,95 @@
+"""The main chat flows in headless Chromium against a live server and a real worker."""
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def page(live_server_url, monkeypatch):
+    # Playwright's sync API keeps an event loop running in this thread; the test's own ORM calls
+    # (setup and assertions, never concurrent with it) are safe.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        page.set_default_timeout(30_000)
+        try:
+            yield page
+        finally:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "chat-last-state.png"), full_page=True)
+            browser.close()
+
+
+def _final_answer(page, timeout=180_000):
+    page.wait_for_selector(".msg.assistant:not(.queued):not(.streaming)", timeout=timeout)
+    return page.locator(".msg.assistant").last
+
+
+def test_chat_in_a_real_browser(page, live_server_url, celery_worker_process, make_user):
+    from apps.conversations.models import Message
+
+    make_user(email="browser@example.com")
+    page.goto(f"{live_server_url}/accounts/login/")
+    page.fill("input[name=email]", "browser@example.com")
+    page.fill("input[name=password]", "correct horse battery")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server_url}/")
+
+    # Start a chat: Enter sends, the answer streams in, the address follows the new conversation.
+    page.fill("#composer-input", "What is the capital of France?")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".msg.user >> text=What is the capital of France?")
+    page.wait_for_selector(".msg.assistant .stop-btn")
+    answer = _final_answer(page)
+    assert answer.get_attribute("data-status") == "complete"
+    assert answer.locator(".answer").inner_text().strip()
+    page.wait_for_url(f"{live_server_url}/c/*/")
+    first_url = page.url
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat-answered.png"))
+
+    # Regenerate: a sibling answer appears with 2/2 navigation.
+    answer.locator("button.regenerate").click()
+    page.wait_for_selector(".sibling-pos >> text=2/2")
+    _final_answer(page)
+    page.locator("button[aria-label='Previous version']").click()
+    page.wait_for_selector(".sibling-pos >> text=1/2")
+
+    # Stop: a long answer is stopped from the keyboard (Esc) while it streams.
+    page.click("a.new-chat")
+    page.wait_for_url(f"{live_server_url}/")
+    page.fill("#composer-input", "Write a very long story about a dragon who learns to bake bread.")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => { const s = document.querySelector('.msg.assistant .body.streaming span'); return s && s.textContent.length > 0; }",
+        timeout=180_000,
+    )
+    page.keyboard.press("Escape")
+    stopped = _final_answer(page)
+    assert stopped.get_attribute("data-status") == "cancelled"
+    assert "Stopped." in stopped.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "chat-stopped.png"))
+
+    # Switch conversations from the sidebar.
+    page.wait_for_selector("#conversation-list .conv-item >> nth=1")
+    page.goto(first_url)
+    page.wait_for_selector(".msg.user >> text=What is the capital of France?")
+    assert Message.objects.filter(status="cancelled").count() == 1
+    assert Message.objects.filter(role="assistant", status="complete").count() == 2
+    page.screenshot(path=str(ARTIFACTS / "chat-switched.png"), full_page=True)
