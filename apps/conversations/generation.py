@@ -6,6 +6,7 @@ import threading
 import time
 
 from django.conf import settings
+from django.utils import timezone
 
 from apps.conversations import services, state
 from apps.conversations.engine_runtime import get_engine
@@ -94,12 +95,15 @@ def run_reply(message_id) -> str:
     if not services.generation_started(message=message):
         return "skipped"
 
+    picked_up = timezone.now()
     heartbeat = _Heartbeat(message.pk)
     heartbeat.start()
     try:
         engine = get_engine()
         params = sampling_params()
+        build_started = time.perf_counter()
         prompt = build_reply_prompt(engine, assistant=message, max_tokens=params.max_tokens)
+        prompt_build = time.perf_counter() - build_started
         handle = engine.submit(
             prompt.text, params=params, should_cancel=cancel_poller(message.request_id), truncate=True
         )
@@ -121,6 +125,8 @@ def run_reply(message_id) -> str:
             "mean_logprob": result.mean_logprob,
             "finish_reason": result.finish_reason,
             "summarised_through": prompt.summarised_through,
+            "queue_wait_ms": round((picked_up - message.created_at).total_seconds() * 1000, 1),
+            "prompt_build_ms": round(prompt_build * 1000, 1),
         }
         services.generation_finish(
             message=message,

@@ -15,6 +15,7 @@ from apps.knowledge.serializers import (
     ContextOutput,
     ContextUpdateInput,
     FileOutput,
+    FileUpdateInput,
     GapOutput,
     PageInput,
     SearchInput,
@@ -98,6 +99,11 @@ class FileDetailApi(APIView):
     def get(self, request, file_id):
         return Response(FileOutput(_file_or_404(request, file_id)).data)
 
+    def patch(self, request, file_id):
+        file = _file_or_404(request, file_id)
+        folder = _valid(FileUpdateInput, request.data)["folder"]
+        return Response(FileOutput(services.file_move(file=file, folder=folder)).data)
+
     def delete(self, request, file_id):
         file = _file_or_404(request, file_id)
         services.file_delete(file=file)
@@ -115,6 +121,16 @@ class FileChunksApi(APIView):
         file = _file_or_404(request, file_id)
         page = _valid(PageInput, request.query_params)
         return Response(_chunk_page(selectors.file_chunks(actor=request.user, file=file), page))
+
+
+class ChunkDetailApi(APIView):
+    """One passage, as a citation links to it."""
+
+    def get(self, request, chunk_id):
+        chunk = selectors.chunk_get(actor=request.user, chunk_id=chunk_id)
+        if chunk is None:
+            raise exceptions.NotFound("Chunk not found.")
+        return Response(ChunkOutput(chunk).data)
 
 
 class ContextListApi(APIView):

@@ -9,6 +9,7 @@ urlpatterns = [
     path("files/<uuid:file_id>", api.FileDetailApi.as_view(), name="api-file-detail"),
     path("files/<uuid:file_id>/reingest", api.FileReingestApi.as_view(), name="api-file-reingest"),
     path("files/<uuid:file_id>/chunks", api.FileChunksApi.as_view(), name="api-file-chunks"),
+    path("chunks/<int:chunk_id>", api.ChunkDetailApi.as_view(), name="api-chunk-detail"),
     path("contexts", api.ContextListApi.as_view(), name="api-contexts"),
     path("contexts/<uuid:context_id>", api.ContextDetailApi.as_view(), name="api-context-detail"),
     path("contexts/<uuid:context_id>/files", api.ContextFilesApi.as_view(), name="api-context-files"),

@@ -7,6 +7,7 @@ current one, and re-ingesting the file replaces them.
 """
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
@@ -94,6 +95,13 @@ class KnowledgeFile(models.Model):
     @property
     def is_pending(self) -> bool:
         return self.status in {self.Status.QUEUED, self.Status.PROCESSING}
+
+    @property
+    def is_stalled(self) -> bool:
+        """Processing, but without progress for longer than a batch can take: its worker died."""
+        if self.status != self.Status.PROCESSING:
+            return False
+        return timezone.now() - self.updated_at > timedelta(seconds=settings.KNOWLEDGE_STALLED_AFTER_SECONDS)
 
 
 class Context(models.Model):
@@ -207,7 +215,18 @@ class RetrievalConfig(models.Model):
         help_text="A chunk that also matches the query's words in full text is relevant from this lower "
         "cosine similarity on (exact names, codes and rare words embed poorly).",
     )
-    default_k = models.PositiveIntegerField(default=5, help_text="Chunks put into a prompt when the caller does not say.")
+    fulltext_max_term_frequency = models.FloatField(
+        default=0.01,
+        help_text="Query words found in a larger share of all chunks (per PostgreSQL's statistics) are too "
+        "common to select candidates for the full-text search.",
+    )
+    fulltext_max_matches = models.PositiveIntegerField(
+        default=4000,
+        help_text="At most this many full-text matches are ranked per query (bounds latency on large libraries).",
+    )
+    default_k = models.PositiveIntegerField(
+        default=5, help_text="Chunks put into a prompt when the caller does not say."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

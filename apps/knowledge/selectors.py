@@ -1,10 +1,10 @@
 """Reads for files, contexts, chunks and gaps, and hybrid retrieval; all scoped to the actor."""
 
-import re
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from itertools import combinations
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -32,7 +32,7 @@ def file_limits() -> dict:
 def file_list(*, actor, context: Context | None = None, folder: str | None = None) -> QuerySet[KnowledgeFile]:
     files = KnowledgeFile.objects.filter(owner=actor)
     if context is not None:
-        files = files.filter(pk__in=context_file_ids(actor=actor, context_ids=[context.pk]))
+        files = files.filter(pk__in=context_file_ids(actor=actor, context_ids=[context.pk], searchable_only=False))
     if folder:
         files = files.filter(Q(folder=folder) | Q(folder__startswith=f"{folder}/"))
     return files.order_by("-created_at")
@@ -74,7 +74,7 @@ _SCOPE_SQL = """
 SELECT f.id
 FROM knowledge_knowledgefile f
 WHERE f.owner_id = %(owner)s
-  AND f.status <> 'failed'
+  AND (NOT %(searchable_only)s OR f.status <> 'failed')
   AND (
     f.id IN (
       SELECT cf.file_id
@@ -91,8 +91,9 @@ WHERE f.owner_id = %(owner)s
 """
 
 
-def context_file_ids(*, actor, context_ids: Iterable) -> list:
-    """Ids of the actor's usable files in any of the contexts (directly or through a folder).
+def context_file_ids(*, actor, context_ids: Iterable, searchable_only: bool = True) -> list:
+    """Ids of the actor's files in any of the contexts (directly or through a folder); with
+    `searchable_only`, without files whose ingestion failed.
 
     Both the contexts and the files are filtered by owner, so another user's context id adds
     nothing.
@@ -101,7 +102,7 @@ def context_file_ids(*, actor, context_ids: Iterable) -> list:
     if not context_ids:
         return []
     with connection.cursor() as cursor:
-        cursor.execute(_SCOPE_SQL, {"owner": actor.pk, "contexts": context_ids})
+        cursor.execute(_SCOPE_SQL, {"owner": actor.pk, "contexts": context_ids, "searchable_only": searchable_only})
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -135,7 +136,12 @@ def file_chunks(*, actor, file: KnowledgeFile) -> QuerySet[Chunk]:
 
 
 def chunk_get(*, actor, chunk_id) -> Chunk | None:
-    return Chunk.objects.filter(owner=actor, pk=chunk_id).select_related("file").defer("embedding").first()
+    return (
+        Chunk.objects.filter(owner=actor, pk=chunk_id)
+        .select_related("file")
+        .defer("embedding", "search_vector")
+        .first()
+    )
 
 
 # ---------------------------------------------------------------- Gaps
@@ -175,7 +181,7 @@ class RetrievedChunk:
 
     @property
     def citation(self) -> str:
-        """"handbook.pdf, page 3, Safety" — what a numbered citation shows."""
+        """What a numbered citation shows: “handbook.pdf, page 3, Safety”."""
         return f"{self.file_name}, {self.location}" if self.location else self.file_name
 
     def as_dict(self) -> dict:
@@ -196,7 +202,7 @@ class RetrievalResult:
         return bool(self.chunks)
 
 
-_HYBRID_SQL = f"""
+_HYBRID_SQL = """
 WITH vec AS MATERIALIZED (
     SELECT id, embedding <=> %(vector)s::vector AS distance
     FROM knowledge_chunk
@@ -206,14 +212,18 @@ WITH vec AS MATERIALIZED (
 ), vec_ranked AS (
     -- relaxed_order can return rows slightly out of order; rank them exactly.
     SELECT id, row_number() OVER (ORDER BY distance, id) AS rank FROM vec
-), query AS (
-    SELECT websearch_to_tsquery('{TEXT_SEARCH_CONFIG}', %(text)s) AS q
-), fts AS MATERIALIZED (
-    SELECT c.id, ts_rank_cd(c.search_vector, query.q) AS text_score
-    FROM knowledge_chunk c, query
+), matched AS MATERIALIZED (
+    -- Ranking costs a few microseconds a row; past this many matches the words are too
+    -- unspecific for the full-text order to add much, and the vector side carries the query.
+    SELECT c.id, c.search_vector
+    FROM knowledge_chunk c
     WHERE c.owner_id = %(owner)s AND c.encoder_id = %(encoder)s AND c.file_id = ANY(%(files)s)
-      AND c.search_vector @@ query.q
-    ORDER BY text_score DESC, c.id
+      AND c.search_vector @@ %(match_query)s::tsquery
+    LIMIT %(max_matches)s
+), fts AS MATERIALIZED (
+    SELECT id, ts_rank_cd(search_vector, %(rank_query)s::tsquery) AS text_score
+    FROM matched
+    ORDER BY text_score DESC, id
     LIMIT %(candidates)s
 ), fts_ranked AS (
     SELECT id, row_number() OVER (ORDER BY text_score DESC, id) AS rank FROM fts
@@ -233,14 +243,67 @@ WHERE c.owner_id = %(owner)s
 ORDER BY fused.score DESC, similarity DESC, c.id
 """
 
-_WORD = re.compile(r"\w+")
-MAX_QUERY_WORDS = 64
+# The query's lexemes, each with the share of chunks that contain it when PostgreSQL's statistics
+# know it as a common element (ANALYZE keeps these for tsvector columns); rarer ones have none.
+_LEXEMES_SQL = f"""
+WITH lexemes AS (
+    SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('{TEXT_SEARCH_CONFIG}', %s))) AS lexeme
+), common AS (
+    SELECT m.lexeme, m.frequency
+    FROM pg_stats s,
+         unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS m(lexeme, frequency)
+    WHERE s.schemaname = current_schema() AND s.tablename = 'knowledge_chunk' AND s.attname = 'search_vector'
+)
+SELECT l.lexeme, coalesce(common.frequency, 0) * (
+    SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'knowledge_chunk'::regclass
+) AS estimated_chunks, coalesce(common.frequency, 0) AS frequency
+FROM lexemes l LEFT JOIN common ON common.lexeme = l.lexeme
+"""
+MAX_QUERY_TERMS = 8
+# A term in fewer chunks than this is never "common", whatever its share: in a small library
+# every word is in a few percent of the chunks, and scanning a few hundred rows costs nothing.
+COMMON_TERM_MIN_CHUNKS = 1000
 
 
-def fulltext_query_text(query: str) -> str:
-    """Any of the query's words may match (websearch syntax "a or b or c"): questions rarely
-    repeat every word of the passage that answers them."""
-    return " or ".join(_WORD.findall(query)[:MAX_QUERY_WORDS])
+@dataclass(frozen=True)
+class FulltextQuery:
+    match: str | None  # tsquery text selecting candidate chunks; None: no full-text search
+    rank: str | None  # tsquery text the candidates are ranked by
+
+
+def _quoted(lexeme: str) -> str:
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def fulltext_query(lexemes: list[tuple[str, float, float]], max_term_frequency: float) -> FulltextQuery:
+    """Which chunks the full-text side considers, from the query's lexemes and how common they are.
+
+    Questions rarely repeat every word of the passage that answers them, so not all terms must
+    match; but a word found in a large share of chunks says little and makes the search scan and
+    rank most of the library. So: drop common terms (in more than `max_term_frequency` of all
+    chunks, and in at least COMMON_TERM_MIN_CHUNKS); with one or two informative terms left, any
+    may match; with more, at least two must ("minimum should match"); with only common terms,
+    all of them must (and a single common term searches nothing: the vector side covers it).
+    Candidates are ranked by all informative terms.
+    """
+    if not lexemes:
+        return FulltextQuery(None, None)
+    informative = sorted(
+        (frequency, lexeme)
+        for lexeme, chunks, frequency in lexemes
+        if frequency <= max_term_frequency or chunks < COMMON_TERM_MIN_CHUNKS
+    )[:MAX_QUERY_TERMS]
+    terms = [_quoted(lexeme) for _, lexeme in informative]
+    if not terms:
+        if len(lexemes) < 2:  # one common word selects a large share of the library and ranks it poorly
+            return FulltextQuery(None, None)
+        every = " & ".join(_quoted(lexeme) for lexeme, _, _ in lexemes[:MAX_QUERY_TERMS])
+        return FulltextQuery(every, every)
+    any_term = " | ".join(terms)
+    if len(terms) <= 2:
+        return FulltextQuery(any_term, any_term)
+    pairs = " | ".join(f"({a} & {b})" for a, b in combinations(terms, 2))
+    return FulltextQuery(pairs, any_term)
 
 
 def hybrid_search(
@@ -251,6 +314,7 @@ def hybrid_search(
     query_vector: list[float],
     encoder_id: str,
     config: RetrievalConfig,
+    k: int = 0,
 ) -> list[RetrievedChunk]:
     """Vector top-n and full-text top-n over the given files of the actor, fused with RRF.
 
@@ -259,8 +323,10 @@ def hybrid_search(
     """
     if not file_ids:
         return []
-    candidates = max(1, config.candidates)
+    candidates = max(1, config.candidates, k)
     with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_LEXEMES_SQL, [query])
+        fulltext = fulltext_query(cursor.fetchall(), config.fulltext_max_term_frequency)
         cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
         cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(max(config.ef_search, candidates))])
         cursor.execute(
@@ -271,7 +337,9 @@ def hybrid_search(
                 "encoder": encoder_id,
                 "files": list(file_ids),
                 "candidates": candidates,
-                "text": fulltext_query_text(query),
+                "match_query": fulltext.match,
+                "rank_query": fulltext.rank,
+                "max_matches": config.fulltext_max_matches,
                 "rrf_k": config.rrf_k,
             },
         )
@@ -313,7 +381,8 @@ def retrieve(*, actor, context_ids: Iterable, query: str, k: int | None = None) 
 
     Only the actor's own chunks in the actor's own contexts are searched (enforced in SQL), and
     only relevant chunks are returned: cosine similarity at least `min_similarity`, or at least
-    `fulltext_min_similarity` for chunks that also match the query's words. When none is, `chunks` is empty and `best_similarity` says how close the nearest one came.
+    `fulltext_min_similarity` for chunks that also match the query's words. When none is,
+    `chunks` is empty and `best_similarity` says how close the nearest one came.
     """
     config = RetrievalConfig.current()
     k = config.default_k if k is None else max(1, int(k))
@@ -332,6 +401,7 @@ def retrieve(*, actor, context_ids: Iterable, query: str, k: int | None = None) 
         query_vector=query_vector,
         encoder_id=encoder.encoder_id,
         config=config,
+        k=k,
     )
     searched = time.perf_counter()
     relevant = [chunk for chunk in candidates if _is_relevant(chunk, config)][:k]

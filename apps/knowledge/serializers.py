@@ -11,8 +11,22 @@ class FileOutput(serializers.ModelSerializer):
     class Meta:
         model = KnowledgeFile
         fields = [
-            "file_id", "name", "folder", "kind", "content_type", "size_bytes", "sha256", "status", "phase",
-            "progress", "error", "title", "page_count", "encoder_id", "created_at", "ingested_at",
+            "file_id",
+            "name",
+            "folder",
+            "kind",
+            "content_type",
+            "size_bytes",
+            "sha256",
+            "status",
+            "phase",
+            "progress",
+            "error",
+            "title",
+            "page_count",
+            "encoder_id",
+            "created_at",
+            "ingested_at",
         ]
 
     def get_progress(self, file) -> dict:
@@ -59,8 +73,21 @@ class ChunkOutput(serializers.ModelSerializer):
     class Meta:
         model = Chunk
         fields = [
-            "chunk_id", "file_id", "file_name", "ordinal", "text", "heading", "location", "token_count",
-            "page_start", "page_end", "line_start", "line_end", "char_start", "char_end", "encoder_id",
+            "chunk_id",
+            "file_id",
+            "file_name",
+            "ordinal",
+            "text",
+            "heading",
+            "location",
+            "token_count",
+            "page_start",
+            "page_end",
+            "line_start",
+            "line_end",
+            "char_start",
+            "char_end",
+            "encoder_id",
             "embedding_dim",
         ]
 
@@ -89,6 +116,10 @@ class ContextInput(serializers.Serializer):
 class ContextUpdateInput(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
     description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+
+
+class FileUpdateInput(serializers.Serializer):
+    folder = serializers.CharField(max_length=255, allow_blank=True)
 
 
 class ContextFileInput(serializers.Serializer):

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -135,7 +135,9 @@ def _write_exclusive(directory: Path, name: str, content: bytes) -> Path | None:
 
 
 def _name_taken(owner, name: str) -> bool:
-    return KnowledgeFile.objects.annotate(lower_name=Lower("name")).filter(owner=owner, lower_name=name.lower()).exists()
+    return (
+        KnowledgeFile.objects.annotate(lower_name=Lower("name")).filter(owner=owner, lower_name=name.lower()).exists()
+    )
 
 
 def file_upload(
@@ -234,9 +236,10 @@ def file_delete(*, file: KnowledgeFile) -> None:
 
 @transaction.atomic
 def file_reingest(*, file: KnowledgeFile) -> KnowledgeFile:
-    """Queue the file for ingestion again (after a failure, or to pick up a new encoder)."""
+    """Queue the file for ingestion again: after a failure, after a worker died mid-run (the file
+    looks stalled), or to pick up a new encoder or chunking. A running ingestion is left alone."""
     locked = KnowledgeFile.objects.select_for_update().get(pk=file.pk)
-    if locked.status != KnowledgeFile.Status.PROCESSING:
+    if locked.status != KnowledgeFile.Status.PROCESSING or locked.is_stalled:
         locked.status = KnowledgeFile.Status.QUEUED
         locked.phase = KnowledgeFile.Phase.WAITING
         locked.error_code = ""
@@ -266,8 +269,13 @@ def _ingest_lock(file_id) -> Iterator[bool]:
         yield acquired
     finally:
         if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(hashtext('knowledge.ingest'), hashtext(%s))", [str(file_id)])
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT pg_advisory_unlock(hashtext('knowledge.ingest'), hashtext(%s))", [str(file_id)]
+                    )
+            except DatabaseError:  # the connection is gone, and the session's locks with it
+                logger.warning("Could not release the ingestion lock of file %s", file_id, exc_info=True)
 
 
 def _embedding_input(chunk) -> str:
@@ -373,7 +381,9 @@ def _ingest(file: KnowledgeFile, encoder, batch_size: int) -> None:
 
     with transaction.atomic():
         stored = dict(
-            Chunk.objects.filter(file_id=file.pk, encoder_id=encoder.encoder_id).values_list("ordinal", "content_sha256")
+            Chunk.objects.filter(file_id=file.pk, encoder_id=encoder.encoder_id).values_list(
+                "ordinal", "content_sha256"
+            )
         )
         kept = {ordinal for ordinal, digest in stored.items() if ordinal < len(chunks) and digests[ordinal] == digest}
         Chunk.objects.filter(file_id=file.pk).exclude(ordinal__in=kept, encoder_id=encoder.encoder_id).delete()

@@ -17,7 +17,7 @@ A plain Python library (never imports Django). Typical use from a worker process
 Loading
     load_engine(model_path=None, *, max_batch_slots=8, max_seq_len=2048, lora_slots=8,
                 max_lora_rank=16, dtype=None, decode_steps=4, prefill_chunk=512,
-                cache_dir=None) -> Engine
+                speculative_tokens=4, cache_dir=None) -> Engine
         model_path: a GGUF file or a Hugging Face directory (config.json, *.safetensors,
         tokenizer.json, tokenizer_config.json); None = the default SmolLM2 GGUF. Environment
         variables are never read here: pass MODEL_PATH yourself. GGUF weights are dequantized
@@ -84,7 +84,14 @@ Command line: python -m workers.llm --prompt "..." [--model PATH] [--adapter DIR
 Scheduling policy: a request waits for a free sequence slot (FIFO); its prompt is prefilled
 in chunks of `prefill_chunk` tokens (bucketed lengths) and its first token is sampled in the
 same call; every running sequence then advances `decode_steps` tokens per jitted call.
-Cancellation (cancel() or should_cancel) is checked between calls and frees the slot at once.
+Cancellation (cancel() or should_cancel) is checked between calls (and for queued requests)
+and frees the slot at once. on_token runs on the engine thread: keep it fast.
+When a single greedy request (repetition_penalty 1.0) is running and nothing waits, the engine
+uses prompt-lookup speculative decoding: up to `speculative_tokens` tokens that followed the
+last n-gram earlier in the sequence are checked in one forward pass (0 disables). Tokens are
+the plain greedy ones; only float rounding of the wider pass could flip an exact near-tie.
+Compiled programs: prefill (length bucket x context bucket for later chunks), decode (context
+bucket), verify (context bucket), each per number of adapter columns in use (0-3).
 """
 
 from .config import ModelConfig

@@ -154,7 +154,7 @@ class Engine:
 
     def __init__(self, loaded: LoadedModel, *, max_batch_slots: int = 8, max_seq_len: int = 2048,
                  lora_slots: int = 8, max_lora_rank: int = 16, dtype=None, decode_steps: int = 4,
-                 prefill_chunk: int = 512):
+                 prefill_chunk: int = 512, speculative_tokens: int = 4):
         config = loaded.config
         self.config: ModelConfig = config
         self.tokenizer: Tokenizer = loaded.tokenizer
@@ -166,6 +166,8 @@ class Engine:
         self.context_length = self.max_seq_len
         self.max_lora_rank = max_lora_rank
         self.decode_steps = decode_steps
+        self.speculative_tokens = speculative_tokens
+        self.speculation = {"rounds": 0, "proposed": 0, "accepted": 0}
         self.prefill_chunk = min(prefill_chunk, self.max_seq_len)
         if dtype is None:
             dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
@@ -173,18 +175,20 @@ class Engine:
         self._prefill_buckets = _buckets(self.prefill_chunk, min(16, self.prefill_chunk))
         self._kv_buckets = _buckets(self.max_seq_len, min(128, self.max_seq_len))
 
-        self.params = jax.tree.map(lambda a: jnp.asarray(a, self.dtype), loaded.params)
+        self.params = jax.tree.map(lambda a: jnp.asarray(a, self.dtype),
+                                   llama.serving_params(loaded.params))
         self.lora = llama.init_lora_state(config, lora_slots, max_lora_rank, self.dtype)
-        self.cache = llama.init_cache(config, max_batch_slots, self.max_seq_len, self.dtype)
-        self.seen = jnp.zeros((max_batch_slots, config.vocab_size), jnp.bool_)
+        self._reset_sequences()
         self.adapters = AdapterSlotTable(lora_slots)
 
         self.compile_count = 0
         self.compiled: list[tuple] = []
         self._prefill_jit = jax.jit(self._prefill_impl, donate_argnums=(2, 3),
-                                    static_argnames=("kv_len", "use_lora"))
+                                    static_argnames=("kv_len", "lora_width"))
+        self._verify_jit = jax.jit(self._verify_impl, donate_argnums=(2,),
+                                   static_argnames=("kv_len", "lora_width"))
         self._decode_jit = jax.jit(self._decode_impl, donate_argnums=(2, 3),
-                                   static_argnames=("kv_len", "steps", "use_lora"))
+                                   static_argnames=("kv_len", "steps", "lora_width"))
         self._write_slot_jit = jax.jit(_write_slot, donate_argnums=(0,))
 
         self._rows: list[_Request | None] = [None] * max_batch_slots
@@ -325,25 +329,26 @@ class Engine:
     def free_slots(self) -> int:
         return self.max_batch_slots - self.active_requests
 
-    def warmup(self, *, prompt_lengths=(1,), use_lora=(False, True)) -> None:
+    def warmup(self, *, prompt_lengths=(1,), lora_widths=(0, 1)) -> None:
         """Compile the programs that serving will need first (prefill buckets for the given
         prompt lengths, every decode bucket) so the first requests do not wait for XLA."""
         with self._device_lock:
             if any(self._rows) or self._pending:
                 raise RuntimeError("warmup() must run before requests are submitted")
-            for flag in use_lora:
+            for width in lora_widths:
                 for length in prompt_lengths:
                     self._run_prefill_chunk(0, [0] * min(length, self.prefill_chunk), 0,
-                                            min(length, self.prefill_chunk), _WARMUP_ROW, flag)
+                                            min(length, self.prefill_chunk), _WARMUP_ROW, width)
                 for kv_len in self._kv_buckets:
-                    self._run_decode(kv_len, flag)
+                    self._run_decode(kv_len, width)
 
     # ---------------------------------------------------------------------------------------
     # Device programs
 
     def _prefill_impl(self, params, lora, cache, seen, tokens, start, length, slot, rows_lora,
-                      sampling, *, kv_len, use_lora):
-        self._count_compile(("prefill", tokens.shape[1], kv_len, use_lora))
+                      sampling, *, kv_len, lora_width):
+        self._count_compile(("prefill", tokens.shape[1], kv_len, lora_width))
+        use_lora = lora_width > 0
         T = tokens.shape[1]
         positions = (start + jnp.arange(T))[None, :]
         hidden, cache = llama.forward_hidden(
@@ -360,8 +365,9 @@ class Engine:
         return token[0], logprob[0], cache, seen
 
     def _decode_impl(self, params, lora, cache, seen, tokens, positions, rows_lora, sampling,
-                     generated, *, kv_len, steps, use_lora):
-        self._count_compile(("decode", kv_len, steps, use_lora))
+                     generated, *, kv_len, steps, lora_width):
+        self._count_compile(("decode", kv_len, steps, lora_width))
+        use_lora = lora_width > 0
         B = tokens.shape[0]
         rows = jnp.arange(B)
 
@@ -383,6 +389,21 @@ class Engine:
         cache, seen, _, out_tokens, out_logprobs = jax.lax.fori_loop(0, steps, step, carry)
         return out_tokens, out_logprobs, cache, seen
 
+    def _verify_impl(self, params, lora, cache, tokens, start, slot, rows_lora, *, kv_len,
+                     lora_width):
+        """Greedy predictions after each of `tokens` [1, T] (the last sampled token followed by
+        draft tokens), writing their KV entries: one pass checks a whole draft."""
+        self._count_compile(("verify", tokens.shape[1], kv_len, lora_width))
+        use_lora = lora_width > 0
+        positions = (start + jnp.arange(tokens.shape[1]))[None, :]
+        hidden, cache = llama.forward_hidden(
+            self.config, params, lora if use_lora else None, tokens, positions, cache,
+            slot_ids=slot[None], kv_len=kv_len, rows_lora=rows_lora if use_lora else None)
+        logits = llama.logits_from_hidden(params, hidden[0])
+        predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        chosen = jnp.take_along_axis(logits, predictions[:, None], axis=-1)[:, 0]
+        return predictions, chosen - jax.nn.logsumexp(logits, axis=-1), cache
+
     def _count_compile(self, key) -> None:
         # Runs only while jax traces, i.e. once per compiled program.
         self.compile_count += 1
@@ -394,7 +415,9 @@ class Engine:
                                              jax.tree.map(lambda a: jnp.asarray(a, self.dtype),
                                                           arrays))
 
-    def _row_sampling(self, requests: list["_Request | None"]):
+    def _row_sampling(self, requests: list["_Request | None"], lora_width: int | None = None):
+        """Per-row sampling arrays and adapter (slot, weight) columns; only as many adapter
+        columns as the busiest row needs are passed, so adapter-free batches skip LoRA."""
         n = len(requests)
         temperature = np.ones(n, np.float32)
         top_k = np.zeros(n, np.int32)
@@ -418,26 +441,29 @@ class Engine:
                 lora_index[i, j] = slot
                 lora_weight[i, j] = weight
         sampling = (temperature, top_k, top_p, penalty, greedy, keys)
-        return sampling, (lora_index, lora_weight), bool(np.any(lora_weight != 0))
+        if lora_width is None:
+            used = np.nonzero(lora_weight.any(axis=0))[0]
+            lora_width = int(used[-1]) + 1 if used.size else 0
+        return sampling, (lora_index[:, :lora_width], lora_weight[:, :lora_width])
 
     def _run_prefill_chunk(self, start: int, chunk: list[int], slot: int, length: int,
-                           request: "_Request", use_lora: bool | None = None):
+                           request: "_Request", lora_width: int | None = None):
         bucket = self._prefill_buckets[bisect.bisect_left(self._prefill_buckets, len(chunk))]
         tokens = np.zeros((1, bucket), np.int32)
         tokens[0, :len(chunk)] = chunk
         kv_len = bucket if start == 0 else self._kv_bucket(start + bucket)
-        sampling, rows_lora, any_lora = self._row_sampling([request])
+        sampling, rows_lora = self._row_sampling([request], lora_width)
         token, logprob, self.cache, self.seen = self._prefill_jit(
             self.params, self.lora, self.cache, self.seen, tokens, np.int32(start),
             np.int32(length), np.int32(slot), rows_lora, sampling, kv_len=kv_len,
-            use_lora=any_lora if use_lora is None else use_lora)
+            lora_width=rows_lora[0].shape[1])
         return token, logprob
 
     def _kv_bucket(self, needed: int) -> int:
         index = bisect.bisect_left(self._kv_buckets, needed)
         return self._kv_buckets[min(index, len(self._kv_buckets) - 1)]
 
-    def _run_decode(self, kv_len: int, use_lora: bool | None = None):
+    def _run_decode(self, kv_len: int, lora_width: int | None = None):
         rows = self._rows
         tokens = np.zeros(self.max_batch_slots, np.int32)
         positions = np.zeros(self.max_batch_slots, np.int32)
@@ -447,11 +473,11 @@ class Engine:
                 tokens[i] = request.token_ids[-1]
                 positions[i] = len(request.prompt_ids) + len(request.token_ids) - 1
                 generated[i] = len(request.token_ids)
-        sampling, rows_lora, any_lora = self._row_sampling(rows)
+        sampling, rows_lora = self._row_sampling(rows, lora_width)
         out_tokens, out_logprobs, self.cache, self.seen = self._decode_jit(
             self.params, self.lora, self.cache, self.seen, tokens, positions, rows_lora, sampling,
             generated, kv_len=kv_len, steps=self.decode_steps,
-            use_lora=any_lora if use_lora is None else use_lora)
+            lora_width=rows_lora[0].shape[1])
         return out_tokens, out_logprobs
 
     # ---------------------------------------------------------------------------------------
@@ -507,10 +533,12 @@ class Engine:
                     self._admit()
                     self._poll_cancellations()
                     if any(self._rows):
-                        self._decode_round()
+                        if not self._speculative_round():
+                            self._decode_round()
                 except Exception as exc:  # fail the running requests, keep serving new ones
                     for request in [r for r in self._rows if r is not None]:
                         self._finish(request, "error", error=repr(exc))
+                    self._reset_sequences()
 
     def _admit(self) -> None:
         while True:
@@ -536,6 +564,46 @@ class Engine:
             except Exception as exc:
                 self._finish(request, "error", error=repr(exc))
 
+    def _speculative_round(self) -> bool:
+        """Prompt-lookup speculative decoding for a lone greedy request: propose the tokens that
+        followed the latest earlier occurrence of the sequence's last n-gram and check them all
+        in one forward pass (decoding one sequence is bound by reading the weights, so checking
+        several tokens costs about as much as producing one). Returns False when not applicable."""
+        k = self.speculative_tokens
+        active = [r for r in self._rows if r is not None]
+        if k <= 0 or len(active) != 1 or self._pending:
+            return False
+        request = active[0]
+        params = request.params
+        if not params.is_greedy or params.repetition_penalty != 1.0:
+            return False
+        ids = request.prompt_ids + request.token_ids
+        start = len(ids) - 1
+        if start + k + 1 > self.max_seq_len:
+            return False
+        draft = ngram_draft(ids, k)
+        if not draft:
+            return False
+        tokens = np.zeros((1, k + 1), np.int32)
+        tokens[0, :len(draft) + 1] = [ids[-1], *draft]
+        _, rows_lora = self._row_sampling([request])
+        predictions, logprobs, self.cache = self._verify_jit(
+            self.params, self.lora, self.cache, tokens, np.int32(start), np.int32(request.slot),
+            rows_lora, kv_len=self._kv_bucket(start + k + 1), lora_width=rows_lora[0].shape[1])
+        predictions = np.asarray(predictions)
+        logprobs = np.asarray(logprobs)
+        accepted = 0
+        while accepted < len(draft) and draft[accepted] == predictions[accepted]:
+            accepted += 1
+        self.speculation["rounds"] += 1
+        self.speculation["proposed"] += len(draft)
+        self.speculation["accepted"] += accepted
+        for j in range(accepted + 1):
+            if request.finished:
+                break
+            self._accept(request, int(predictions[j]), float(logprobs[j]))
+        return True
+
     def _decode_round(self) -> None:
         longest = max(len(r.prompt_ids) + len(r.token_ids) for r in self._rows if r is not None)
         kv_len = self._kv_bucket(longest + self.decode_steps - 1)
@@ -554,6 +622,20 @@ class Engine:
         for request in self._rows:
             if request is not None and self._cancel_requested(request):
                 self._finish(request, "cancelled")
+        with self._cond:
+            waiting = list(self._pending)
+        for request in waiting:
+            if self._cancel_requested(request):
+                with self._cond:
+                    if request in self._pending:
+                        self._pending.remove(request)
+                self._finish(request, "cancelled")
+
+    def _reset_sequences(self) -> None:
+        """Fresh KV cache and token masks (a failed call may have consumed the donated ones)."""
+        self.cache = llama.init_cache(self.config, self.max_batch_slots, self.max_seq_len,
+                                      self.dtype)
+        self.seen = jnp.zeros((self.max_batch_slots, self.config.vocab_size), jnp.bool_)
 
     def _cancel_requested(self, request: _Request) -> bool:
         if request.cancel_requested:
@@ -631,6 +713,20 @@ _WARMUP_ROW = _Request(engine=None, prompt_ids=[0], params=SamplingParams(greedy
                        seed=0, max_new_tokens=1)
 
 
+def ngram_draft(ids: list[int], length: int, max_ngram: int = 3) -> list[int]:
+    """Up to `length` tokens that followed the most recent earlier occurrence of the longest
+    (up to `max_ngram`) suffix of `ids`; empty when the suffix never occurred before."""
+    array = np.asarray(ids)
+    for n in range(min(max_ngram, len(ids) - 1), 0, -1):
+        suffix = array[-n:]
+        windows = np.lib.stride_tricks.sliding_window_view(array[:-1], n)
+        matches = np.nonzero((windows == suffix).all(axis=1))[0]
+        if matches.size:
+            follow = int(matches[-1]) + n
+            return [int(t) for t in array[follow:follow + length]]
+    return []
+
+
 def _write_slot(lora, slot, arrays):
     return {target: {part: lora[target][part].at[:, slot].set(arrays[target][part])
                      for part in ("A", "B")} for target in lora}
@@ -660,10 +756,11 @@ def _pending_stop_prefix(text: str, stops) -> int:
 def load_engine(model_path: str | None = None, *, max_batch_slots: int = 8,
                 max_seq_len: int = 2048, lora_slots: int = 8, max_lora_rank: int = 16,
                 dtype=None, decode_steps: int = 4, prefill_chunk: int = 512,
-                cache_dir=None) -> Engine:
+                speculative_tokens: int = 4, cache_dir=None) -> Engine:
     """Load weights (GGUF file or Hugging Face directory; None = SmolLM2-135M-Instruct) and
     build an engine. The engine thread starts with the first request (or `engine.start()`)."""
     loaded = load_model(model_path, cache_dir=cache_dir)
     return Engine(loaded, max_batch_slots=max_batch_slots, max_seq_len=max_seq_len,
                   lora_slots=lora_slots, max_lora_rank=max_lora_rank, dtype=dtype,
-                  decode_steps=decode_steps, prefill_chunk=prefill_chunk)
+                  decode_steps=decode_steps, prefill_chunk=prefill_chunk,
+                  speculative_tokens=speculative_tokens)

@@ -67,35 +67,40 @@ def sample(logits, seen, temperature, top_k, top_p, repetition_penalty, greedy, 
     unmodified distribution.
     """
     vocab = logits.shape[-1]
-    logprobs_all = jax.nn.log_softmax(logits, axis=-1)
+    B = logits.shape[0]
     penalty = repetition_penalty[:, None]
     penalised = jnp.where(seen, jnp.where(logits > 0, logits / penalty, logits * penalty), logits)
     greedy_tokens = jnp.argmax(penalised, axis=-1).astype(jnp.int32)
-
     scaled = penalised / jnp.maximum(temperature, 1e-5)[:, None]
     uniforms = jax.vmap(_uniform)(keys, steps)
-
-    candidates = min(TOP_CANDIDATES, vocab)
-    values, indices = jax.lax.top_k(scaled, candidates)
-    ranks = jnp.arange(candidates)[None, :]
-    k_limit = jnp.where(top_k > 0, jnp.minimum(top_k, candidates), candidates)[:, None]
-    values = jnp.where(ranks < k_limit, values, -jnp.inf)
-    probs = jax.nn.softmax(values, axis=-1)
-    before = jnp.cumsum(probs, axis=-1) - probs
-    probs = jnp.where((before < top_p[:, None]) | (ranks == 0), probs, 0.0)
-    cdf = jnp.cumsum(probs, axis=-1)
-    choice = jnp.sum(cdf < (uniforms * cdf[:, -1])[:, None], axis=-1)
-    choice = jnp.minimum(choice, candidates - 1)
-    filtered_tokens = jnp.take_along_axis(indices, choice[:, None], axis=-1)[:, 0]
-
-    full_cdf = jnp.cumsum(jax.nn.softmax(scaled, axis=-1), axis=-1)
-    full_choice = jnp.sum(full_cdf < (uniforms * full_cdf[:, -1])[:, None], axis=-1)
-    full_tokens = jnp.minimum(full_choice, vocab - 1)
-
     unfiltered = (top_k <= 0) & (top_p >= 1.0)
-    sampled = jnp.where(unfiltered, full_tokens, filtered_tokens).astype(jnp.int32)
-    tokens = jnp.where(greedy, greedy_tokens, sampled)
-    logprobs = jnp.take_along_axis(logprobs_all, tokens[:, None], axis=-1)[:, 0]
+    candidates = min(TOP_CANDIDATES, vocab)
+
+    def filtered_sample():
+        values, indices = jax.lax.top_k(scaled, candidates)
+        ranks = jnp.arange(candidates)[None, :]
+        k_limit = jnp.where(top_k > 0, jnp.minimum(top_k, candidates), candidates)[:, None]
+        values = jnp.where(ranks < k_limit, values, -jnp.inf)
+        probs = jax.nn.softmax(values, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs
+        probs = jnp.where((before < top_p[:, None]) | (ranks == 0), probs, 0.0)
+        cdf = jnp.cumsum(probs, axis=-1)
+        choice = jnp.sum(cdf < (uniforms * cdf[:, -1])[:, None], axis=-1)
+        choice = jnp.minimum(choice, candidates - 1)
+        return jnp.take_along_axis(indices, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
+
+    def full_sample():
+        cdf = jnp.cumsum(jax.nn.softmax(scaled, axis=-1), axis=-1)
+        choice = jnp.sum(cdf < (uniforms * cdf[:, -1])[:, None], axis=-1)
+        return jnp.minimum(choice, vocab - 1).astype(jnp.int32)
+
+    # Each path runs only when some row of the batch needs it.
+    none = jnp.zeros((B,), jnp.int32)
+    filtered_tokens = jax.lax.cond(jnp.any(~greedy & ~unfiltered), filtered_sample, lambda: none)
+    full_tokens = jax.lax.cond(jnp.any(~greedy & unfiltered), full_sample, lambda: none)
+    tokens = jnp.where(greedy, greedy_tokens, jnp.where(unfiltered, full_tokens, filtered_tokens))
+    chosen = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
+    logprobs = chosen - jax.nn.logsumexp(logits, axis=-1)
     return tokens, logprobs
 
 

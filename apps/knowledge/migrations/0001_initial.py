@@ -29,7 +29,6 @@ class Migration(migrations.Migration):
                 ('candidates', models.PositiveIntegerField(default=40, help_text='How many rows each of the vector and full-text searches contributes before fusion.')),
                 ('ef_search', models.PositiveIntegerField(default=100, help_text='pgvector hnsw.ef_search: candidate list size of the HNSW scan (≥ candidates).')),
                 ('min_similarity', models.FloatField(default=0.3, help_text='Cosine similarity below which a chunk is not relevant; when no chunk reaches it, the answer says so and a knowledge gap is recorded.')),
-                ('fulltext_min_similarity', models.FloatField(default=0.15, help_text="A chunk that also matches the query's words in full text is relevant from this lower cosine similarity on (exact names, codes and rare words embed poorly).")),
                 ('default_k', models.PositiveIntegerField(default=5, help_text='Chunks put into a prompt when the caller does not say.')),
                 ('updated_at', models.DateTimeField(auto_now=True)),
             ],

@@ -10,7 +10,6 @@ def seed(apps, schema_editor):
             "candidates": 40,
             "ef_search": 100,
             "min_similarity": 0.3,
-            "fulltext_min_similarity": 0.15,
             "default_k": 5,
         },
     )

@@ -87,9 +87,7 @@ def multipart_body(name: str, content: bytes, content_type: str = "application/o
     parts = []
     for key, value in fields.items():
         for item in value if isinstance(value, list | tuple) else [value]:
-            parts.append(
-                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{item}\r\n'.encode()
-            )
+            parts.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{item}\r\n'.encode())
     parts.append(
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
         f"Content-Type: {content_type}\r\n\r\n".encode()

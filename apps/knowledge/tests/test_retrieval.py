@@ -23,7 +23,9 @@ and must be topped up from the main store whenever it falls below one third.
 @pytest.fixture
 def station(user):
     handbook = services.file_upload(actor=user, name="handbook.md", content=HANDBOOK.encode())
-    manual = services.file_upload(actor=user, name="generator.md", content=GENERATOR_MANUAL.encode(), folder="ops/power")
+    manual = services.file_upload(
+        actor=user, name="generator.md", content=GENERATOR_MANUAL.encode(), folder="ops/power"
+    )
     services.file_ingest(file_id=handbook.pk)
     services.file_ingest(file_id=manual.pk)
     context = services.context_create(actor=user, name="Station", file_ids=[handbook.pk])
@@ -153,3 +155,99 @@ def test_empty_and_unknown_inputs(user, station):
     assert selectors.retrieve_for_prompt(actor=user, context_ids=["not-a-uuid"], query="reactor") == []
     only_stopwords = selectors.retrieve(actor=user, context_ids=[station["context"].pk], query="the of and")
     assert only_stopwords.candidates > 0, "the vector search still runs when full text has no terms"
+
+
+def test_fulltext_query_drops_common_words_and_asks_for_two_of_many():
+    from apps.knowledge.selectors import fulltext_query
+
+    assert fulltext_query([], 0.01) == selectors.FulltextQuery(None, None)
+    few = fulltext_query([("laundri", 0, 0), ("day", 0, 0)], 0.01)
+    assert few.match == few.rank == "'laundri' | 'day'" or few.match == "'day' | 'laundri'"
+    many = fulltext_query([("reactor", 0, 0), ("temperatur", 0, 0), ("shut", 0, 0)], 0.01)
+    assert many.match.count("&") == 3 and many.rank.count("|") == 2
+    # In a large library a word in 30% of 100k chunks is dropped; a rare one carries the query.
+    mixed = fulltext_query([("code", 30_000, 0.3), ("zebra", 0, 0)], 0.01)
+    assert mixed.match == "'zebra'"
+    # A word in 30% of a 40-chunk library is still worth searching for.
+    small = fulltext_query([("code", 12, 0.3), ("zebra", 0, 0)], 0.01)
+    assert "'code'" in small.match
+    assert fulltext_query([("code", 30_000, 0.3)], 0.01).match is None
+    both_common = fulltext_query([("gpl", 5_000, 0.05), ("compat", 6_000, 0.06)], 0.01)
+    assert both_common.match in {"'gpl' & 'compat'", "'compat' & 'gpl'"}
+    assert fulltext_query([("it's", 0, 0)], 0.01).match == "'it''s'"
+
+
+def _random_chunks(owner, file, count, rng, dim=384):
+    import numpy as np
+
+    vectors = rng.standard_normal((count, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [
+        Chunk(
+            owner=owner,
+            file=file,
+            ordinal=index,
+            text=f"passage {index}",
+            token_count=2,
+            char_start=0,
+            char_end=9,
+            content_sha256=f"{index:064x}",
+            embedding=vector,
+            encoder_id="test-encoder",
+            embedding_dim=dim,
+        )
+        for index, vector in enumerate(vectors)
+    ]
+
+
+def test_iterative_scan_fills_k_rows_when_the_filter_rejects_most_neighbours(user, other_user):
+    """With only the HNSW index to order by, a plain HNSW scan sees ef_search neighbours and then
+    filters them, so a user owning a sliver of the table gets fewer than k rows; the iterative scan
+    that hybrid_search switches on keeps going until k of the user's rows are found."""
+    import numpy as np
+    from django.db import connection, transaction
+
+    from apps.knowledge.models import KnowledgeFile
+
+    rng = np.random.default_rng(0)
+    theirs = KnowledgeFile.objects.create(
+        owner=other_user, name="noise.txt", storage_path="x", kind="text", size_bytes=1, sha256="a" * 64
+    )
+    mine = KnowledgeFile.objects.create(
+        owner=user, name="mine.txt", storage_path="y", kind="text", size_bytes=1, sha256="b" * 64, status="ready"
+    )
+    Chunk.objects.bulk_create(_random_chunks(other_user, theirs, 2000, rng), batch_size=500)
+    Chunk.objects.bulk_create(_random_chunks(user, mine, 15, rng))
+    query = rng.standard_normal(384)
+    query = (query / np.linalg.norm(query)).tolist()
+    with connection.cursor() as cursor:  # all of this is rolled back with the test's transaction
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # run the deferred foreign-key checks before DDL
+        cursor.execute("ALTER TABLE knowledge_chunk DROP CONSTRAINT knowledge_chunk_file_ordinal_unique")
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'knowledge_chunk' "
+            "AND indexname NOT IN ('knowledge_chunk_pkey', 'knowledge_chunk_embedding_hnsw')"
+        )
+        for (index,) in cursor.fetchall():
+            cursor.execute(f'DROP INDEX "{index}"')
+        cursor.execute("ANALYZE knowledge_chunk")
+        cursor.execute("SET LOCAL enable_seqscan = off")
+
+    vector_sql = (
+        "SELECT id FROM knowledge_chunk WHERE owner_id = %s AND file_id = ANY(%s) "
+        "ORDER BY embedding <=> %s::vector LIMIT 10"
+    )
+    params = [user.pk, [mine.pk], selectors._vector_literal(query)]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL hnsw.ef_search = 20")
+        cursor.execute("SET LOCAL hnsw.iterative_scan = off")
+        cursor.execute("EXPLAIN " + vector_sql, params)
+        assert "knowledge_chunk_embedding_hnsw" in "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute(vector_sql, params)
+        assert len(cursor.fetchall()) < 10, "without iterative scan the filter starves the result"
+
+    config = RetrievalConfig(candidates=10, ef_search=20)
+    results = selectors.hybrid_search(
+        actor=user, file_ids=[mine.pk], query="", query_vector=query, encoder_id="test-encoder", config=config
+    )
+    assert len([r for r in results if r.vector_rank is not None]) == 10
+    assert {r.file_id for r in results} == {str(mine.pk)}

@@ -61,7 +61,15 @@ def test_upload_queues_ingestion_only_once_the_row_is_committed(client_for, user
 
 @pytest.mark.parametrize(
     "name",
-    ["../../etc/passwd.txt", "..\\..\\boot.ini.txt", "/etc/cron.d/evil.txt", "notes/../../x.md", "..", "../", "a/b.txt"],
+    [
+        "../../etc/passwd.txt",
+        "..\\..\\boot.ini.txt",
+        "/etc/cron.d/evil.txt",
+        "notes/../../x.md",
+        "..",
+        "../",
+        "a/b.txt",
+    ],
 )
 def test_traversal_names_are_refused_and_nothing_is_written(client_for, user, name):
     response = upload(client_for(user), name, b"harmless text")
@@ -74,7 +82,7 @@ def test_traversal_names_are_refused_and_nothing_is_written(client_for, user, na
 
 
 def test_awkward_but_harmless_names_are_cleaned(client_for, user):
-    response = upload(client_for(user), '.hidden  report<v2>?.txt', b"text")
+    response = upload(client_for(user), ".hidden  report<v2>?.txt", b"text")
     assert response.status_code == 201, response.content
     assert response.json()["data"]["name"] == "hidden report_v2__.txt"
     assert files_on_disk(user) == ["hidden report_v2__.txt"]

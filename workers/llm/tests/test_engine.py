@@ -7,6 +7,7 @@ import pytest
 
 from workers.llm import (AdapterNotFoundError, ContextOverflowError, SamplingParams,
                          random_adapter)
+from workers.llm.engine import Engine
 from workers.llm.lora import merge_adapter
 from workers.llm.model import full_logits as _full_logits
 
@@ -286,3 +287,45 @@ def test_compiles_stay_bounded(tiny_engine):
     # prefill buckets x chunk positions and decode length buckets, not one per prompt length
     assert tiny_engine.compile_count - before <= 12
     assert tiny_engine.compile_count <= 40
+
+
+def test_cancelling_a_queued_request(tiny_engine):
+    running = [tiny_engine.submit(prompt_ids(5, seed=i), params=greedy(250, ignore_eos=True))
+               for i in range(tiny_engine.max_batch_slots)]
+    queued = tiny_engine.submit(prompt_ids(5), params=greedy(5, ignore_eos=True))
+    queued.cancel()
+    result = queued.result(timeout=60)
+    assert (result.finish_reason, result.completion_tokens) == ("cancelled", 0)
+    assert result.time_to_first_token is None
+    for handle in running:
+        handle.cancel()
+    assert all(h.result(timeout=60).finish_reason == "cancelled" for h in running)
+    assert tiny_engine.free_slots == tiny_engine.max_batch_slots
+
+
+def test_ngram_draft():
+    from workers.llm.engine import ngram_draft
+
+    assert ngram_draft([1, 2, 3, 9, 9, 1, 2, 3], 3) == [9, 9, 1]
+    assert ngram_draft([5, 6, 7, 5, 6, 8, 5, 6], 2) == [8, 5]  # the latest occurrence wins
+    assert ngram_draft([1, 2, 3, 4], 3) == []
+    assert ngram_draft([4, 1, 7, 1], 2) == [7, 1]  # falls back to shorter n-grams
+
+
+def test_speculative_decoding_gives_plain_greedy_tokens(tiny_model):
+    engine = Engine(tiny_model, max_batch_slots=2, max_seq_len=256, lora_slots=2,
+                    max_lora_rank=8, speculative_tokens=4, prefill_chunk=64)
+    try:
+        adapter = random_adapter(TINY_CONFIG, rank=4, seed=77, scale=0.2)
+        engine.load_adapter("spec", adapter)
+        pattern = prompt_ids(7, seed=70)
+        prompt = pattern * 4 + pattern[:3]
+        result = engine.submit(prompt, params=greedy(40, ignore_eos=True)).result()
+        assert result.token_ids == reference_greedy(tiny_model.params, prompt, 40, ignore_eos=True)
+        assert engine.speculation["rounds"] > 0
+        with_adapter = engine.submit(prompt, params=greedy(20, ignore_eos=True),
+                                     adapters=[("spec", 1.0)]).result()
+        merged = merge_adapter(TINY_CONFIG, tiny_model.params, adapter)
+        assert with_adapter.token_ids == reference_greedy(merged, prompt, 20, ignore_eos=True)
+    finally:
+        engine.shutdown()
