@@ -248,6 +248,16 @@ CHAT_SYSTEM_PROMPT = os.environ.get(
 CHAT_SUMMARY_PROMPT = (
     "Summarise the conversation below in a few sentences, keeping names, facts, decisions and open questions."
 )
+CHAT_RETRIEVAL_K = env_int("CHAT_RETRIEVAL_K", 4)
+CHAT_GROUNDED_PROMPT = (
+    "Answer from the numbered passages below, which come from the user's own documents. "
+    "Cite the passages you use like [1]. If they do not contain the answer, say that you could not find it.\n\n"
+    "{passages}"
+)
+CHAT_NO_KNOWLEDGE_ANSWER = (
+    "I could not find anything about this in the documents of this conversation ({contexts}), "
+    "so I will not guess. Try rephrasing the question, or add a document that covers it."
+)
 CHAT_TITLE_PROMPT = "Write a short title (at most six words) for this conversation. Reply with the title only."
 # Tokens are relayed to the browser in chunks at most this often, not one message per token.
 STREAM_COALESCE_SECONDS = float(os.environ.get("STREAM_COALESCE_SECONDS", "0.04"))

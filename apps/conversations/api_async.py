@@ -115,7 +115,7 @@ async def chat(request):
     await subscription.__aenter__()
     try:
         conversation_id, message_id = await sync_to_async(_start_turn)(
-            user, data["message"]["content"], data.get("conversation_id"), request_id
+            user, data["message"]["content"], data.get("conversation_id"), request_id, data.get("context_id")
         )
     except Exception as exc:
         await subscription.__aexit__(None, None, None)
@@ -135,16 +135,20 @@ async def chat(request):
         return error_response(503, "unavailable", "The answer took too long; it was stopped.", request=request)
     finally:
         await subscription.__aexit__(None, None, None)
-    message = await sync_to_async(selectors.message_get)(actor=user, message_id=message_id)
-    return JsonResponse({"status": "ok", "data": chat_result(message), "request_id": request_id})
+    return JsonResponse({"status": "ok", "data": await _result(user, message_id), "request_id": request_id})
 
 
-def _start_turn(user, content, conversation_id, request_id):
+@sync_to_async
+def _result(user, message_id) -> dict:
+    return chat_result(selectors.message_get(actor=user, message_id=message_id))
+
+
+def _start_turn(user, content, conversation_id, request_id, context_id=None):
     conversation = None
     if conversation_id:
         conversation = selectors.conversation_get(actor=user, conversation_id=conversation_id)
     conversation, _, assistant = services.chat_turn_start(
-        actor=user, content=content, conversation=conversation, request_id=request_id
+        actor=user, content=content, conversation=conversation, request_id=request_id, context_id=context_id
     )
     return str(conversation.pk), str(assistant.pk)
 
@@ -157,8 +161,7 @@ async def _chat_stream(subscription, user, message_id, conversation_id, request_
             if event["type"] == "gen.token":
                 yield _sse("token", {"text": event["text"], "request_id": request_id})
         finished = True
-        message = await sync_to_async(selectors.message_get)(actor=user, message_id=message_id)
-        yield _sse("message_done", chat_result(message))
+        yield _sse("message_done", await _result(user, message_id))
     except TimeoutError:
         yield _sse("error", {"code": "unavailable", "message": "The answer took too long; it was stopped."})
     finally:

@@ -307,7 +307,9 @@ class ApiChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
         content = message.get("content") if isinstance(message, dict) else message
         await self.channel_layer.group_add(generation_group(request_id), self.channel_name)
         try:
-            conversation_id, message_id = await self._start_turn(content, frame.get("conversation_id"))
+            conversation_id, message_id = await self._start_turn(
+                content, frame.get("conversation_id"), frame.get("context_id")
+            )
         except (APIException, Http404, ValidationError, ValueError) as exc:
             await self.channel_layer.group_discard(generation_group(request_id), self.channel_name)
             await self.send_error(_error_code(exc), _error_text(exc), close=True)
@@ -330,12 +332,13 @@ class ApiChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
         return user
 
     @database_sync_to_async
-    def _start_turn(self, content, conversation_id):
+    def _start_turn(self, content, conversation_id, context_id):
         conversation = None
         if conversation_id:
             conversation = selectors.conversation_get(actor=self.user, conversation_id=conversation_id)
         conversation, _, assistant = services.chat_turn_start(
-            actor=self.user, content=content, conversation=conversation, request_id=self.request_id
+            actor=self.user, content=content, conversation=conversation, request_id=self.request_id,
+            context_id=context_id,
         )
         return str(conversation.pk), str(assistant.pk)
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from apps.conversations import services, state
 from apps.conversations.engine_runtime import get_engine
+from apps.conversations.grounding import ground
 from apps.conversations.models import Message
 from apps.conversations.prompting import build_reply_prompt
 from apps.conversations.streaming import publish
@@ -99,10 +100,18 @@ def run_reply(message_id) -> str:
     heartbeat = _Heartbeat(message.pk)
     heartbeat.start()
     try:
+        grounding = ground(conversation=message.conversation, query=message.parent.content)
+        if grounding is not None and not grounding.found:
+            return _answer_without_knowledge(message, grounding, picked_up)
         engine = get_engine()
         params = sampling_params()
         build_started = time.perf_counter()
-        prompt = build_reply_prompt(engine, assistant=message, max_tokens=params.max_tokens)
+        prompt = build_reply_prompt(
+            engine,
+            assistant=message,
+            max_tokens=params.max_tokens,
+            grounding_text=grounding.system_text() if grounding else "",
+        )
         prompt_build = time.perf_counter() - build_started
         handle = engine.submit(
             prompt.text, params=params, should_cancel=cancel_poller(message.request_id), truncate=True
@@ -128,6 +137,8 @@ def run_reply(message_id) -> str:
             "queue_wait_ms": round((picked_up - message.created_at).total_seconds() * 1000, 1),
             "prompt_build_ms": round(prompt_build * 1000, 1),
         }
+        if grounding is not None:
+            receipt["retrieval"] = grounding.receipt()
         services.generation_finish(
             message=message,
             content=result.text,
@@ -148,6 +159,29 @@ def run_reply(message_id) -> str:
         return "error"
     finally:
         heartbeat.stopped.set()
+
+
+def _answer_without_knowledge(message: Message, grounding, picked_up) -> str:
+    """Nothing relevant in the bound documents: say so plainly instead of letting the model guess."""
+    text = grounding.not_found_answer()
+    publish(message.request_id, {"type": "gen.token", "text": text})
+    services.generation_finish(
+        message=message,
+        content=text,
+        status=Message.Status.COMPLETE,
+        receipt={
+            "model": None,
+            "adapters": [],
+            "routing_trace": [],
+            "workflow_trace": [],
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "finish_reason": "no_knowledge",
+            "queue_wait_ms": round((picked_up - message.created_at).total_seconds() * 1000, 1),
+            "retrieval": grounding.receipt(),
+        },
+    )
+    return "no_knowledge"
 
 
 def run_title(conversation) -> str | None:

@@ -21,6 +21,8 @@ class Conversation(models.Model):
     summary_through = models.ForeignKey(
         "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Knowledge the answers are grounded in (NotebookLM-style); the owner's own contexts only.
+    contexts = models.ManyToManyField("knowledge.Context", blank=True, related_name="conversations")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 

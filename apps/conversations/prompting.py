@@ -43,8 +43,10 @@ def _count(engine, text: str) -> int:
     return len(engine.tokenizer.encode(text))
 
 
-def build_reply_prompt(engine, *, assistant: Message, max_tokens: int) -> BuiltPrompt:
+def build_reply_prompt(engine, *, assistant: Message, max_tokens: int, grounding_text: str = "") -> BuiltPrompt:
     system = settings.CHAT_SYSTEM_PROMPT
+    if grounding_text:
+        system = f"{system}\n\n{grounding_text}"
     path = selectors.path_to(assistant.parent)
     budget = engine.context_length - max_tokens - 8
     turns = _turns(path)

@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from apps.conversations.grounding import context_snippets
 from apps.conversations.models import Conversation, Message
 
 
@@ -32,6 +33,7 @@ class ChatMessageInput(serializers.Serializer):
 
 class ChatInput(serializers.Serializer):
     conversation_id = serializers.UUIDField(required=False, allow_null=True)
+    context_id = serializers.UUIDField(required=False, allow_null=True)
     message = ChatMessageInput()
     stream = serializers.BooleanField(default=False, required=False)
     request_id = serializers.RegexField(r"^[A-Za-z0-9._-]{1,64}$", required=False)
@@ -59,5 +61,6 @@ def chat_result(message: Message) -> dict:
         "adapters": receipt.get("adapters", []),
         "usage": usage_of(message),
         "receipt": receipt,
+        "context_snippets": context_snippets(message),
         "request_id": message.request_id,
     }

@@ -4,6 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
@@ -90,12 +91,20 @@ def _start_assistant(*, actor, conversation: Conversation, parent: Message, requ
 
 @transaction.atomic
 def chat_turn_start(
-    *, actor, content, conversation: Conversation | None = None, request_id: str | None = None
+    *,
+    actor,
+    content,
+    conversation: Conversation | None = None,
+    request_id: str | None = None,
+    context_id=None,
 ) -> tuple[Conversation, Message, Message]:
-    """Save the user's message at the end of the current branch and queue the answer."""
+    """Save the user's message at the end of the current branch and queue the answer (after
+    commit). `context_id` also binds one of the actor's contexts to the conversation first."""
     content = _clean_content(content)
     if conversation is None:
         conversation = conversation_create(actor=actor)
+    if context_id:
+        conversation_context_add(actor=actor, conversation=conversation, context_id=context_id)
     assert conversation.owner_id == actor.id
     conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
     parent = conversation.current_leaf
@@ -241,3 +250,29 @@ def conversation_title_set(*, conversation: Conversation, title: str) -> bool:
 
 def conversation_summary_set(*, conversation: Conversation, summary: str, through: Message) -> None:
     Conversation.objects.filter(pk=conversation.pk).update(summary=summary, summary_through=through)
+
+
+@transaction.atomic
+def conversation_contexts_set(*, actor, conversation: Conversation, context_ids) -> list:
+    """Bind exactly these contexts; each must be the actor's own (else 404, nothing changes)."""
+    from apps.knowledge import selectors as knowledge_selectors
+
+    assert conversation.owner_id == actor.id
+    contexts = []
+    for context_id in context_ids:
+        context = knowledge_selectors.context_get(actor=actor, context_id=context_id)
+        if context is None:
+            raise Http404("Context not found.")
+        contexts.append(context)
+    conversation.contexts.set(contexts)
+    return contexts
+
+
+def conversation_context_add(*, actor, conversation: Conversation, context_id) -> None:
+    from apps.knowledge import selectors as knowledge_selectors
+
+    assert conversation.owner_id == actor.id
+    context = knowledge_selectors.context_get(actor=actor, context_id=context_id)
+    if context is None:
+        raise Http404("Context not found.")
+    conversation.contexts.add(context)

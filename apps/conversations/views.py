@@ -1,7 +1,10 @@
 """Server-rendered chat UI. Streaming happens over /ws/chat/ (consumers.py); these views serve
 pages and the small HTMX interactions (rename, delete, search, branch navigation, thumbs)."""
 
+import re
+
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
@@ -16,11 +19,39 @@ from apps.training.models import PreferenceEvent
 from apps.training.selectors import thumbs_for_messages
 
 
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+
+
+def _link_citations(html: str, message: Message) -> str:
+    """Turn [n] in a grounded answer into buttons that open passage n."""
+    chunks = {c["index"]: c["chunk_id"] for c in ((message.receipt or {}).get("retrieval") or {}).get("chunks", [])}
+    if not chunks:
+        return html
+
+    def link(match):
+        index = int(match.group(1))
+        if index not in chunks:
+            return match.group(0)
+        url = reverse("knowledge:chunk", args=[chunks[index]])
+        return (
+            f'<button type="button" class="cite" hx-get="{url}" hx-target="#passage-{message.pk}" '
+            f'hx-swap="innerHTML">[{index}]</button>'
+        )
+
+    return _CITATION.sub(link, html)
+
+
+def _answer_html(message: Message) -> str:
+    if message.role != Message.Role.ASSISTANT or message.is_pending:
+        return ""
+    return _link_citations(render_markdown(message.content), message)
+
+
 def _entry_context(entry, thumb) -> dict:
     message = entry.message
     return {
         "m": message,
-        "html": render_markdown(message.content) if message.role == Message.Role.ASSISTANT and not message.is_pending else "",
+        "html": _answer_html(message),
         "sibling_index": entry.sibling_index,
         "sibling_count": entry.sibling_count,
         "previous_sibling_id": entry.previous_sibling_id,
@@ -63,11 +94,23 @@ def sidebar_item_html(conversation, *, prepend_oob: bool = False, active: bool =
     return html
 
 
+def _picker_context(user, conversation) -> dict:
+    from apps.knowledge import selectors as knowledge_selectors
+
+    bound = list(conversation.contexts.all()) if conversation else []
+    return {
+        "all_contexts": knowledge_selectors.context_list(actor=user),
+        "bound_ids": {c.pk for c in bound},
+        "bound_names": [c.name for c in bound],
+    }
+
+
 def _page(request, conversation=None, status=200):
     return render(
         request,
         "conversations/chat.html",
         {
+            **_picker_context(request.user, conversation),
             "conversation": conversation,
             "conversations": selectors.conversation_list(actor=request.user)[:200],
             "entries": messages_context(conversation, request.user) if conversation else [],
@@ -164,3 +207,21 @@ def message_edit_form(request, message_id):
     if message.role != Message.Role.USER:
         return HttpResponse("Only your own messages can be edited.", status=400)
     return render(request, "conversations/_edit_form.html", {"m": message})
+
+
+@login_required
+@require_POST
+def conversation_contexts(request):
+    """Bind the chosen contexts; a chat that does not exist yet is created for them."""
+    conversation_id = request.POST.get("conversation_id")
+    context_ids = request.POST.getlist("context_ids")
+    if conversation_id:
+        conversation = selectors.conversation_get(actor=request.user, conversation_id=conversation_id)
+        services.conversation_contexts_set(actor=request.user, conversation=conversation, context_ids=context_ids)
+        return render(request, "conversations/_context_picker.html", _picker_context(request.user, conversation))
+    with transaction.atomic():
+        conversation = services.conversation_create(actor=request.user)
+        services.conversation_contexts_set(actor=request.user, conversation=conversation, context_ids=context_ids)
+    response = HttpResponse("")
+    response["HX-Redirect"] = reverse("conversation", args=[conversation.pk])
+    return response
