@@ -54,6 +54,9 @@ check: venv
 	DEBUG=0 SECRET_KEY=$${SECRET_KEY:-check-only-$$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')} \
 		$(PY) manage.py check --deploy --fail-level WARNING
 
+lint: venv
+	$(PY) -m ruff check apps liminal workers bench conftest.py
+
 clean:
 	-$(PY) -m liminal.infra stop
 	rm -rf $(VENV) var

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 

@@ -11,7 +11,6 @@ from apps.accounts import selectors, services
 from apps.accounts.authentication import BearerTokenAuthentication
 from apps.accounts.models import AuthSession
 from apps.accounts.ratelimit import client_ip, rate_limit_hit
-from liminal.celery import QUEUES
 from apps.accounts.serializers import (
     ApiKeyInput,
     ApiKeyOutput,
@@ -21,12 +20,8 @@ from apps.accounts.serializers import (
     SignupInput,
     UserOutput,
 )
-
-
-def _valid(serializer_class, request):
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
+from liminal.api import validated
+from liminal.celery import QUEUES
 
 
 class PublicApiView(APIView):
@@ -39,7 +34,7 @@ class PublicApiView(APIView):
 class SignupApi(PublicApiView):
     def post(self, request):
         rate_limit_hit(scope="signup_ip", key=client_ip(request))
-        data = _valid(SignupInput, request)
+        data = validated(SignupInput, request)
         try:
             user = services.user_create(email=data["email"], password=data["password"], handle=data.get("handle", ""))
         except DjangoValidationError as exc:
@@ -53,7 +48,7 @@ class SignupApi(PublicApiView):
 class LoginApi(PublicApiView):
     def post(self, request):
         rate_limit_hit(scope="login_ip", key=client_ip(request))
-        data = _valid(LoginInput, request)
+        data = validated(LoginInput, request)
         rate_limit_hit(scope="login_email", key=data["email"].lower())
         user = services.credentials_check(email=data["email"], password=data["password"])
         if user is None:
@@ -67,7 +62,7 @@ class LoginApi(PublicApiView):
 class RefreshApi(PublicApiView):
     def post(self, request):
         rate_limit_hit(scope="refresh", key=client_ip(request))
-        data = _valid(RefreshInput, request)
+        data = validated(RefreshInput, request)
         try:
             tokens = services.auth_session_refresh(refresh_token=data["refresh_token"])
         except services.InvalidRefreshToken as exc:
@@ -138,7 +133,7 @@ class ApiKeyListApi(APIView):
         return Response({"items": [ApiKeyOutput(k).data for k in keys]})
 
     def post(self, request):
-        data = _valid(ApiKeyInput, request)
+        data = validated(ApiKeyInput, request)
         api_key, key = services.api_key_create(actor=request.user, name=data["name"])
         return Response({**ApiKeyOutput(api_key).data, "key": key}, status=status.HTTP_201_CREATED)
 

@@ -11,12 +11,7 @@ from apps.conversations.serializers import (
     ConversationOutput,
     MessageOutput,
 )
-
-
-def _valid(serializer_class, request):
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
+from liminal.api import validated
 
 
 class ConversationListApi(APIView):
@@ -25,7 +20,7 @@ class ConversationListApi(APIView):
         return Response({"items": ConversationOutput(conversations[:500], many=True).data})
 
     def post(self, request):
-        data = _valid(ConversationInput, request)
+        data = validated(ConversationInput, request)
         conversation = services.conversation_create(actor=request.user, title=data["title"])
         return Response(ConversationOutput(conversation).data, status=status.HTTP_201_CREATED)
 
@@ -37,7 +32,7 @@ class ConversationDetailApi(APIView):
 
     def patch(self, request, conversation_id):
         conversation = selectors.conversation_get(actor=request.user, conversation_id=conversation_id)
-        data = _valid(ConversationInput, request)
+        data = validated(ConversationInput, request)
         services.conversation_rename(actor=request.user, conversation=conversation, title=data["title"])
         return Response(ConversationOutput(conversation).data)
 
@@ -60,7 +55,7 @@ class ConversationMessagesApi(APIView):
 
 class ChatCancelApi(APIView):
     def post(self, request):
-        data = _valid(CancelInput, request)
+        data = validated(CancelInput, request)
         message = selectors.message_by_request(actor=request.user, request_id=data["request_id"])
         cancelled = services.generation_cancel(actor=request.user, message=message)
         return Response({"request_id": data["request_id"], "cancelled": cancelled, "message_id": str(message.pk)})

@@ -98,17 +98,24 @@ def _cancel_on_disconnect(request_id: str):
 # ---------------------------------------------------------------- POST /v1/chat
 
 
-@csrf_exempt
-async def chat(request):
+async def _authenticated_input(request, serializer_class):
+    """(user, validated body) of a POST, or (None, the error response in the envelope)."""
     if request.method != "POST":
-        return error_response(405, "method_not_allowed", "Method not allowed.", request=request)
+        return None, error_response(405, "method_not_allowed", "Method not allowed.", request=request)
     try:
         user = await _authenticate(request)
-        serializer = ChatInput(data=_json_body(request))
+        serializer = serializer_class(data=_json_body(request))
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
     except Exception as exc:
-        return _unauthorized(exc, request)
+        return None, _unauthorized(exc, request)
+    return user, serializer.validated_data
+
+
+@csrf_exempt
+async def chat(request):
+    user, data = await _authenticated_input(request, ChatInput)
+    if user is None:
+        return data
 
     request_id = data.get("request_id") or uuid.uuid4().hex
     subscription = GenerationSubscription(request_id)
@@ -257,15 +264,9 @@ def _completion_params(data) -> dict:
 
 @csrf_exempt
 async def chat_completions(request):
-    if request.method != "POST":
-        return error_response(405, "method_not_allowed", "Method not allowed.", request=request)
-    try:
-        user = await _authenticate(request)
-        serializer = CompletionInput(data=_json_body(request))
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-    except Exception as exc:
-        return _unauthorized(exc, request)
+    user, data = await _authenticated_input(request, CompletionInput)
+    if user is None:
+        return data
 
     request_id = uuid.uuid4().hex
     completion_id = f"chatcmpl-{request_id}"

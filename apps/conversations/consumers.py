@@ -124,16 +124,21 @@ class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
 
     # ---- actions
 
-    async def on_send(self, frame):
+    async def _start_streaming(self, start) -> None:
+        """Subscribe to a new request's group *before* the work is queued, so no token is
+        missed; `start(request_id)` returns (html to send, id of the answer being generated)."""
         request_id = uuid.uuid4().hex
         await self.channel_layer.group_add(generation_group(request_id), self.channel_name)
         try:
-            html, message_id = await self._start_turn(frame, request_id)
+            html, message_id = await start(request_id)
         except Exception:
             await self.channel_layer.group_discard(generation_group(request_id), self.channel_name)
             raise
         self.following[request_id] = message_id
         await self.send(text_data=html)
+
+    async def on_send(self, frame):
+        await self._start_streaming(lambda request_id: self._start_turn(frame, request_id))
 
     @database_sync_to_async
     def _start_turn(self, frame, request_id):
@@ -169,15 +174,7 @@ class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
         services.generation_cancel(actor=self.user, message=message)
 
     async def on_regenerate(self, frame):
-        request_id = uuid.uuid4().hex
-        await self.channel_layer.group_add(generation_group(request_id), self.channel_name)
-        try:
-            html, message_id = await self._regenerate(frame.get("message_id"), request_id)
-        except Exception:
-            await self.channel_layer.group_discard(generation_group(request_id), self.channel_name)
-            raise
-        self.following[request_id] = message_id
-        await self.send(text_data=html)
+        await self._start_streaming(lambda request_id: self._regenerate(frame.get("message_id"), request_id))
 
     @database_sync_to_async
     def _regenerate(self, message_id, request_id):
@@ -186,15 +183,9 @@ class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
         return self._messages_html(assistant.conversation), str(assistant.pk)
 
     async def on_edit(self, frame):
-        request_id = uuid.uuid4().hex
-        await self.channel_layer.group_add(generation_group(request_id), self.channel_name)
-        try:
-            html, message_id = await self._edit(frame.get("message_id"), frame.get("content", ""), request_id)
-        except Exception:
-            await self.channel_layer.group_discard(generation_group(request_id), self.channel_name)
-            raise
-        self.following[request_id] = message_id
-        await self.send(text_data=html)
+        await self._start_streaming(
+            lambda request_id: self._edit(frame.get("message_id"), frame.get("content", ""), request_id)
+        )
 
     @database_sync_to_async
     def _edit(self, message_id, content, request_id):

@@ -18,7 +18,6 @@ from apps.conversations.rendering import render_markdown
 from apps.training.models import PreferenceEvent
 from apps.training.selectors import thumbs_for_messages
 
-
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 
 

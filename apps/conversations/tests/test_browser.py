@@ -1,7 +1,6 @@
 """The main chat flows in headless Chromium against a live server and a real worker."""
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest

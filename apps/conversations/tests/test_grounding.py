@@ -5,6 +5,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from django.http import Http404
 
 from apps.accounts.services import auth_session_start
 from apps.conversations import generation, selectors, services
@@ -62,14 +63,13 @@ def test_contexts_of_another_user_cannot_be_bound(station, make_user, client):
     _, context = station
     intruder = make_user()
     conversation = services.conversation_create(actor=intruder)
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(Http404):
         services.conversation_contexts_set(actor=intruder, conversation=conversation, context_ids=[context.pk])
-    assert "not found" in str(raised.value).lower()
     assert not conversation.contexts.exists()
     client.force_login(intruder)
     response = client.post("/c/contexts/", {"conversation_id": str(conversation.pk), "context_ids": [str(context.pk)]})
     assert response.status_code == 404 and not conversation.contexts.exists()
-    with pytest.raises(Exception):
+    with pytest.raises(Http404):
         services.chat_turn_start(actor=intruder, content="What is the reactor trip temperature?", context_id=context.pk)
     assert not Message.objects.filter(owner=intruder).exists()
 
