@@ -90,8 +90,9 @@ When a single greedy request (repetition_penalty 1.0) is running and nothing wai
 uses prompt-lookup speculative decoding: up to `speculative_tokens` tokens that followed the
 last n-gram earlier in the sequence are checked in one forward pass (0 disables). Tokens are
 the plain greedy ones; only float rounding of the wider pass could flip an exact near-tie.
-Compiled programs: prefill (length bucket x context bucket for later chunks), decode (context
-bucket), verify (context bucket), each per number of adapter columns in use (0-3).
+Compiled programs: prefill (length bucket x context bucket for later chunks), decode (running
+rows rounded up to a power of two x context bucket), verify (context bucket), each per number
+of adapter columns in use (0-3); all bounded, whatever the traffic.
 """
 
 from .config import ModelConfig

@@ -188,7 +188,7 @@ class Engine:
         self._verify_jit = jax.jit(self._verify_impl, donate_argnums=(2,),
                                    static_argnames=("kv_len", "lora_width"))
         self._decode_jit = jax.jit(self._decode_impl, donate_argnums=(2, 3),
-                                   static_argnames=("kv_len", "steps", "lora_width"))
+                                   static_argnames=("kv_len", "steps", "lora_width", "compact"))
         self._write_slot_jit = jax.jit(_write_slot, donate_argnums=(0,))
 
         self._rows: list[_Request | None] = [None] * max_batch_slots
@@ -339,8 +339,9 @@ class Engine:
                 for length in prompt_lengths:
                     self._run_prefill_chunk(0, [0] * min(length, self.prefill_chunk), 0,
                                             min(length, self.prefill_chunk), _WARMUP_ROW, width)
-                for kv_len in self._kv_buckets:
-                    self._run_decode(kv_len, width)
+                for size in self._decode_batch_sizes():
+                    for kv_len in self._kv_buckets:
+                        self._run_decode(kv_len, width, slots=list(range(size)))
 
     # ---------------------------------------------------------------------------------------
     # Device programs
@@ -364,29 +365,32 @@ class Engine:
         token, logprob = sample(logits, row[None], *sampling, jnp.zeros((1,), jnp.int32))
         return token[0], logprob[0], cache, seen
 
-    def _decode_impl(self, params, lora, cache, seen, tokens, positions, rows_lora, sampling,
-                     generated, *, kv_len, steps, lora_width):
-        self._count_compile(("decode", kv_len, steps, lora_width))
+    def _decode_impl(self, params, lora, cache, seen, tokens, positions, slot_ids, rows_lora,
+                     sampling, generated, *, kv_len, steps, lora_width, compact):
+        """`steps` decode steps for the rows in `slot_ids` (all slots in order unless compact)."""
+        self._count_compile(("decode", tokens.shape[0], kv_len, steps, lora_width))
         use_lora = lora_width > 0
         B = tokens.shape[0]
         rows = jnp.arange(B)
+        row_seen = seen[slot_ids] if compact else seen
 
         def step(i, carry):
-            cache, seen, tokens, out_tokens, out_logprobs = carry
+            cache, row_seen, tokens, out_tokens, out_logprobs = carry
             hidden, cache = llama.forward_hidden(
                 self.config, params, lora if use_lora else None, tokens[:, None],
-                (positions + i)[:, None], cache, slot_ids=None, kv_len=kv_len,
-                rows_lora=rows_lora if use_lora else None)
+                (positions + i)[:, None], cache, slot_ids=slot_ids if compact else None,
+                kv_len=kv_len, rows_lora=rows_lora if use_lora else None)
             logits = llama.logits_from_hidden(params, hidden[:, 0])
-            next_tokens, logprobs = sample(logits, seen, *sampling, generated + i)
-            seen = seen.at[rows, next_tokens].set(True)
+            next_tokens, logprobs = sample(logits, row_seen, *sampling, generated + i)
+            row_seen = row_seen.at[rows, next_tokens].set(True)
             out_tokens = out_tokens.at[:, i].set(next_tokens)
             out_logprobs = out_logprobs.at[:, i].set(logprobs)
-            return cache, seen, next_tokens, out_tokens, out_logprobs
+            return cache, row_seen, next_tokens, out_tokens, out_logprobs
 
-        carry = (cache, seen, tokens, jnp.zeros((B, steps), jnp.int32),
+        carry = (cache, row_seen, tokens, jnp.zeros((B, steps), jnp.int32),
                  jnp.zeros((B, steps), jnp.float32))
-        cache, seen, _, out_tokens, out_logprobs = jax.lax.fori_loop(0, steps, step, carry)
+        cache, row_seen, _, out_tokens, out_logprobs = jax.lax.fori_loop(0, steps, step, carry)
+        seen = seen.at[slot_ids].set(row_seen) if compact else row_seen
         return out_tokens, out_logprobs, cache, seen
 
     def _verify_impl(self, params, lora, cache, tokens, start, slot, rows_lora, *, kv_len,
@@ -463,21 +467,41 @@ class Engine:
         index = bisect.bisect_left(self._kv_buckets, needed)
         return self._kv_buckets[min(index, len(self._kv_buckets) - 1)]
 
-    def _run_decode(self, kv_len: int, lora_width: int | None = None):
-        rows = self._rows
-        tokens = np.zeros(self.max_batch_slots, np.int32)
-        positions = np.zeros(self.max_batch_slots, np.int32)
-        generated = np.zeros(self.max_batch_slots, np.int32)
+    def _decode_batch_sizes(self) -> list[int]:
+        sizes = [1]
+        while sizes[-1] * 2 < self.max_batch_slots:
+            sizes.append(sizes[-1] * 2)
+        return sorted(set(sizes + [self.max_batch_slots]))
+
+    def _decode_rows(self) -> list[int]:
+        """Cache slots to decode: the busy ones, padded with free ones up to a power of two
+        (a lone request runs a batch of one, not of max_batch_slots)."""
+        busy = [i for i, r in enumerate(self._rows) if r is not None]
+        size = 1
+        while size < len(busy):
+            size *= 2
+        if size >= self.max_batch_slots:
+            return list(range(self.max_batch_slots))
+        free = [i for i, r in enumerate(self._rows) if r is None]
+        return busy + free[:size - len(busy)]
+
+    def _run_decode(self, kv_len: int, lora_width: int | None = None, slots=None):
+        slots = list(range(self.max_batch_slots)) if slots is None else slots
+        rows = [self._rows[i] for i in slots]
+        tokens = np.zeros(len(rows), np.int32)
+        positions = np.zeros(len(rows), np.int32)
+        generated = np.zeros(len(rows), np.int32)
         for i, request in enumerate(rows):
             if request is not None:
                 tokens[i] = request.token_ids[-1]
                 positions[i] = len(request.prompt_ids) + len(request.token_ids) - 1
                 generated[i] = len(request.token_ids)
         sampling, rows_lora = self._row_sampling(rows, lora_width)
+        compact = len(slots) < self.max_batch_slots
         out_tokens, out_logprobs, self.cache, self.seen = self._decode_jit(
-            self.params, self.lora, self.cache, self.seen, tokens, positions, rows_lora, sampling,
-            generated, kv_len=kv_len, steps=self.decode_steps,
-            lora_width=rows_lora[0].shape[1])
+            self.params, self.lora, self.cache, self.seen, tokens, positions,
+            np.asarray(slots, np.int32), rows_lora, sampling, generated, kv_len=kv_len,
+            steps=self.decode_steps, lora_width=rows_lora[0].shape[1], compact=compact)
         return out_tokens, out_logprobs
 
     # ---------------------------------------------------------------------------------------
@@ -607,10 +631,12 @@ class Engine:
     def _decode_round(self) -> None:
         longest = max(len(r.prompt_ids) + len(r.token_ids) for r in self._rows if r is not None)
         kv_len = self._kv_bucket(longest + self.decode_steps - 1)
-        out_tokens, out_logprobs = self._run_decode(kv_len)
+        slots = self._decode_rows()
+        out_tokens, out_logprobs = self._run_decode(kv_len, slots=slots)
         out_tokens = np.asarray(out_tokens)
         out_logprobs = np.asarray(out_logprobs)
-        for i, request in enumerate(self._rows):
+        for i, slot in enumerate(slots):
+            request = self._rows[slot]
             if request is None:
                 continue
             for step in range(self.decode_steps):
