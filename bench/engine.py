@@ -128,7 +128,7 @@ def aggregate_decode(engine, prompts, adapters, decode_tokens, params_factory) -
         return lambda event: stamps[i].append(time.perf_counter())
 
     handles = [engine.submit(p, params=params_factory(), adapters=a, on_token=recorder(i))
-               for i, (p, a) in enumerate(zip(prompts, adapters))]
+               for i, (p, a) in enumerate(zip(prompts, adapters, strict=True))]
     for handle in handles:
         handle.result()
     start = max(s[0] for s in stamps)
@@ -156,7 +156,7 @@ def run_engine(args, lengths) -> dict:
 
     prompts = {n: prompt_tokens(engine.tokenizer, n) for n in lengths}
     compile_start = time.perf_counter()
-    for n, ids in prompts.items():  # first call per bucket compiles
+    for ids in prompts.values():  # first call per bucket compiles
         engine.submit(ids, params=one(2)).result()
     out["first_compiles_s"] = time.perf_counter() - compile_start
     for n, ids in prompts.items():

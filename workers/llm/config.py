@@ -56,11 +56,11 @@ class ModelConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelConfig":
+    def from_json(cls, text: str) -> ModelConfig:
         return cls(**json.loads(text))
 
     @classmethod
-    def from_hf(cls, hf: dict) -> "ModelConfig":
+    def from_hf(cls, hf: dict) -> ModelConfig:
         """Build from a Hugging Face `config.json` of a Llama-architecture model."""
         if hf.get("rope_scaling"):
             raise NotImplementedError(f"rope_scaling is not supported: {hf['rope_scaling']!r}")

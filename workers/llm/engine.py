@@ -15,8 +15,8 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,7 @@ import numpy as np
 
 from . import model as llama
 from .config import ModelConfig
-from .lora import (AdapterSlotTable, LoraAdapter, load_peft_adapter, slot_arrays)
+from .lora import AdapterSlotTable, LoraAdapter, load_peft_adapter, slot_arrays
 from .sampling import SamplingParams, sample, seed_key
 from .tokenizer import ChatTemplate, IncrementalDecoder, Tokenizer
 from .weights import LoadedModel, load_model
@@ -79,7 +79,7 @@ _DONE = object()
 class GenerationHandle:
     """Iterate for `TokenEvent`s as they are produced; `result()` blocks for the outcome."""
 
-    def __init__(self, request: "_Request"):
+    def __init__(self, request: _Request):
         self._request = request
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._done = threading.Event()
@@ -117,7 +117,7 @@ class GenerationHandle:
 
 @dataclass(eq=False)
 class _Request:
-    engine: "Engine"
+    engine: Engine
     prompt_ids: list[int]
     params: SamplingParams
     adapter_slots: list[tuple[int, float]]
@@ -419,7 +419,7 @@ class Engine:
                                              jax.tree.map(lambda a: jnp.asarray(a, self.dtype),
                                                           arrays))
 
-    def _row_sampling(self, requests: list["_Request | None"], lora_width: int | None = None):
+    def _row_sampling(self, requests: list[_Request | None], lora_width: int | None = None):
         """Per-row sampling arrays and adapter (slot, weight) columns; only as many adapter
         columns as the busiest row needs are passed, so adapter-free batches skip LoRA."""
         n = len(requests)
@@ -451,7 +451,7 @@ class Engine:
         return sampling, (lora_index[:, :lora_width], lora_weight[:, :lora_width])
 
     def _run_prefill_chunk(self, start: int, chunk: list[int], slot: int, length: int,
-                           request: "_Request", lora_width: int | None = None):
+                           request: _Request, lora_width: int | None = None):
         bucket = self._prefill_buckets[bisect.bisect_left(self._prefill_buckets, len(chunk))]
         tokens = np.zeros((1, bucket), np.int32)
         tokens[0, :len(chunk)] = chunk

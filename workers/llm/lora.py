@@ -104,7 +104,7 @@ class LoraAdapter:
     @classmethod
     def from_state_dict(cls, tensors: dict[str, np.ndarray], config: ModelConfig, *,
                         alpha: float | None = None, rank: int | None = None,
-                        use_rslora: bool = False) -> "LoraAdapter":
+                        use_rslora: bool = False) -> LoraAdapter:
         """Build from PEFT-named tensors; rank from the tensors, alpha defaults to the rank."""
         found: dict[str, dict[str, dict[int, np.ndarray]]] = {}
         for key, array in tensors.items():

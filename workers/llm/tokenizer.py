@@ -10,7 +10,8 @@ import json
 from collections.abc import Iterable, Sequence
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from tokenizers import AddedToken, Regex, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
 
 GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 LLAMA3_SPLIT = (
@@ -70,7 +71,7 @@ class Tokenizer:
         })
 
     @classmethod
-    def from_json(cls, text: str) -> "Tokenizer":
+    def from_json(cls, text: str) -> Tokenizer:
         data = json.loads(text)
         return cls(HFTokenizer.from_str(data["tokenizer"]), bos_token_id=data["bos_token_id"],
                    eos_token_id=data["eos_token_id"], add_bos=data["add_bos"])
@@ -79,7 +80,7 @@ class Tokenizer:
     def from_gguf_metadata(cls, *, model: str, pre: str | None, tokens: Sequence[str],
                            token_types: Sequence[int] | None, merges: Sequence[str],
                            bos_token_id: int | None, eos_token_id: int | None,
-                           add_bos: bool) -> "Tokenizer":
+                           add_bos: bool) -> Tokenizer:
         if model != "gpt2":
             raise NotImplementedError(
                 f"GGUF tokenizer model {model!r} is not supported (byte-level BPE 'gpt2' is); "

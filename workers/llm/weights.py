@@ -288,12 +288,14 @@ def stack_params(config: ModelConfig, *, embed, final_norm, lm_head, layers) -> 
         "embed": np.ascontiguousarray(embed, dtype=np.float32),
         "final_norm": np.asarray(final_norm, dtype=np.float32),
         "layers": {
-            "attn_norm": stack(lambda l: l["attn_norm"]),
-            "wqkv": stack(lambda l: np.concatenate([l["q_proj"], l["k_proj"], l["v_proj"]]).T),
-            "wo": stack(lambda l: l["o_proj"].T),
-            "ffn_norm": stack(lambda l: l["ffn_norm"]),
-            "w_gate_up": stack(lambda l: np.concatenate([l["gate_proj"], l["up_proj"]]).T),
-            "w_down": stack(lambda l: l["down_proj"].T),
+            "attn_norm": stack(lambda layer: layer["attn_norm"]),
+            "wqkv": stack(lambda layer: np.concatenate(
+                [layer["q_proj"], layer["k_proj"], layer["v_proj"]]).T),
+            "wo": stack(lambda layer: layer["o_proj"].T),
+            "ffn_norm": stack(lambda layer: layer["ffn_norm"]),
+            "w_gate_up": stack(lambda layer: np.concatenate(
+                [layer["gate_proj"], layer["up_proj"]]).T),
+            "w_down": stack(lambda layer: layer["down_proj"].T),
         },
     }
     if lm_head is not None:

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from workers.llm import (AdapterError, AdapterSlotsFullError, LoraAdapter, SamplingParams,
-                         load_peft_adapter, random_adapter, save_peft_adapter)
+from workers.llm import (
+    AdapterError,
+    AdapterSlotsFullError,
+    LoraAdapter,
+    SamplingParams,
+    load_peft_adapter,
+    random_adapter,
+    save_peft_adapter,
+)
 from workers.llm.engine import Engine
 from workers.llm.lora import AdapterSlotTable
 

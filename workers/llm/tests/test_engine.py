@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from workers.llm import (AdapterNotFoundError, ContextOverflowError, SamplingParams,
-                         random_adapter)
+from workers.llm import AdapterNotFoundError, ContextOverflowError, SamplingParams, random_adapter
 from workers.llm.engine import Engine
 from workers.llm.lora import merge_adapter
 from workers.llm.model import full_logits as _full_logits
@@ -72,9 +71,9 @@ def test_batch_mixing_adapters_matches_each_row_alone(tiny_engine):
              [("mix-0", 0.6), ("mix-3", 0.4)], [("mix-1", 1.0), ("mix-2", 1.0), ("mix-3", -1.0)]]
     prompts = [prompt_ids(8 + 3 * i, seed=50 + i) for i in range(len(plans))]
     alone = [tiny_engine.submit(p, params=greedy(20, ignore_eos=True), adapters=a).result()
-             for p, a in zip(prompts, plans)]
+             for p, a in zip(prompts, plans, strict=True)]
     handles = [tiny_engine.submit(p, params=greedy(20, ignore_eos=True), adapters=a)
-               for p, a in zip(prompts, plans)]
+               for p, a in zip(prompts, plans, strict=True)]
     together = [h.result() for h in handles]
     assert [r.token_ids for r in together] == [r.token_ids for r in alone]
     assert len({tuple(r.token_ids) for r in alone}) == len(alone)  # the rows really differ

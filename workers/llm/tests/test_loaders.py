@@ -98,7 +98,7 @@ def test_gguf_cache_is_used_on_second_load(tmp_path, tiny_model):
     first = load_model(path, cache_dir=tmp_path / "cache")
     assert list((tmp_path / "cache").glob("*/weights.safetensors"))
     path.write_bytes(b"")  # a stale cache entry would be keyed by the old size and mtime
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         load_model(path, cache_dir=tmp_path / "cache")
     write_tiny_gguf(path, tiny_model)
     second = load_model(path, cache_dir=tmp_path / "cache")

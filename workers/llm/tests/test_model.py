@@ -1,11 +1,10 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from workers.llm import model as llama
 from workers.llm.lora import LoraAdapter, merge_adapter, random_adapter, slot_arrays
-import jax
-
 from workers.llm.model import full_logits as _full_logits
 
 from .conftest import TINY_CONFIG, as_device, gguf_named_tensors, hparams_of
