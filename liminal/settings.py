@@ -258,7 +258,17 @@ CHAT_NO_KNOWLEDGE_ANSWER = (
     "I could not find anything about this in the documents of this conversation ({contexts}), "
     "so I will not guess. Try rephrasing the question, or add a document that covers it."
 )
-CHAT_TITLE_PROMPT = "Write a short title (at most six words) for this conversation. Reply with the title only."
+# Few-shot completion: a small model names an exchange far better this way than when asked in chat.
+CHAT_TITLE_PROMPT = (
+    "Give each conversation a short title.\n\n"
+    "User: How long should I boil an egg for a runny yolk?\nAssistant: About six minutes in boiling water.\n"
+    "Title: Soft-boiled eggs\n\n"
+    "User: Can you fix this SQL query that returns duplicate rows?\nAssistant: Add DISTINCT or a GROUP BY on the key "
+    "columns.\nTitle: Removing duplicate SQL rows\n\n"
+    "User: Recommend a novel set in Japan.\nAssistant: Try 'Kafka on the Shore' by Haruki Murakami.\n"
+    "Title: Japanese novel recommendation\n\n"
+    "User: {question}\nAssistant: {answer}\nTitle:"
+)
 # Tokens are relayed to the browser in chunks at most this often, not one message per token.
 STREAM_COALESCE_SECONDS = float(os.environ.get("STREAM_COALESCE_SECONDS", "0.04"))
 # A worker refreshes its answer's heartbeat every third of this; silence this long means it died.

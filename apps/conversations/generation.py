@@ -184,6 +184,20 @@ def _answer_without_knowledge(message: Message, grounding, picked_up) -> str:
     return "no_knowledge"
 
 
+TITLE_MAX_WORDS = 8
+
+
+def clean_title(text: str) -> str:
+    """A sidebar title from the model's reply: first line, no quotes or label, at most 8 words."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    line = line.strip().strip("\"'*#`").strip()
+    if line.lower().startswith("title:"):
+        line = line[6:].strip().strip("\"'")
+    words = line.split()
+    title = " ".join(words[:TITLE_MAX_WORDS])
+    return title.rstrip(".,;:!") if len(words) > TITLE_MAX_WORDS or title.endswith((".", ",", ";", ":")) else title
+
+
 def run_title(conversation) -> str | None:
     from workers.llm import SamplingParams
 
@@ -191,17 +205,12 @@ def run_title(conversation) -> str | None:
     if len(path) < 2:
         return None
     engine = get_engine()
-    prompt = engine.render_chat(
-        [
-            {"role": "system", "content": settings.CHAT_TITLE_PROMPT},
-            {"role": "user", "content": f"User: {path[0].content[:1000]}\nAssistant: {path[1].content[:1000]}"},
-        ]
-    )
-    result = engine.generate(prompt, SamplingParams(greedy=True, max_tokens=20, stop=["\n"]), truncate=True)
-    title = result.text.strip().strip('"\'*#').strip()
-    if title.lower().startswith("title:"):
-        title = title[6:].strip()
-    return title or None
+    def one_line(text: str) -> str:
+        return " ".join(text.split())[:600]
+
+    prompt = settings.CHAT_TITLE_PROMPT.format(question=one_line(path[0].content), answer=one_line(path[1].content))
+    result = engine.generate(prompt, SamplingParams(greedy=True, max_tokens=16, stop=["\n"]), truncate=True)
+    return clean_title(result.text) or None
 
 
 def run_completion(request_id: str, user_id, messages: list[dict], params: dict) -> str:

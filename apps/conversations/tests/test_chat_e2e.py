@@ -69,6 +69,12 @@ async def test_ui_streams_a_real_answer_through_a_real_worker(celery_worker_proc
     assert receipt["time_to_first_token_ms"] > 0 and receipt["finish_reason"] in ("stop", "length")
     # Chunks are coalesced: fewer socket frames than generated tokens (or equal for tiny answers).
     assert len(tokens) <= receipt["completion_tokens"]
+
+    # The model then names the conversation in the background, and the sidebar hears about it.
+    title_frame = await ws.receive_from(timeout=120)
+    conversation = await sync_to_async(Conversation.objects.get)(pk=answer.conversation_id)
+    assert conversation.title and conversation.title_is_generated and len(conversation.title.split()) <= 8
+    assert f'id="conv-title-{conversation.pk}"' in title_frame
     await ws.disconnect()
 
 

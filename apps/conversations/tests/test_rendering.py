@@ -12,3 +12,14 @@ def test_dangerous_links_lose_their_href_and_code_is_highlighted():
     assert "javascript:" not in html
     assert 'href="https://example.com"' in html
     assert 'class="codehilite"' in html and '<span class="nb">print</span>' in html
+
+
+def test_generated_titles_are_cleaned_to_a_short_line():
+    from apps.conversations.generation import clean_title
+
+    assert clean_title('"Trip to Lisbon"\nSome more text') == "Trip to Lisbon"
+    assert clean_title("Title: Baking bread at home.") == "Baking bread at home"
+    assert clean_title("Bien sûr, bonjour! I am Élise, a friendly and compassionate person") == (
+        "Bien sûr, bonjour! I am Élise, a friendly"
+    )
+    assert clean_title("   ") == ""
