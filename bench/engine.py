@@ -144,7 +144,8 @@ def run_engine(args, lengths) -> dict:
     started = time.perf_counter()
     engine = load_engine(args.model, max_batch_slots=max(streams), max_seq_len=2048,
                          lora_slots=max(streams), max_lora_rank=16,
-                         decode_steps=args.decode_steps)
+                         decode_steps=args.decode_steps,
+                         prefill_matmul_dtype=args.prefill_matmul_dtype)
     load_time = time.perf_counter() - started
     for i in range(max(streams)):
         engine.load_adapter(f"bench-{i}", random_adapter(engine.config, rank=16, seed=i,
@@ -256,6 +257,8 @@ def main() -> int:
     parser.add_argument("--decode-tokens", type=int, default=64)
     parser.add_argument("--decode-steps", type=int, default=4)
     parser.add_argument("--lengths", default="100,1000")
+    parser.add_argument("--prefill-matmul-dtype", default=None,
+                        help="e.g. bfloat16: opt-in reduced-precision prefill matmuls")
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--no-install", action="store_true")
     parser.add_argument("--llama-cpp-child", action="store_true", help=argparse.SUPPRESS)

@@ -91,13 +91,52 @@ def _lora_delta(x, slots, layer, rows_lora):
     return jnp.einsum("btkr,bkro->bto", h, b)
 
 
+ATTENTION_BLOCK = 128
+
+
+def _attention_block(q, keys, values, positions, scale, dtype):
+    """Softmax attention of q [B, h, g, t, d] over keys/values [B, h, s, d] (cache positions
+    [0, s)), masked causally on absolute positions [B, t]."""
+    s = keys.shape[2]
+    mask = jnp.arange(s)[None, None, None, None, :] <= positions[:, None, None, :, None]
+    scores = jnp.einsum("bhgtd,bhsd->bhgts", q, keys).astype(jnp.float32)
+    scores = jnp.where(mask, scores * scale, -1e30)
+    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+    return jnp.einsum("bhgts,bhsd->bhgtd", probs, values)
+
+
+def _attention(q, keys, values, positions, kv_len, scale, dtype):
+    """Causal attention over the cache window [0, kv_len).
+
+    Long query runs (prefill) are split into blocks of ATTENTION_BLOCK queries; a block only
+    reads the keys it can see. The queries are consecutive positions ending at most at kv_len,
+    so block j (queries [j·n, (j+1)·n)) never sees a key beyond kv_len - T + (j+1)·n: a static
+    length, whatever the (traced) start position. The mask is still applied on absolute
+    positions, so the result equals full-window attention exactly (masked keys weigh 0)."""
+    T = q.shape[3]
+    n = ATTENTION_BLOCK
+    if T <= n or T > kv_len:
+        return _attention_block(q, keys, values, positions, scale, dtype)
+    outs = []
+    for begin in range(0, T, n):
+        end = min(T, begin + n)
+        visible = min(kv_len, kv_len - T + end)
+        outs.append(_attention_block(q[:, :, :, begin:end], keys[:, :, :visible],
+                                     values[:, :, :visible], positions[:, begin:end], scale,
+                                     dtype))
+    return jnp.concatenate(outs, axis=3)
+
+
 def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, *, slot_ids,
-                   kv_len: int, rows_lora=None):
+                   kv_len: int, rows_lora=None, matmul_dtype=None):
     """Run the decoder on `tokens` [B, T] at `positions` [B, T], reading and writing `cache`.
 
     `slot_ids` [B] names each row's cache slot, or None when row b is slot b (full batch).
     Attention covers cache positions [0, kv_len) with a causal mask on absolute positions.
     `rows_lora` = (slot index [B, k], weight [B, k]) or None for no adapters.
+    `matmul_dtype` (e.g. bfloat16; None = the parameters' dtype) runs the weight matmuls with
+    inputs rounded to that dtype and float32 accumulation (opt-in: faster prefill on CPUs with
+    bfloat16 dot units, at bfloat16 input precision); attention and norms stay as they are.
     Returns final hidden states [B, T, D] (after the last norm) and the updated cache.
     """
     c = config
@@ -106,10 +145,14 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     h = params["embed"][tokens]
     batch_rows = jnp.arange(B) if slot_ids is None else slot_ids
     cache_rows = jnp.broadcast_to(batch_rows[:, None], (B, T))
-    key_positions = jnp.arange(kv_len)
-    mask = key_positions[None, None, None, None, :] <= positions[:, None, None, :, None]
     scale = 1.0 / math.sqrt(c.head_dim)
     use_lora = rows_lora is not None and lora is not None
+
+    def mm(x, w):
+        if matmul_dtype is None:
+            return x @ w
+        return jnp.dot(x.astype(matmul_dtype), w.astype(matmul_dtype),
+                       preferred_element_type=jnp.float32).astype(x.dtype)
 
     def with_lora(y, x, target, layer):
         if not use_lora:
@@ -120,7 +163,7 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
         h, cache_k, cache_v = carry
         lp, layer = xs
         x = rms_norm(h, lp["attn_norm"], c.rms_norm_eps)
-        qkv = x @ lp["wqkv"]
+        qkv = mm(x, lp["wqkv"])
         if use_lora:
             qkv = qkv + jnp.concatenate([
                 _lora_delta(x, lora[t], layer, rows_lora) for t in ("q_proj", "k_proj", "v_proj")
@@ -140,21 +183,19 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
             keys = cache_k[layer, slot_ids, :, :kv_len]
             values = cache_v[layer, slot_ids, :, :kv_len]
         q = q.reshape(B, T, c.num_kv_heads, c.group_size, c.head_dim).transpose(0, 2, 3, 1, 4)
-        scores = jnp.einsum("bhgtd,bhsd->bhgts", q, keys.astype(q.dtype)).astype(jnp.float32)
-        scores = jnp.where(mask, scores * scale, -1e30)
-        probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-        attn = jnp.einsum("bhgts,bhsd->bhgtd", probs, values.astype(dtype))
+        attn = _attention(q, keys.astype(q.dtype), values.astype(dtype), positions, kv_len,
+                          scale, dtype)
         attn = attn.transpose(0, 3, 1, 2, 4).reshape(B, T, c.q_size)
-        h = h + with_lora(attn @ lp["wo"], attn, "o_proj", layer)
+        h = h + with_lora(mm(attn, lp["wo"]), attn, "o_proj", layer)
         x = rms_norm(h, lp["ffn_norm"], c.rms_norm_eps)
-        gate_up = x @ lp["w_gate_up"]
+        gate_up = mm(x, lp["w_gate_up"])
         if use_lora:
             gate_up = gate_up + jnp.concatenate([
                 _lora_delta(x, lora[t], layer, rows_lora) for t in ("gate_proj", "up_proj")
             ], axis=-1)
         gate, up = jnp.split(gate_up, 2, axis=-1)
         act = jax.nn.silu(gate) * up
-        h = h + with_lora(act @ lp["w_down"], act, "down_proj", layer)
+        h = h + with_lora(mm(act, lp["w_down"]), act, "down_proj", layer)
         return (h, cache_k, cache_v), None
 
     layers = (params["layers"], jnp.arange(c.num_layers))

@@ -91,3 +91,35 @@ def test_adapter_without_targets_is_a_no_op(tiny_model):
     base = np.asarray(full_logits(TINY_CONFIG, as_device(tiny_model.params),
                                   jnp.asarray([TOKENS])))[0]
     np.testing.assert_array_equal(_lora_logits(tiny_model.params, [(empty, 1.0)], TOKENS), base)
+
+
+def test_long_chunked_prefill_matches_reference(tiny_model):
+    """Query runs longer than the attention block (block-causal attention), in two cache chunks
+    whose second one starts at a traced offset, give the same logits as the numpy reference."""
+    rng = np.random.default_rng(7)
+    tokens = [int(t) for t in rng.integers(3, TINY_CONFIG.vocab_size, 400)]
+    expected = reference_logits(gguf_named_tensors(TINY_CONFIG, tiny_model.params),
+                                hparams_of(TINY_CONFIG), tokens, layout="hf")
+    params = as_device(tiny_model.params)
+    atol = 2e-4 * np.abs(expected).max()
+    np.testing.assert_allclose(np.asarray(full_logits(TINY_CONFIG, params,
+                                                      jnp.asarray([tokens])))[0],
+                               expected, atol=atol, rtol=0)
+
+    @jax.jit
+    def chunk(cache, ids, start, slot, kv_len_marker):
+        T = ids.shape[1]
+        positions = (start + jnp.arange(T))[None, :]
+        hidden, cache = llama.forward_hidden(TINY_CONFIG, params, None, ids, positions, cache,
+                                             slot_ids=slot[None], kv_len=kv_len_marker.shape[0])
+        return llama.logits_from_hidden(params, hidden)[0], cache
+
+    cache = llama.init_cache(TINY_CONFIG, 2, 512)
+    first, cache = chunk(cache, jnp.asarray([tokens[:256]]), jnp.int32(0), jnp.int32(1),
+                         jnp.zeros(256))
+    padded = np.zeros((1, 256), np.int32)
+    padded[0, :144] = tokens[256:]
+    second, cache = chunk(cache, jnp.asarray(padded), jnp.int32(256), jnp.int32(1),
+                          jnp.zeros(512))
+    got = np.concatenate([np.asarray(first), np.asarray(second)[:144]])
+    np.testing.assert_allclose(got, expected, atol=atol, rtol=0)
