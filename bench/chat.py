@@ -216,9 +216,12 @@ def main():
     ms = lambda v: f"{v * 1000:8.1f} ms"  # noqa: E731
     print()
     print("Time to first token                     median        p95")
-    print(f"  engine alone (this process)         {ms(statistics.median(alone_ttft))} {ms(percentile(alone_ttft, .95))}")
-    print(f"  engine, inside the worker (receipt) {ms(statistics.median(receipt_ttft))} {ms(percentile(receipt_ttft, .95))}")
-    print(f"  whole path, at the client           {ms(statistics.median(client_ttft))} {ms(percentile(client_ttft, .95))}")
+    for label, values in (
+        ("engine alone (this process)        ", alone_ttft),
+        ("engine, inside the worker (receipt)", receipt_ttft),
+        ("whole path, at the client          ", client_ttft),
+    ):
+        print(f"  {label} {ms(statistics.median(values))} {ms(percentile(values, .95))}")
     median_overhead = statistics.median(overhead)
     verdict = "meets" if median_overhead < 0.050 else "misses"
     print(f"  platform overhead (client - receipt){ms(median_overhead)} {ms(percentile(overhead, .95))}"
