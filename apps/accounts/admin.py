@@ -30,7 +30,9 @@ class UserAdmin(DjangoUserAdmin):
         ("Profile", {"fields": ("handle", "role", "plan_tier", "tenant", "is_active")}),
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
-    add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "handle", "role", "tenant", "password1", "password2")}),)
+    add_fieldsets = (
+        (None, {"classes": ("wide",), "fields": ("email", "handle", "role", "tenant", "password1", "password2")}),
+    )
     filter_horizontal = ()
 
 

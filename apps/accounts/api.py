@@ -121,7 +121,9 @@ class AdminSettingsApi(APIView):
                 "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
                 "access_token_ttl_seconds": settings.ACCESS_TOKEN_TTL_SECONDS,
                 "refresh_token_ttl_seconds": settings.REFRESH_TOKEN_TTL_SECONDS,
-                "rate_limits": {scope: {"limit": n, "window_seconds": w} for scope, (n, w) in settings.RATE_LIMITS.items()},
+                "rate_limits": {
+                    scope: {"limit": n, "window_seconds": w} for scope, (n, w) in settings.RATE_LIMITS.items()
+                },
                 "queues": list(QUEUES),
             }
         )

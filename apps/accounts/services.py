@@ -136,7 +136,6 @@ def credentials_check(*, email: str, password: str) -> User | None:
     return user
 
 
-
 def api_key_create(*, actor: User, name: str) -> tuple[ApiKey, str]:
     """Returns the row and the full key, which is never retrievable again."""
     name = (name or "").strip()[:100] or "API key"

@@ -29,9 +29,7 @@ def access_token_read(token: str) -> dict:
     if not token.startswith(ACCESS_PREFIX):
         raise InvalidToken("Malformed access token.")
     try:
-        return signing.loads(
-            token[len(ACCESS_PREFIX):], salt=_ACCESS_SALT, max_age=settings.ACCESS_TOKEN_TTL_SECONDS
-        )
+        return signing.loads(token[len(ACCESS_PREFIX) :], salt=_ACCESS_SALT, max_age=settings.ACCESS_TOKEN_TTL_SECONDS)
     except signing.SignatureExpired as exc:
         raise InvalidToken("Access token expired.") from exc
     except signing.BadSignature as exc:
@@ -54,7 +52,7 @@ def api_key_new() -> tuple[str, str]:
 def api_key_prefix(key: str) -> str | None:
     if not key.startswith(API_KEY_PREFIX):
         return None
-    prefix, sep, _ = key[len(API_KEY_PREFIX):].partition("_")
+    prefix, sep, _ = key[len(API_KEY_PREFIX) :].partition("_")
     return prefix if sep and prefix else None
 
 

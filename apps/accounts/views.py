@@ -70,7 +70,6 @@ def logout(request):
     return redirect("accounts:login")
 
 
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def settings_page(request):

@@ -50,7 +50,9 @@ class ConversationMessagesApi(APIView):
             messages = conversation.messages.order_by("created_at")
         else:
             messages = [entry.message for entry in selectors.conversation_path(conversation=conversation)]
-        return Response({"items": MessageOutput(messages, many=True).data, "scope": "all" if scope == "all" else "path"})
+        return Response(
+            {"items": MessageOutput(messages, many=True).data, "scope": "all" if scope == "all" else "path"}
+        )
 
 
 class ChatCancelApi(APIView):

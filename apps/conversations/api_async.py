@@ -79,7 +79,9 @@ def _json_body(request) -> dict:
 
 def _unauthorized(exc, request):
     response = exception_response(exc, request)
-    if response.status_code in (401, 403) and isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+    if response.status_code in (401, 403) and isinstance(
+        exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed
+    ):
         response.status_code = 401
         response["WWW-Authenticate"] = 'Bearer realm="liminal"'
     return response
@@ -270,7 +272,9 @@ async def chat_completions(request):
 
     request_id = uuid.uuid4().hex
     completion_id = f"chatcmpl-{request_id}"
-    messages = [{"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]} for m in data["messages"]]
+    messages = [
+        {"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]} for m in data["messages"]
+    ]
     subscription = GenerationSubscription(request_id)
     await subscription.__aenter__()
     try:
@@ -358,14 +362,23 @@ async def _completion_stream(subscription, request_id, completion_id, model, cre
             else:
                 finished = True
                 if event.get("status") == "failed":
-                    yield _sse(None, {"error": {"message": event.get("error") or "Generation failed.", "code": "server_error"}})
+                    yield _sse(
+                        None, {"error": {"message": event.get("error") or "Generation failed.", "code": "server_error"}}
+                    )
                 else:
                     yield chunk({}, finish_reason=_openai_finish(event.get("finish_reason")))
                     if include_usage:
-                        yield _sse(None, {
-                            "id": completion_id, "object": "chat.completion.chunk", "created": created,
-                            "model": model, "choices": [], "usage": event.get("usage") or {},
-                        })
+                        yield _sse(
+                            None,
+                            {
+                                "id": completion_id,
+                                "object": "chat.completion.chunk",
+                                "created": created,
+                                "model": model,
+                                "choices": [],
+                                "usage": event.get("usage") or {},
+                            },
+                        )
         yield b"data: [DONE]\n\n"
     except TimeoutError:
         yield _sse(None, {"error": {"message": "The completion took too long; it was stopped.", "code": "unavailable"}})

@@ -84,13 +84,13 @@ class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
             conversation = selectors.conversation_get(actor=self.user, conversation_id=conversation_id)
         except (Http404, ValueError, Exception):
             return []
-        return list(
-            conversation.messages.filter(status__in=["queued", "streaming"]).values_list("request_id", "pk")
-        )
+        return list(conversation.messages.filter(status__in=["queued", "streaming"]).values_list("request_id", "pk"))
 
     async def _resume_pending(self):
         """After a reload mid-answer, keep streaming into the page."""
-        query = dict(pair.split("=", 1) for pair in self.scope.get("query_string", b"").decode().split("&") if "=" in pair)
+        query = dict(
+            pair.split("=", 1) for pair in self.scope.get("query_string", b"").decode().split("&") if "=" in pair
+        )
         if query.get("conversation"):
             for request_id, message_id in await self._pending_in_conversation(query["conversation"]):
                 await self.follow(request_id, message_id)
@@ -232,9 +232,7 @@ class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
             message = selectors.message_get(actor=self.user, message_id=message_id)
         except Http404:
             return None
-        return render_to_string(
-            "conversations/_message.html", {**message_context(message, self.user), "oob": True}
-        )
+        return render_to_string("conversations/_message.html", {**message_context(message, self.user), "oob": True})
 
     async def user_event(self, event):
         if event["event"] == "conversation.title":
@@ -281,7 +279,7 @@ class ApiChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
         elif frame.get("action") == "cancel":
             await self.cancel()
         else:
-            await self.send_error("validation_error", "Only {\"action\": \"cancel\"} is accepted once a message is sent.")
+            await self.send_error("validation_error", 'Only {"action": "cancel"} is accepted once a message is sent.')
 
     async def start(self, frame):
         request_id = frame.get("request_id") or uuid.uuid4().hex
@@ -328,7 +326,10 @@ class ApiChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
         if conversation_id:
             conversation = selectors.conversation_get(actor=self.user, conversation_id=conversation_id)
         conversation, _, assistant = services.chat_turn_start(
-            actor=self.user, content=content, conversation=conversation, request_id=self.request_id,
+            actor=self.user,
+            content=content,
+            conversation=conversation,
+            request_id=self.request_id,
             context_id=context_id,
         )
         return str(conversation.pk), str(assistant.pk)

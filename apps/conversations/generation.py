@@ -117,7 +117,9 @@ def run_reply(message_id) -> str:
             prompt.text, params=params, should_cancel=cancel_poller(message.request_id), truncate=True
         )
         stream_handle(
-            handle, message.request_id, on_progress=lambda text: services.generation_progress(message=message, content=text)
+            handle,
+            message.request_id,
+            on_progress=lambda text: services.generation_progress(message=message, content=text),
         )
         result = handle.result()
         receipt = {
@@ -205,6 +207,7 @@ def run_title(conversation) -> str | None:
     if len(path) < 2:
         return None
     engine = get_engine()
+
     def one_line(text: str) -> str:
         return " ".join(text.split())[:600]
 

@@ -13,14 +13,10 @@ class Conversation(models.Model):
     title = models.CharField(max_length=200, blank=True)
     title_is_generated = models.BooleanField(default=False)
     # The leaf of the branch the user is looking at; the conversation shows the path to it.
-    current_leaf = models.ForeignKey(
-        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    current_leaf = models.ForeignKey("Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # Older turns that no longer fit the context window, summarised by the model.
     summary = models.TextField(blank=True)
-    summary_through = models.ForeignKey(
-        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    summary_through = models.ForeignKey("Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # Knowledge the answers are grounded in (NotebookLM-style); the owner's own contexts only.
     contexts = models.ManyToManyField("knowledge.Context", blank=True, related_name="conversations")
     created_at = models.DateTimeField(default=timezone.now)

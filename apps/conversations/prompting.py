@@ -64,7 +64,7 @@ def build_reply_prompt(engine, *, assistant: Message, max_tokens: int, grounding
         recent = _turns(path[-keep:])
         if _count(engine, _render(engine, system, "x " * summary_budget, recent)) <= budget:
             break
-    older, recent_messages = path[: len(path) - keep], path[len(path) - keep:]
+    older, recent_messages = path[: len(path) - keep], path[len(path) - keep :]
     summary = summarise(engine, conversation=conversation, older=older)
     turns = _turns(recent_messages)
     text = _render(engine, system, summary, turns)

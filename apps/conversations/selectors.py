@@ -14,9 +14,11 @@ def conversation_list(*, actor, query: str = ""):
     query = (query or "").strip()
     if query:
         search = SearchQuery(query, config="english", search_type="websearch")
-        matching_messages = Message.objects.filter(conversation=OuterRef("pk"), owner=actor).annotate(
-            document=SearchVector("content", config="english")
-        ).filter(document=search)
+        matching_messages = (
+            Message.objects.filter(conversation=OuterRef("pk"), owner=actor)
+            .annotate(document=SearchVector("content", config="english"))
+            .filter(document=search)
+        )
         conversations = conversations.annotate(
             title_document=SearchVector("title", config="english"),
         ).filter(Q(title_document=search) | Q(title__icontains=query) | Exists(matching_messages))

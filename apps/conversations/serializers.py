@@ -18,7 +18,15 @@ class MessageOutput(serializers.ModelSerializer):
     class Meta:
         model = Message
         fields = [
-            "message_id", "parent_id", "role", "content", "status", "error", "request_id", "receipt", "created_at",
+            "message_id",
+            "parent_id",
+            "role",
+            "content",
+            "status",
+            "error",
+            "request_id",
+            "receipt",
+            "created_at",
         ]
 
 

@@ -22,7 +22,11 @@ def _clean_content(content) -> str:
         raise ValidationError({"content": ["Message is empty."]})
     if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ValidationError(
-            {"content": [f"Message is too long ({len(content)} characters; the limit is {settings.CHAT_MAX_MESSAGE_CHARS})."]}
+            {
+                "content": [
+                    f"Message is too long ({len(content)} characters; the limit is {settings.CHAT_MAX_MESSAGE_CHARS})."
+                ]
+            }
         )
     return content
 
@@ -221,7 +225,9 @@ def generations_reap_stalled() -> int:
 
 def _fail(message: Message, error: str) -> int:
     updated = Message.objects.filter(pk=message.pk, status=message.status).update(
-        status=Message.Status.FAILED, error=error, finished_at=timezone.now(),
+        status=Message.Status.FAILED,
+        error=error,
+        finished_at=timezone.now(),
         receipt={**message.receipt, "finish_reason": "error"},
     )
     if updated:
@@ -243,9 +249,7 @@ def conversation_title_set(*, conversation: Conversation, title: str) -> bool:
     title = _clean_title(title)[:80]
     if not title:
         return False
-    return bool(
-        Conversation.objects.filter(pk=conversation.pk, title="").update(title=title, title_is_generated=True)
-    )
+    return bool(Conversation.objects.filter(pk=conversation.pk, title="").update(title=title, title_is_generated=True))
 
 
 def conversation_summary_set(*, conversation: Conversation, summary: str, through: Message) -> None:

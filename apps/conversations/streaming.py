@@ -42,5 +42,7 @@ def publish(request_id: str, event: dict, timeout: float = 10.0) -> None:
         running = None
     if running is not None:
         raise RuntimeError("publish() is for sync code; await the channel layer directly in async code")
-    future = asyncio.run_coroutine_threadsafe(layer.group_send(generation_group(request_id), message), _publisher_loop())
+    future = asyncio.run_coroutine_threadsafe(
+        layer.group_send(generation_group(request_id), message), _publisher_loop()
+    )
     future.result(timeout)

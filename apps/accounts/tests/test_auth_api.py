@@ -34,7 +34,14 @@ def test_signup_returns_tokens_in_envelope(api_client):
     assert body["status"] == "ok" and body["request_id"]
     data = body["data"]
     assert set(data) >= {
-        "user_id", "session_id", "access_token", "refresh_token", "token_type", "role", "tenant_id", "mfa_required"
+        "user_id",
+        "session_id",
+        "access_token",
+        "refresh_token",
+        "token_type",
+        "role",
+        "tenant_id",
+        "mfa_required",
     }
     assert data["token_type"] == "bearer" and data["role"] == "user" and data["mfa_required"] is False
     user = User.objects.get(pk=data["user_id"])

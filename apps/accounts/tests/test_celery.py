@@ -11,7 +11,9 @@ from liminal.celery import app
 @pytest.mark.slow
 def test_a_real_worker_runs_a_task_from_the_real_broker(celery_worker_process, make_user):
     user = make_user()
-    live = AuthSession.objects.create(user=user, refresh_token_hash="a" * 64, expires_at=timezone.now() + timedelta(days=1))
+    live = AuthSession.objects.create(
+        user=user, refresh_token_hash="a" * 64, expires_at=timezone.now() + timedelta(days=1)
+    )
     AuthSession.objects.create(user=user, refresh_token_hash="b" * 64, expires_at=timezone.now() - timedelta(days=1))
 
     result = purge_expired_auth_sessions.delay()

@@ -19,7 +19,9 @@ def test_login_is_limited_per_email(api_client, make_user, settings):
         )
         assert response.status_code == 401
     blocked = api_client.post(
-        "/v1/auth/login", {"email": user.email, "password": "correct horse battery"}, format="json",
+        "/v1/auth/login",
+        {"email": user.email, "password": "correct horse battery"},
+        format="json",
         REMOTE_ADDR="10.0.1.1",
     )
     assert blocked.status_code == 429

@@ -42,7 +42,10 @@ def test_another_users_conversation_is_not_found_everywhere(api_client, make_use
     error_of(client.get(url + "/messages"), 404)
     error_of(client.patch(url, {"title": "pwned"}, format="json"), 404)
     error_of(client.delete(url), 404)
-    error_of(client.post("/v1/chat", {"conversation_id": str(conversation.pk), "message": {"content": "hi"}}, format="json"), 404)
+    error_of(
+        client.post("/v1/chat", {"conversation_id": str(conversation.pk), "message": {"content": "hi"}}, format="json"),
+        404,
+    )
     assert client.get("/v1/conversations").json()["data"]["items"] == []
     conversation.refresh_from_db()
     assert conversation.title == "" and conversation.messages.count() == 2
@@ -61,7 +64,9 @@ def test_another_users_conversation_is_not_found_everywhere(api_client, make_use
         ({"message": {"content": "x" * 40000}}, 400, "validation_error"),
     ],
 )
-def test_chat_bad_input_is_an_envelope_error_and_changes_nothing(api_client, make_user, login_tokens, payload, status, code):
+def test_chat_bad_input_is_an_envelope_error_and_changes_nothing(
+    api_client, make_user, login_tokens, payload, status, code
+):
     client = as_user(api_client, login_tokens(make_user()))
     assert error_of(client.post("/v1/chat", payload, format="json"), status)["code"] == code
     assert not Conversation.objects.exists() and not Message.objects.exists()
@@ -79,7 +84,9 @@ def test_busy_user_gets_409(api_client, make_user, login_tokens, settings):
     user = make_user()
     services.chat_turn_start(actor=user, content="first")
     client = as_user(api_client, login_tokens(user))
-    assert error_of(client.post("/v1/chat", {"message": {"content": "second"}}, format="json"), 409)["code"] == "conflict"
+    assert (
+        error_of(client.post("/v1/chat", {"message": {"content": "second"}}, format="json"), 409)["code"] == "conflict"
+    )
 
 
 def test_requests_per_minute_limit_is_429(api_client, make_user, login_tokens, settings):
@@ -119,11 +126,24 @@ def test_models_and_completion_validation_with_api_keys(api_client, make_user, s
     def complete(body):
         return api_client.generic("POST", "/v1/chat/completions", json.dumps(body), content_type="application/json")
 
-    assert error_of(complete({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}), 400)["code"] == "validation_error"
+    assert (
+        error_of(complete({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}), 400)["code"]
+        == "validation_error"
+    )
     error_of(complete({"model": settings.SERVED_MODEL_ID, "messages": []}), 400)
     error_of(complete({"model": settings.SERVED_MODEL_ID, "messages": [{"role": "robot", "content": "hi"}]}), 400)
-    error_of(complete({"model": settings.SERVED_MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "temperature": 7}), 400)
-    error_of(complete({"model": settings.SERVED_MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "stop": ["a"] * 5}), 400)
+    error_of(
+        complete(
+            {"model": settings.SERVED_MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "temperature": 7}
+        ),
+        400,
+    )
+    error_of(
+        complete(
+            {"model": settings.SERVED_MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "stop": ["a"] * 5}
+        ),
+        400,
+    )
 
     api_client.credentials(HTTP_AUTHORIZATION="Bearer lk_deadbeef_wrong")
     error_of(api_client.get("/v1/models"), 401)

@@ -22,8 +22,14 @@ def page(live_server_url, monkeypatch):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         page = browser.new_page(viewport={"width": 1200, "height": 800})
         page.set_default_timeout(30_000)
@@ -76,7 +82,8 @@ def test_chat_in_a_real_browser(page, live_server_url, celery_worker_process, ma
     page.fill("#composer-input", "Write a very long story about a dragon who learns to bake bread.")
     page.keyboard.press("Enter")
     page.wait_for_function(
-        "() => { const s = document.querySelector('.msg.assistant .body.streaming span'); return s && s.textContent.length > 0; }",
+        "() => { const s = document.querySelector('.msg.assistant .body.streaming span');"
+        " return s && s.textContent.length > 0; }",
         timeout=180_000,
     )
     page.keyboard.press("Escape")

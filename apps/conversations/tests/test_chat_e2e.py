@@ -33,7 +33,11 @@ async def _ui_socket(user):
     ws = WebsocketCommunicator(
         application,
         "/ws/chat/",
-        headers=[(b"origin", b"http://localhost"), (b"host", b"localhost"), (b"cookie", await sync_to_async(_cookie)(user))],
+        headers=[
+            (b"origin", b"http://localhost"),
+            (b"host", b"localhost"),
+            (b"cookie", await sync_to_async(_cookie)(user)),
+        ],
     )
     assert (await ws.connect())[0]
     return ws
@@ -82,7 +86,9 @@ async def test_ui_streams_a_real_answer_through_a_real_worker(celery_worker_proc
 async def test_stop_mid_answer_stores_a_cancelled_message(celery_worker_process, make_user, settings):
     user = await sync_to_async(make_user)()
     ws = await _ui_socket(user)
-    await ws.send_to(text_data=json.dumps({"action": "send", "content": "Write a long story about a dragon and a knight."}))
+    await ws.send_to(
+        text_data=json.dumps({"action": "send", "content": "Write a long story about a dragon and a knight."})
+    )
     await ws.receive_from(timeout=10)
     answer = await sync_to_async(Message.objects.get)(role="assistant")
     first = await ws.receive_from(timeout=180)
@@ -99,7 +105,9 @@ async def test_stop_mid_answer_stores_a_cancelled_message(celery_worker_process,
 
 def _post(url, body, token):
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
     with urllib.request.urlopen(request, timeout=240) as response:
         return response.headers, response.read().decode()
@@ -176,16 +184,25 @@ def test_a_worker_that_dies_mid_answer_leaves_a_failed_message(test_db_name, mak
 
     user = make_user()
     conversation = Conversation.objects.create(owner=user)
-    question = Message.objects.create(conversation=conversation, owner=user, role="user", content="Tell me a long story.")
+    question = Message.objects.create(
+        conversation=conversation, owner=user, role="user", content="Tell me a long story."
+    )
     answer = Message.objects.create(
         conversation=conversation, owner=user, parent=question, role="assistant", status="queued", request_id="doomed"
     )
     env = {**worker_environment(test_db_name), "CHAT_MAX_TOKENS": "400"}
     log = tmp_path / "doomed.log"
     process = subprocess.Popen(
-        [sys.executable, "-c", f"import django; django.setup(); "
-         f"from apps.conversations.generation import run_reply; run_reply('{answer.pk}')"],
-        cwd=PROJECT_ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-c",
+            f"import django; django.setup(); "
+            f"from apps.conversations.generation import run_reply; run_reply('{answer.pk}')",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 180

@@ -62,7 +62,10 @@ async def test_ui_send_renders_messages_and_streams_escaped_tokens(make_user):
     await asyncio.to_thread(publish, answer.request_id, {"type": "gen.token", "text": "<script>alert(1)</script>"})
     token_html = await ws.receive_from(timeout=5)
     assert "<script>" not in token_html
-    assert f'<span id="stream-{answer.pk}" hx-swap-oob="beforeend">&lt;script&gt;alert(1)&lt;/script&gt;</span>' == token_html
+    assert (
+        f'<span id="stream-{answer.pk}" hx-swap-oob="beforeend">&lt;script&gt;alert(1)&lt;/script&gt;</span>'
+        == token_html
+    )
     await ws.disconnect()
 
 
@@ -113,7 +116,13 @@ async def test_api_socket_malformed_and_invalid_first_frames(make_user, login_to
     frame = await ws.receive_json_from()
     assert frame["event"] == "error" and frame["data"]["code"] == "validation_error"
     ws = await api_socket()
-    await ws.send_json_to({"access_token": tokens["access_token"], "message": "hi", "conversation_id": "00000000-0000-0000-0000-000000000000"})
+    await ws.send_json_to(
+        {
+            "access_token": tokens["access_token"],
+            "message": "hi",
+            "conversation_id": "00000000-0000-0000-0000-000000000000",
+        }
+    )
     assert (await ws.receive_json_from())["data"]["code"] == "not_found"
     assert await sync_to_async(Message.objects.count)() == 0
 
@@ -134,5 +143,7 @@ async def test_api_socket_streams_tokens_cancel_ack_and_one_message_done(make_us
     done = await ws.receive_json_from()
     assert done["event"] == "message_done" and done["data"]["status"] == "cancelled"
     # A second done event (e.g. a late worker) must not produce a second message_done.
-    await asyncio.to_thread(publish, "req-1", {"type": "gen.done", "message_id": str(answer.pk), "status": "complete", "error": ""})
+    await asyncio.to_thread(
+        publish, "req-1", {"type": "gen.done", "message_id": str(answer.pk), "status": "complete", "error": ""}
+    )
     assert (await ws.receive_output(timeout=2))["type"] == "websocket.close"

@@ -54,7 +54,9 @@ def test_an_unanswerable_question_says_so_and_records_a_gap_without_the_model(st
     assert "could not find anything" in answer.content and "Station" in answer.content
     assert answer.receipt["retrieval"]["found"] is False
     gap = KnowledgeGap.objects.get(owner=user)
-    assert gap.query == "Who won the 1998 football world cup?" and answer.receipt["retrieval"]["knowledge_gap_id"] == str(gap.pk)
+    assert gap.query == "Who won the 1998 football world cup?" and answer.receipt["retrieval"][
+        "knowledge_gap_id"
+    ] == str(gap.pk)
     assert published[0]["text"] == answer.content
 
 
@@ -90,13 +92,16 @@ def test_the_context_picker_binds_and_a_new_chat_is_created_for_it(station, clie
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_v1_chat_with_context_id_cites_the_passage_on_a_real_worker(station, celery_worker_process, live_server_url, make_user):
+def test_v1_chat_with_context_id_cites_the_passage_on_a_real_worker(
+    station, celery_worker_process, live_server_url, make_user
+):
     user, context = station
     token = auth_session_start(user=user)["access_token"]
 
     def post(body, bearer):
         request = urllib.request.Request(
-            f"{live_server_url}/v1/chat", data=json.dumps(body).encode(),
+            f"{live_server_url}/v1/chat",
+            data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {bearer}"},
         )
         try:

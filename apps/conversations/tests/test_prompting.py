@@ -22,12 +22,18 @@ def _conversation(user, turns):
     conversation = Conversation.objects.create(owner=user)
     parent = None
     for question, answer in turns:
-        parent = Message.objects.create(conversation=conversation, owner=user, parent=parent, role="user", content=question)
+        parent = Message.objects.create(
+            conversation=conversation, owner=user, parent=parent, role="user", content=question
+        )
         parent = Message.objects.create(
             conversation=conversation, owner=user, parent=parent, role="assistant", content=answer
         )
-    last = Message.objects.create(conversation=conversation, owner=user, parent=parent, role="user", content="And my name?")
-    reply = Message.objects.create(conversation=conversation, owner=user, parent=last, role="assistant", status="queued")
+    last = Message.objects.create(
+        conversation=conversation, owner=user, parent=parent, role="user", content="And my name?"
+    )
+    reply = Message.objects.create(
+        conversation=conversation, owner=user, parent=last, role="assistant", status="queued"
+    )
     return conversation, reply
 
 
@@ -54,7 +60,10 @@ def test_older_turns_are_summarised_not_dropped(make_user, small_engine):
     conversation.refresh_from_db()
     assert conversation.summary and str(conversation.summary_through_id) == prompt.summarised_through
     assert conversation.summary in prompt.text
-    assert state_redis().get(f"summary:{conversation.pk}:{conversation.summary_through_id}").decode() == conversation.summary
+    assert (
+        state_redis().get(f"summary:{conversation.pk}:{conversation.summary_through_id}").decode()
+        == conversation.summary
+    )
 
     again = build_reply_prompt(small_engine, assistant=reply, max_tokens=64)
     assert again.text == prompt.text  # the stored summary is reused, not regenerated

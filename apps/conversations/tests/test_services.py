@@ -130,7 +130,10 @@ def test_thumbs_are_preference_events_with_the_receipt(make_user):
     user = make_user()
     _, question, answer = services.chat_turn_start(actor=user, content="Capital of France?")
     services.generation_finish(
-        message=answer, content="Paris.", status=Message.Status.COMPLETE, receipt={"model": "m", "finish_reason": "stop"}
+        message=answer,
+        content="Paris.",
+        status=Message.Status.COMPLETE,
+        receipt={"model": "m", "finish_reason": "stop"},
     )
     answer.refresh_from_db()
     services.message_thumb(actor=user, message=answer, kind="thumbs_up")
@@ -138,7 +141,10 @@ def test_thumbs_are_preference_events_with_the_receipt(make_user):
     events = list(PreferenceEvent.objects.filter(owner=user))
     assert len(events) == 1
     assert (events[0].kind, events[0].prompt, events[0].answer, events[0].receipt["model"]) == (
-        "thumbs_down", "Capital of France?", "Paris.", "m"
+        "thumbs_down",
+        "Capital of France?",
+        "Paris.",
+        "m",
     )
     services.message_thumb(actor=user, message=answer, kind=None)
     assert not PreferenceEvent.objects.exists()

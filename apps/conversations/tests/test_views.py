@@ -11,8 +11,10 @@ def alice_chat(make_user):
     alice = make_user(handle="alice")
     conversation, question, answer = services.chat_turn_start(actor=alice, content="Alice asks **boldly**")
     services.generation_finish(
-        message=answer, content="Answer with <script>alert(1)</script> and `code`",
-        status=Message.Status.COMPLETE, receipt={"finish_reason": "stop", "completion_tokens": 5, "model": "m"},
+        message=answer,
+        content="Answer with <script>alert(1)</script> and `code`",
+        status=Message.Status.COMPLETE,
+        receipt={"finish_reason": "stop", "completion_tokens": 5, "model": "m"},
     )
     return alice, conversation, question, answer
 
