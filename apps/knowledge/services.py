@@ -396,9 +396,9 @@ def _ingest(file: KnowledgeFile, encoder, batch_size: int) -> None:
             page_count=document.page_count,
         )
 
-    todo = [chunk for chunk in chunks if chunk.ordinal not in kept]
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
+    missing_chunks = [chunk for chunk in chunks if chunk.ordinal not in kept]
+    for start in range(0, len(missing_chunks), batch_size):
+        batch = missing_chunks[start : start + batch_size]
         vectors = encoder.encode([inputs[chunk.ordinal] for chunk in batch])
         with transaction.atomic():
             if not KnowledgeFile.objects.select_for_update().filter(pk=file.pk).exists():
