@@ -54,6 +54,8 @@ def worker_environment(db_name: str) -> dict:
         GENERATION_HEARTBEAT_SECONDS="3",
         ENGINE_BATCH_SLOTS="4",
         ENGINE_MAX_SEQ_LEN="1024",
+        # Shapes compile on first use instead; a full warm-up would add about a minute per session.
+        ENGINE_WARMUP="0",
     )
     if os.environ.get("DATABASE_URL"):
         from urllib.parse import urlsplit, urlunsplit

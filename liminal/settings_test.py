@@ -20,6 +20,7 @@ STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticF
 SHARED_FS_ROOT = infra.var_dir() / "test-shared"
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 CHAT_API_TIMEOUT = int(os.environ.get("CHAT_API_TIMEOUT", "120"))
+ENGINE_WARMUP = False  # in-process tests compile what they use; the live worker gets ENGINE_WARMUP=0 too
 # Serve static files from the source tree: a fresh checkout has run no collectstatic, and the
 # live server and browser tests need htmx.
 WHITENOISE_USE_FINDERS = True

@@ -2,6 +2,7 @@
 
 import logging
 import threading
+import time
 
 from django.conf import settings
 
@@ -11,6 +12,15 @@ _engine = None
 _lock = threading.Lock()
 
 
+def _enable_compile_cache() -> None:
+    import jax
+
+    if settings.ENGINE_COMPILE_CACHE_DIR:
+        jax.config.update("jax_compilation_cache_dir", settings.ENGINE_COMPILE_CACHE_DIR)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def get_engine():
     global _engine
     if _engine is None:
@@ -18,14 +28,30 @@ def get_engine():
             if _engine is None:
                 from workers.llm import load_engine
 
+                _enable_compile_cache()
                 logger.info("Loading inference engine from %s", settings.MODEL_PATH or "the embedded SmolLM2 GGUF")
-                _engine = load_engine(
+                engine = load_engine(
                     settings.MODEL_PATH or None,
                     max_batch_slots=settings.ENGINE_BATCH_SLOTS,
                     max_seq_len=settings.ENGINE_MAX_SEQ_LEN,
                 )
-                _engine.start()
+                if settings.ENGINE_WARMUP:
+                    started = time.perf_counter()
+                    engine.warmup(prompt_lengths=settings.ENGINE_WARMUP_PROMPT_LENGTHS, lora_widths=(0,))
+                    logger.info(
+                        "Engine warmed up: %d programs in %.1f s", engine.compile_count, time.perf_counter() - started
+                    )
+                engine.start()
+                _engine = engine
     return _engine
+
+
+def warm_up_in_background(queues) -> bool:
+    """On an inference worker, load and warm the engine now rather than on the first request."""
+    if "inference" not in set(queues):
+        return False
+    threading.Thread(target=get_engine, name="engine-warmup", daemon=True).start()
+    return True
 
 
 def loaded_engine():

@@ -23,3 +23,16 @@ def test_generated_titles_are_cleaned_to_a_short_line():
         "Bien sûr, bonjour! I am Élise, a friendly"
     )
     assert clean_title("   ") == ""
+
+
+def test_only_inference_workers_warm_the_engine(monkeypatch):
+    from apps.conversations import engine_runtime
+
+    loads = []
+    monkeypatch.setattr(engine_runtime, "get_engine", lambda: loads.append("loaded"))
+    assert engine_runtime.warm_up_in_background(["ingest", "default"]) is False
+    assert engine_runtime.warm_up_in_background(["inference"]) is True
+    for thread in __import__("threading").enumerate():
+        if thread.name == "engine-warmup":
+            thread.join(5)
+    assert loads == ["loaded"]
