@@ -76,6 +76,31 @@ def _first_message(details) -> str:
     return str(details)
 
 
+def error_code_of(exc, status_code: int | None = None) -> str:
+    """The envelope code for an exception: its own code, else the one for its HTTP status."""
+    if isinstance(exc, Http404):
+        return "not_found"
+    status_code = status_code or getattr(exc, "status_code", 500)
+    return getattr(exc, "error_code", None) or ERROR_CODES.get(status_code, "error")
+
+
+def _message_and_details(exc: exceptions.APIException):
+    if isinstance(exc, exceptions.ValidationError):
+        return _first_message(exc.detail), exc.detail
+    return str(exc.detail), getattr(exc, "details", None)
+
+
+def _add_error_headers(exc, response) -> None:
+    """401 with a challenge for missing or bad credentials (DRF would say 403 without an
+    authenticator challenge), and Retry-After for rate limits."""
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        response.status_code = status.HTTP_401_UNAUTHORIZED
+        response["WWW-Authenticate"] = 'Bearer realm="liminal"'
+    if isinstance(exc, exceptions.Throttled | RateLimited):
+        retry_after = getattr(exc, "retry_after", None) or getattr(exc, "wait", None) or 1
+        response["Retry-After"] = str(int(retry_after))
+
+
 def envelope_exception_handler(exc, context):
     # Imported here: rest_framework.views reads the renderer setting, which names this module.
     from rest_framework.views import exception_handler as drf_exception_handler
@@ -92,20 +117,9 @@ def envelope_exception_handler(exc, context):
     if response is None:
         logger.exception("Unhandled API error", exc_info=exc)
         return error_response(500, "server_error", "Internal server error.", request=request)
-
-    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
-        response.status_code = status.HTTP_401_UNAUTHORIZED
-        response["WWW-Authenticate"] = 'Bearer realm="liminal"'
-    code = getattr(exc, "error_code", None) or ERROR_CODES.get(response.status_code, "error")
-    if isinstance(exc, exceptions.ValidationError):
-        message, details = _first_message(exc.detail), exc.detail
-    else:
-        message = str(exc.detail) if hasattr(exc, "detail") else str(exc)
-        details = getattr(exc, "details", None)
-    if isinstance(exc, exceptions.Throttled | RateLimited):
-        retry_after = getattr(exc, "retry_after", None) or getattr(exc, "wait", None) or 1
-        response["Retry-After"] = str(int(retry_after))
-    response.data = error_body(code, message, details, request_id_of(request))
+    _add_error_headers(exc, response)
+    message, details = _message_and_details(exc)
+    response.data = error_body(error_code_of(exc, response.status_code), message, details, request_id_of(request))
     return response
 
 
@@ -131,14 +145,9 @@ def exception_response(exc, request) -> JsonResponse:
     if not isinstance(exc, exceptions.APIException):
         logger.exception("Unhandled API error", exc_info=exc)
         return error_response(500, "server_error", "Internal server error.", request=request)
-    code = getattr(exc, "error_code", None) or ERROR_CODES.get(exc.status_code, "error")
-    if isinstance(exc, exceptions.ValidationError):
-        message, details = _first_message(exc.detail), exc.detail
-    else:
-        message, details = str(exc.detail), getattr(exc, "details", None)
-    response = error_response(exc.status_code, code, message, details, request=request)
-    if isinstance(exc, RateLimited):
-        response["Retry-After"] = str(exc.retry_after)
+    message, details = _message_and_details(exc)
+    response = error_response(exc.status_code, error_code_of(exc), message, details, request=request)
+    _add_error_headers(exc, response)
     return response
 
 

@@ -77,16 +77,6 @@ def _json_body(request) -> dict:
     return body
 
 
-def _unauthorized(exc, request):
-    response = exception_response(exc, request)
-    if response.status_code in (401, 403) and isinstance(
-        exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed
-    ):
-        response.status_code = 401
-        response["WWW-Authenticate"] = 'Bearer realm="liminal"'
-    return response
-
-
 def _sse(event: str | None, data) -> bytes:
     payload = data if isinstance(data, str) else json.dumps(data)
     prefix = f"event: {event}\n" if event else ""
@@ -109,7 +99,7 @@ async def _authenticated_input(request, serializer_class):
         serializer = serializer_class(data=_json_body(request))
         serializer.is_valid(raise_exception=True)
     except Exception as exc:
-        return None, _unauthorized(exc, request)
+        return None, exception_response(exc, request)
     return user, serializer.validated_data
 
 
@@ -153,11 +143,8 @@ def _result(user, message_id) -> dict:
 
 
 def _start_turn(user, content, conversation_id, request_id, context_id=None):
-    conversation = None
-    if conversation_id:
-        conversation = selectors.conversation_get(actor=user, conversation_id=conversation_id)
     conversation, _, assistant = services.chat_turn_start(
-        actor=user, content=content, conversation=conversation, request_id=request_id, context_id=context_id
+        actor=user, content=content, conversation_id=conversation_id, request_id=request_id, context_id=context_id
     )
     return str(conversation.pk), str(assistant.pk)
 
@@ -194,7 +181,7 @@ async def models(request):
     try:
         await _authenticate(request)
     except Exception as exc:
-        return _unauthorized(exc, request)
+        return exception_response(exc, request)
     created = int(time.time())
     return JsonResponse(
         {
