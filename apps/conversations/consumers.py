@@ -7,9 +7,11 @@ ApiChatConsumer (/v1/chat/stream) is the JSON protocol for integrations (liminal
 
 import json
 import uuid
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.template.loader import render_to_string
 from django.utils.html import escape
@@ -19,6 +21,7 @@ from apps.accounts.consumers import CLOSE_UNAUTHENTICATED, user_events_group
 from apps.conversations import selectors, services
 from apps.conversations.streaming import generation_group
 from apps.conversations.views import message_context, sidebar_item_html
+from liminal.api import error_code_of
 
 _REQUEST_ID_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -38,20 +41,24 @@ def _error_text(exc) -> str:
     return "Something went wrong."
 
 
-def _error_code(exc) -> str:
-    if isinstance(exc, ValidationError):
-        return "validation_error"
-    if isinstance(exc, Http404):
-        return "not_found"
-    return getattr(exc, "error_code", None) or getattr(exc, "default_code", None) or "server_error"
-
-
 class GenerationRelayMixin:
     """Subscribes to generation groups and remembers which message each request is for."""
 
     async def follow(self, request_id: str, message_id) -> None:
         self.following[request_id] = str(message_id)
         await self.channel_layer.group_add(generation_group(request_id), self.channel_name)
+
+    async def follow_new(self, request_id: str, start):
+        """Subscribe to the request's group *before* `start(request_id)` queues the work, so no
+        token is missed. `start` returns (payload, id of the answer); the payload is returned."""
+        await self.channel_layer.group_add(generation_group(request_id), self.channel_name)
+        try:
+            payload, message_id = await start(request_id)
+        except Exception:
+            await self.channel_layer.group_discard(generation_group(request_id), self.channel_name)
+            raise
+        self.following[request_id] = str(message_id)
+        return payload
 
     async def unfollow(self, request_id: str) -> None:
         self.following.pop(request_id, None)
@@ -82,17 +89,15 @@ class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
     def _pending_in_conversation(self, conversation_id):
         try:
             conversation = selectors.conversation_get(actor=self.user, conversation_id=conversation_id)
-        except (Http404, ValueError, Exception):
+        except (Http404, DjangoValidationError):  # not the user's, or not a conversation id at all
             return []
         return list(conversation.messages.filter(status__in=["queued", "streaming"]).values_list("request_id", "pk"))
 
     async def _resume_pending(self):
         """After a reload mid-answer, keep streaming into the page."""
-        query = dict(
-            pair.split("=", 1) for pair in self.scope.get("query_string", b"").decode().split("&") if "=" in pair
-        )
-        if query.get("conversation"):
-            for request_id, message_id in await self._pending_in_conversation(query["conversation"]):
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        for conversation_id in query.get("conversation", [])[:1]:
+            for request_id, message_id in await self._pending_in_conversation(conversation_id):
                 await self.follow(request_id, message_id)
 
     async def receive(self, text_data=None, bytes_data=None):
@@ -125,29 +130,20 @@ class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
     # ---- actions
 
     async def _start_streaming(self, start) -> None:
-        """Subscribe to a new request's group *before* the work is queued, so no token is
-        missed; `start(request_id)` returns (html to send, id of the answer being generated)."""
-        request_id = uuid.uuid4().hex
-        await self.channel_layer.group_add(generation_group(request_id), self.channel_name)
-        try:
-            html, message_id = await start(request_id)
-        except Exception:
-            await self.channel_layer.group_discard(generation_group(request_id), self.channel_name)
-            raise
-        self.following[request_id] = message_id
-        await self.send(text_data=html)
+        """`start(request_id)` returns (html to send, id of the answer being generated)."""
+        await self.send(text_data=await self.follow_new(uuid.uuid4().hex, start))
 
     async def on_send(self, frame):
         await self._start_streaming(lambda request_id: self._start_turn(frame, request_id))
 
     @database_sync_to_async
     def _start_turn(self, frame, request_id):
-        conversation = None
-        if frame.get("conversation_id"):
-            conversation = selectors.conversation_get(actor=self.user, conversation_id=frame["conversation_id"])
-        is_new = conversation is None
+        is_new = not frame.get("conversation_id")
         conversation, user_message, assistant = services.chat_turn_start(
-            actor=self.user, content=frame.get("content", ""), conversation=conversation, request_id=request_id
+            actor=self.user,
+            content=frame.get("content", ""),
+            conversation_id=frame.get("conversation_id"),
+            request_id=request_id,
         )
         parts = [
             render_to_string(
@@ -205,26 +201,18 @@ class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
     # ---- channel-layer events
 
     async def gen_token(self, event):
-        message_id = self._message_for_group_event(event)
+        message_id = self.following.get(event["request_id"])
         if message_id:
             await self.send(
                 text_data=f'<span id="stream-{message_id}" hx-swap-oob="beforeend">{escape(event["text"])}</span>'
             )
 
     async def gen_done(self, event):
-        message_id = event["message_id"]
-        request_id = next((r for r, m in self.following.items() if m == message_id), None)
-        if request_id:
-            await self.unfollow(request_id)
-        html = await self._final_message_html(message_id)
+        if event["request_id"] in self.following:
+            await self.unfollow(event["request_id"])
+        html = await self._final_message_html(event["message_id"])
         if html:
             await self.send(text_data=html)
-
-    def _message_for_group_event(self, event):
-        # Token events carry no ids; with one group per request, a consumer following several
-        # answers at once needs the group. Channels does not say which group delivered an event,
-        # so each event names its request id.
-        return self.following.get(event.get("request_id", ""))
 
     @database_sync_to_async
     def _final_message_html(self, message_id):
@@ -294,18 +282,14 @@ class ApiChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
         self.user = user
         message = frame.get("message")
         content = message.get("content") if isinstance(message, dict) else message
-        await self.channel_layer.group_add(generation_group(request_id), self.channel_name)
         try:
-            conversation_id, message_id = await self._start_turn(
-                content, frame.get("conversation_id"), frame.get("context_id")
+            self.conversation_id = await self.follow_new(
+                request_id, lambda _: self._start_turn(content, frame.get("conversation_id"), frame.get("context_id"))
             )
         except (APIException, Http404, ValidationError, ValueError) as exc:
-            await self.channel_layer.group_discard(generation_group(request_id), self.channel_name)
-            await self.send_error(_error_code(exc), _error_text(exc), close=True)
+            await self.send_error(error_code_of(exc), _error_text(exc), close=True)
             return
-        self.following[request_id] = message_id
-        self.message_id = message_id
-        self.conversation_id = conversation_id
+        self.message_id = self.following[request_id]
 
     @database_sync_to_async
     def _authenticate(self, token):
@@ -322,13 +306,10 @@ class ApiChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _start_turn(self, content, conversation_id, context_id):
-        conversation = None
-        if conversation_id:
-            conversation = selectors.conversation_get(actor=self.user, conversation_id=conversation_id)
         conversation, _, assistant = services.chat_turn_start(
             actor=self.user,
             content=content,
-            conversation=conversation,
+            conversation_id=conversation_id,
             request_id=self.request_id,
             context_id=context_id,
         )

@@ -68,6 +68,27 @@ def path_to(message: Message | None) -> list[Message]:
     return list(reversed(path))
 
 
+def _entry(message: Message, siblings: list[Message]) -> PathEntry:
+    index = siblings.index(message)
+    return PathEntry(
+        message=message,
+        sibling_index=index + 1,
+        sibling_count=len(siblings),
+        previous_sibling_id=str(siblings[index - 1].pk) if index > 0 else None,
+        next_sibling_id=str(siblings[index + 1].pk) if index + 1 < len(siblings) else None,
+    )
+
+
+def message_position(message: Message) -> PathEntry:
+    """One message with its place among its siblings."""
+    siblings = list(
+        Message.objects.filter(conversation_id=message.conversation_id, parent_id=message.parent_id).order_by(
+            "created_at"
+        )
+    )
+    return _entry(message, siblings)
+
+
 def conversation_path(*, conversation: Conversation) -> list[PathEntry]:
     """The selected branch, with each message's position among its siblings."""
     messages = list(Message.objects.filter(conversation=conversation).order_by("created_at"))
@@ -83,17 +104,4 @@ def conversation_path(*, conversation: Conversation) -> list[PathEntry]:
     while node is not None:
         path.append(node)
         node = by_id.get(node.parent_id)
-    entries = []
-    for m in reversed(path):
-        siblings = children[m.parent_id]
-        index = siblings.index(m)
-        entries.append(
-            PathEntry(
-                message=m,
-                sibling_index=index + 1,
-                sibling_count=len(siblings),
-                previous_sibling_id=str(siblings[index - 1].pk) if index > 0 else None,
-                next_sibling_id=str(siblings[index + 1].pk) if index + 1 < len(siblings) else None,
-            )
-        )
-    return entries
+    return [_entry(m, children[m.parent_id]) for m in reversed(path)]

@@ -8,7 +8,7 @@ from django.http import Http404
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from apps.conversations import state
+from apps.conversations import selectors, state
 from apps.conversations.models import Conversation, Message
 from apps.training import services as training_services
 from liminal.api import Conflict
@@ -99,12 +99,16 @@ def chat_turn_start(
     actor,
     content,
     conversation: Conversation | None = None,
+    conversation_id=None,
     request_id: str | None = None,
     context_id=None,
 ) -> tuple[Conversation, Message, Message]:
     """Save the user's message at the end of the current branch and queue the answer (after
-    commit). `context_id` also binds one of the actor's contexts to the conversation first."""
+    commit). The conversation is given, or named by id (the actor's own, else 404), or created.
+    `context_id` also binds one of the actor's contexts to the conversation first."""
     content = _clean_content(content)
+    if conversation is None and conversation_id:
+        conversation = selectors.conversation_get(actor=actor, conversation_id=conversation_id)
     if conversation is None:
         conversation = conversation_create(actor=actor)
     if context_id:
@@ -167,14 +171,7 @@ def generation_cancel(*, actor, message: Message) -> bool:
     state.cancel_request(message.request_id)
     if message.status == Message.Status.QUEUED:
         # Not picked up by a worker yet: settle it here; the worker will see the flag and skip it.
-        updated = Message.objects.filter(pk=message.pk, status=Message.Status.QUEUED).update(
-            status=Message.Status.CANCELLED,
-            finished_at=timezone.now(),
-            receipt={"finish_reason": "cancelled"},
-        )
-        if updated:
-            state.generation_slot_release(user_id=actor.id, request_id=message.request_id)
-            _announce_done(message.request_id, message.pk, Message.Status.CANCELLED, "")
+        _settle_if_still(message, Message.Status.CANCELLED, receipt={"finish_reason": "cancelled"})
     return True
 
 
@@ -224,15 +221,20 @@ def generations_reap_stalled() -> int:
 
 
 def _fail(message: Message, error: str) -> int:
+    return _settle_if_still(
+        message, Message.Status.FAILED, error=error, receipt={**message.receipt, "finish_reason": "error"}
+    )
+
+
+def _settle_if_still(message: Message, status: str, *, receipt: dict, error: str = "") -> int:
+    """End an answer that is still in the status it was read in (a worker may have moved it on
+    meanwhile): store the outcome, free the user's generation slot, tell the listeners."""
     updated = Message.objects.filter(pk=message.pk, status=message.status).update(
-        status=Message.Status.FAILED,
-        error=error,
-        finished_at=timezone.now(),
-        receipt={**message.receipt, "finish_reason": "error"},
+        status=status, error=error, receipt=receipt, finished_at=timezone.now()
     )
     if updated:
         state.generation_slot_release(user_id=message.owner_id, request_id=message.request_id)
-        _announce_done(message.request_id, message.pk, Message.Status.FAILED, error)
+        _announce_done(message.request_id, message.pk, status, error)
     return updated
 
 

@@ -60,21 +60,8 @@ def _entry_context(entry, thumb) -> dict:
 
 
 def message_context(message: Message, user) -> dict:
-    siblings = list(
-        Message.objects.filter(conversation_id=message.conversation_id, parent_id=message.parent_id)
-        .order_by("created_at")
-        .values_list("pk", flat=True)
-    )
-    index = siblings.index(message.pk)
-    entry = selectors.PathEntry(
-        message=message,
-        sibling_index=index + 1,
-        sibling_count=len(siblings),
-        previous_sibling_id=str(siblings[index - 1]) if index > 0 else None,
-        next_sibling_id=str(siblings[index + 1]) if index + 1 < len(siblings) else None,
-    )
     thumb = thumbs_for_messages(actor=user, message_ids=[message.pk]).get(message.pk)
-    return _entry_context(entry, thumb)
+    return _entry_context(selectors.message_position(message), thumb)
 
 
 def messages_context(conversation, user) -> list[dict]:
