@@ -235,6 +235,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES + 1024 * 1024
 
 ENGINE_BATCH_SLOTS = env_int("ENGINE_BATCH_SLOTS", 8)
 ENGINE_MAX_SEQ_LEN = env_int("ENGINE_MAX_SEQ_LEN", 2048)
+# auto | q4 | float: decode through the native 4-bit kernel (see workers/llm/__init__.py).
+ENGINE_DECODE_WEIGHTS = os.environ.get("ENGINE_DECODE_WEIGHTS", "auto")
 # XLA programs are cached on disk, so a restarted worker does not recompile (62 s → 7 s here).
 ENGINE_COMPILE_CACHE_DIR = os.environ.get("ENGINE_COMPILE_CACHE_DIR", str(infra.var_dir() / "jax-cache"))
 # An inference worker compiles the common shapes when it starts, not when a user is waiting:

@@ -34,6 +34,7 @@ def get_engine():
                     settings.MODEL_PATH or None,
                     max_batch_slots=settings.ENGINE_BATCH_SLOTS,
                     max_seq_len=settings.ENGINE_MAX_SEQ_LEN,
+                    decode_weights=settings.ENGINE_DECODE_WEIGHTS,
                 )
                 if settings.ENGINE_WARMUP:
                     started = time.perf_counter()

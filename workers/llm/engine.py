@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import kernels
 from . import model as llama
 from .config import ModelConfig
 from .lora import AdapterSlotTable, LoraAdapter, load_peft_adapter, slot_arrays
@@ -30,6 +31,9 @@ from .tokenizer import ChatTemplate, IncrementalDecoder, Tokenizer
 from .weights import LoadedModel, load_model
 
 MAX_ADAPTERS_PER_REQUEST = llama.MAX_ADAPTERS_PER_ROW
+# Decode batches up to this many rows use the 4-bit kernel; larger ones are bound by arithmetic
+# rather than weight bytes, where XLA's float32 GEMM is faster (bench/engine.py measures both).
+Q4_DECODE_MAX_ROWS = 8
 
 
 class ContextOverflowError(ValueError):
@@ -167,7 +171,7 @@ class Engine:
     def __init__(self, loaded: LoadedModel, *, max_batch_slots: int = 8, max_seq_len: int = 2048,
                  lora_slots: int = 8, max_lora_rank: int = 16, dtype=None, decode_steps: int = 4,
                  prefill_chunk: int = 512, speculative_tokens: int = 4,
-                 prefill_matmul_dtype=None):
+                 prefill_matmul_dtype=None, decode_weights: str = "auto"):
         config = loaded.config
         self.config: ModelConfig = config
         self.tokenizer: Tokenizer = loaded.tokenizer
@@ -190,8 +194,18 @@ class Engine:
         self._prefill_buckets = _prefill_buckets(self.prefill_chunk, min(16, self.prefill_chunk))
         self._kv_buckets = _buckets(self.max_seq_len, min(128, self.max_seq_len))
 
-        self.params = jax.tree.map(lambda a: jnp.asarray(a, self.dtype),
-                                   llama.serving_params(loaded.params))
+        host_params = llama.serving_params(loaded.params)
+        self.decode_weights = self._choose_decode_weights(decode_weights, host_params)
+        self.q4 = None
+        if self.decode_weights == "q4":
+            # Every path then computes with the same weights: prefill and wide batches use the
+            # packed weights dequantized, so a row's tokens do not depend on its batch's width.
+            packed = kernels.pack_layers(host_params["layers"])
+            layers = {**host_params["layers"],
+                      **{name: kernels.dequantize_q4(p) for name, p in packed.items()}}
+            host_params = {**host_params, "layers": layers}
+            self.q4 = jax.tree.map(jnp.asarray, packed)
+        self.params = jax.tree.map(lambda a: jnp.asarray(a, self.dtype), host_params)
         self.lora = llama.init_lora_state(config, lora_slots, max_lora_rank, self.dtype)
         self._reset_sequences()
         self.adapters = AdapterSlotTable(lora_slots)
@@ -200,9 +214,9 @@ class Engine:
         self.compiled: list[tuple] = []
         self._prefill_jit = jax.jit(self._prefill_impl, donate_argnums=(2, 3),
                                     static_argnames=("kv_len", "lora_width"))
-        self._verify_jit = jax.jit(self._verify_impl, donate_argnums=(2,),
+        self._verify_jit = jax.jit(self._verify_impl, donate_argnums=(3,),
                                    static_argnames=("kv_len", "lora_width"))
-        self._decode_jit = jax.jit(self._decode_impl, donate_argnums=(2, 3),
+        self._decode_jit = jax.jit(self._decode_impl, donate_argnums=(3, 4),
                                    static_argnames=("kv_len", "steps", "lora_width", "compact"))
         self._write_slot_jit = jax.jit(_write_slot, donate_argnums=(0,))
 
@@ -361,6 +375,18 @@ class Engine:
     # ---------------------------------------------------------------------------------------
     # Device programs
 
+    def _choose_decode_weights(self, requested: str, host_params: dict) -> str:
+        """"q4": decode through the 4-bit kernel (float32 CPU engines only); "float": plain
+        float32 matmuls; "auto": q4 when the weights already are 4-bit blocks (a Q4_0/Q4_1
+        GGUF, so nothing is lost) and the kernel builds on this machine."""
+        if requested not in ("auto", "q4", "float"):
+            raise ValueError(f"decode_weights must be auto, q4 or float, not {requested!r}")
+        if requested == "float" or self.dtype != jnp.float32 or jax.default_backend() != "cpu":
+            return "float"
+        if requested == "auto" and not kernels.is_four_bit(host_params["layers"]):
+            return "float"
+        return "q4" if kernels.available() else "float"
+
     def _prefill_impl(self, params, lora, cache, seen, tokens, start, length, slot, rows_lora,
                       sampling, *, kv_len, lora_width):
         self._count_compile(("prefill", tokens.shape[1], kv_len, lora_width))
@@ -381,7 +407,7 @@ class Engine:
         token, logprob = sample(logits, row[None], *sampling, jnp.zeros((1,), jnp.int32))
         return token[0], logprob[0], cache, seen
 
-    def _decode_impl(self, params, lora, cache, seen, tokens, positions, slot_ids, rows_lora,
+    def _decode_impl(self, params, q4, lora, cache, seen, tokens, positions, slot_ids, rows_lora,
                      sampling, generated, *, kv_len, steps, lora_width, compact):
         """`steps` decode steps for the rows in `slot_ids` (all slots in order unless compact)."""
         self._count_compile(("decode", tokens.shape[0], kv_len, steps, lora_width))
@@ -395,7 +421,8 @@ class Engine:
             hidden, cache = llama.forward_hidden(
                 self.config, params, lora if use_lora else None, tokens[:, None],
                 (positions + i)[:, None], cache, slot_ids=slot_ids if compact else None,
-                kv_len=kv_len, rows_lora=rows_lora if use_lora else None)
+                kv_len=kv_len, rows_lora=rows_lora if use_lora else None,
+                q4=q4 if B <= Q4_DECODE_MAX_ROWS else None)
             logits = llama.logits_from_hidden(params, hidden[:, 0])
             next_tokens, logprobs = sample(logits, row_seen, *sampling, generated + i)
             row_seen = row_seen.at[rows, next_tokens].set(True)
@@ -409,7 +436,7 @@ class Engine:
         seen = seen.at[slot_ids].set(row_seen) if compact else row_seen
         return out_tokens, out_logprobs, cache, seen
 
-    def _verify_impl(self, params, lora, cache, tokens, start, slot, rows_lora, *, kv_len,
+    def _verify_impl(self, params, q4, lora, cache, tokens, start, slot, rows_lora, *, kv_len,
                      lora_width):
         """Greedy predictions after each of `tokens` [1, T] (the last sampled token followed by
         draft tokens), writing their KV entries: one pass checks a whole draft."""
@@ -418,7 +445,8 @@ class Engine:
         positions = (start + jnp.arange(tokens.shape[1]))[None, :]
         hidden, cache = llama.forward_hidden(
             self.config, params, lora if use_lora else None, tokens, positions, cache,
-            slot_ids=slot[None], kv_len=kv_len, rows_lora=rows_lora if use_lora else None)
+            slot_ids=slot[None], kv_len=kv_len, rows_lora=rows_lora if use_lora else None,
+            q4=q4 if tokens.shape[1] <= Q4_DECODE_MAX_ROWS else None)
         logits = llama.logits_from_hidden(params, hidden[0])
         predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         chosen = jnp.take_along_axis(logits, predictions[:, None], axis=-1)[:, 0]
@@ -515,7 +543,7 @@ class Engine:
         sampling, rows_lora = self._row_sampling(rows, lora_width)
         compact = len(slots) < self.max_batch_slots
         out_tokens, out_logprobs, self.cache, self.seen = self._decode_jit(
-            self.params, self.lora, self.cache, self.seen, tokens, positions,
+            self.params, self.q4, self.lora, self.cache, self.seen, tokens, positions,
             np.asarray(slots, np.int32), rows_lora, sampling, generated, kv_len=kv_len,
             steps=self.decode_steps, lora_width=rows_lora[0].shape[1], compact=compact)
         return out_tokens, out_logprobs
@@ -628,7 +656,7 @@ class Engine:
         tokens[0, :len(draft) + 1] = [ids[-1], *draft]
         _, rows_lora = self._row_sampling([request])
         predictions, logprobs, self.cache = self._verify_jit(
-            self.params, self.lora, self.cache, tokens, np.int32(start), np.int32(request.slot),
+            self.params, self.q4, self.lora, self.cache, tokens, np.int32(start), np.int32(request.slot),
             rows_lora, kv_len=self._kv_bucket(start + k + 1), lora_width=rows_lora[0].shape[1])
         predictions = np.asarray(predictions)
         logprobs = np.asarray(logprobs)
@@ -799,7 +827,7 @@ def load_engine(model_path: str | None = None, *, max_batch_slots: int = 8,
                 max_seq_len: int = 2048, lora_slots: int = 8, max_lora_rank: int = 16,
                 dtype=None, decode_steps: int = 4, prefill_chunk: int = 512,
                 speculative_tokens: int = 4, cache_dir=None,
-                prefill_matmul_dtype=None) -> Engine:
+                prefill_matmul_dtype=None, decode_weights: str = "auto") -> Engine:
     """Load weights (GGUF file or Hugging Face directory; None = SmolLM2-135M-Instruct) and
     build an engine. The engine thread starts with the first request (or `engine.start()`)."""
     loaded = load_model(model_path, cache_dir=cache_dir)
@@ -807,4 +835,4 @@ def load_engine(model_path: str | None = None, *, max_batch_slots: int = 8,
                   lora_slots=lora_slots, max_lora_rank=max_lora_rank, dtype=dtype,
                   decode_steps=decode_steps, prefill_chunk=prefill_chunk,
                   speculative_tokens=speculative_tokens,
-                  prefill_matmul_dtype=prefill_matmul_dtype)
+                  prefill_matmul_dtype=prefill_matmul_dtype, decode_weights=decode_weights)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import kernels
 from .config import ModelConfig
 
 MAX_ADAPTERS_PER_ROW = 3
@@ -128,7 +129,7 @@ def _attention(q, keys, values, positions, kv_len, scale, dtype):
 
 
 def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, *, slot_ids,
-                   kv_len: int, rows_lora=None, matmul_dtype=None):
+                   kv_len: int, rows_lora=None, matmul_dtype=None, q4=None):
     """Run the decoder on `tokens` [B, T] at `positions` [B, T], reading and writing `cache`.
 
     `slot_ids` [B] names each row's cache slot, or None when row b is slot b (full batch).
@@ -137,6 +138,8 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     `matmul_dtype` (e.g. bfloat16; None = the parameters' dtype) runs the weight matmuls with
     inputs rounded to that dtype and float32 accumulation (opt-in: faster prefill on CPUs with
     bfloat16 dot units, at bfloat16 input precision); attention and norms stay as they are.
+    `q4` (from `kernels.pack_layers`, B·T ≤ 16 rows) runs the decoder's matrices through the
+    4-bit kernel instead; params["layers"] should then hold the same weights dequantized.
     Returns final hidden states [B, T, D] (after the last norm) and the updated cache.
     """
     c = config
@@ -154,6 +157,12 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
         return jnp.dot(x.astype(matmul_dtype), w.astype(matmul_dtype),
                        preferred_element_type=jnp.float32).astype(x.dtype)
 
+    def project(x, lp, name, layer):
+        if q4 is None:
+            return mm(x, lp[name])
+        rows = x.reshape(B * T, x.shape[-1])
+        return kernels.q4_matmul(rows, q4[name], layer).reshape(B, T, -1)
+
     def with_lora(y, x, target, layer):
         if not use_lora:
             return y
@@ -163,7 +172,7 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
         h, cache_k, cache_v = carry
         lp, layer = xs
         x = rms_norm(h, lp["attn_norm"], c.rms_norm_eps)
-        qkv = mm(x, lp["wqkv"])
+        qkv = project(x, lp, "wqkv", layer)
         if use_lora:
             qkv = qkv + jnp.concatenate([
                 _lora_delta(x, lora[t], layer, rows_lora) for t in ("q_proj", "k_proj", "v_proj")
@@ -186,19 +195,22 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
         attn = _attention(q, keys.astype(q.dtype), values.astype(dtype), positions, kv_len,
                           scale, dtype)
         attn = attn.transpose(0, 3, 1, 2, 4).reshape(B, T, c.q_size)
-        h = h + with_lora(mm(attn, lp["wo"]), attn, "o_proj", layer)
+        h = h + with_lora(project(attn, lp, "wo", layer), attn, "o_proj", layer)
         x = rms_norm(h, lp["ffn_norm"], c.rms_norm_eps)
-        gate_up = mm(x, lp["w_gate_up"])
+        gate_up = project(x, lp, "w_gate_up", layer)
         if use_lora:
             gate_up = gate_up + jnp.concatenate([
                 _lora_delta(x, lora[t], layer, rows_lora) for t in ("gate_proj", "up_proj")
             ], axis=-1)
         gate, up = jnp.split(gate_up, 2, axis=-1)
         act = jax.nn.silu(gate) * up
-        h = h + with_lora(mm(act, lp["w_down"]), act, "down_proj", layer)
+        h = h + with_lora(project(act, lp, "w_down", layer), act, "down_proj", layer)
         return (h, cache_k, cache_v), None
 
-    layers = (params["layers"], jnp.arange(c.num_layers))
+    layer_params = params["layers"]
+    if q4 is not None:  # the kernel reads the packed stack; do not slice unused float copies
+        layer_params = {k: v for k, v in layer_params.items() if k not in q4}
+    layers = (layer_params, jnp.arange(c.num_layers))
     (h, cache_k, cache_v), _ = jax.lax.scan(layer_fn, (h, cache["k"], cache["v"]), layers)
     h = rms_norm(h, params["final_norm"], c.rms_norm_eps)
     return h, {"k": cache_k, "v": cache_v}

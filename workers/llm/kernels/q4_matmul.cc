@@ -1,0 +1,188 @@
+// x @ W for a few rows of x, with W in 4-bit blocks: the decode-time matmul of workers/llm.
+//
+// Decoding one token reads every weight once and does a single multiply-add with it, so its
+// speed is set by how many bytes the weights take. XLA's CPU backend has no fast low-precision
+// matrix-vector product (it converts int8/bf16 weights to float32 in memory first), hence this
+// kernel, called from the jitted decode step through XLA's FFI.
+//
+// Layout (Q4_1-style, one block per 32 consecutive inputs of one output column):
+//   qs     uint8 [L, N, K/32, 16]: input j of a block in the low nibble of byte j (j < 16),
+//                                  input j + 16 in the high nibble
+//   scales float [L, N, K/32], mins float [L, N, K/32]: weight = scale * q + min
+//   layer  int32 scalar: which of the L stacked matrices to use (so a scan over layers passes
+//          the whole stack and no per-layer slice is copied)
+//   x      float [B, K] -> y float [B, N]
+// Output columns are split across XLA's intra-op thread pool. Row counts of 1, 2, 4, 8 and 16
+// (the engine's decode batch sizes) run vectorised with AVX-512; others, or CPUs without it,
+// take a portable loop.
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int64_t kBlock = 32;
+constexpr int64_t kMaxRows = 16;
+
+struct Problem {
+  const float* x;       // [B, K]
+  const float* xsum;    // [B, K/32]: sum of each row's inputs per block
+  const uint8_t* qs;    // [N, K/32, 16] for the chosen layer
+  const float* scales;  // [N, K/32]
+  const float* mins;    // [N, K/32]
+  float* y;             // [B, N]
+  int64_t rows, k, n;
+};
+
+void columns_scalar(const Problem& p, int64_t begin, int64_t end) {
+  const int64_t blocks = p.k / kBlock;
+  for (int64_t col = begin; col < end; ++col) {
+    const uint8_t* q = p.qs + col * blocks * 16;
+    for (int64_t r = 0; r < p.rows; ++r) {
+      const float* xr = p.x + r * p.k;
+      float total = 0.0f;
+      for (int64_t b = 0; b < blocks; ++b) {
+        const uint8_t* qb = q + b * 16;
+        float dot = 0.0f;
+        for (int j = 0; j < 16; ++j) {
+          dot += float(qb[j] & 0x0F) * xr[b * kBlock + j];
+          dot += float(qb[j] >> 4) * xr[b * kBlock + j + 16];
+        }
+        total += p.scales[col * blocks + b] * dot + p.mins[col * blocks + b] * p.xsum[r * blocks + b];
+      }
+      p.y[r * p.n + col] = total;
+    }
+  }
+}
+
+#if defined(__AVX512F__)
+// R rows at once. With few rows, each row keeps several independent accumulators (blocks are
+// taken in pairs) so that the FMA latency chain does not set the pace.
+template <int R>
+void columns_avx512(const Problem& p, int64_t begin, int64_t end) {
+  constexpr bool kPairs = R < 8;
+  const int64_t blocks = p.k / kBlock;
+  const __m128i low_mask = _mm_set1_epi8(0x0F);
+  for (int64_t col = begin; col < end; ++col) {
+    const uint8_t* q = p.qs + col * blocks * 16;
+    const float* scale = p.scales + col * blocks;
+    __m512 acc[R][kPairs ? 4 : 2];
+    for (int r = 0; r < R; ++r)
+      for (auto& a : acc[r]) a = _mm512_setzero_ps();
+    auto block = [&](int64_t b, int first) {
+      const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + b * 16));
+      const __m512 d = _mm512_set1_ps(scale[b]);
+      const __m512 w_lo = _mm512_mul_ps(
+          d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(packed, low_mask))));
+      const __m512 w_hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                                                _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask))));
+      for (int r = 0; r < R; ++r) {
+        const float* xr = p.x + r * p.k + b * kBlock;
+        acc[r][first] = _mm512_fmadd_ps(w_lo, _mm512_loadu_ps(xr), acc[r][first]);
+        acc[r][first + 1] = _mm512_fmadd_ps(w_hi, _mm512_loadu_ps(xr + 16), acc[r][first + 1]);
+      }
+    };
+    int64_t b = 0;
+    if constexpr (kPairs) {
+      for (; b + 1 < blocks; b += 2) {
+        block(b, 0);
+        block(b + 1, 2);
+      }
+    }
+    for (; b < blocks; ++b) block(b, 0);
+    for (int r = 0; r < R; ++r) {
+      __m512 total = _mm512_add_ps(acc[r][0], acc[r][1]);
+      if constexpr (kPairs) total = _mm512_add_ps(total, _mm512_add_ps(acc[r][2], acc[r][3]));
+      float offset = 0.0f;
+      const float* min = p.mins + col * blocks;
+      for (int64_t k = 0; k < blocks; ++k) offset += min[k] * p.xsum[r * blocks + k];
+      p.y[r * p.n + col] = _mm512_reduce_add_ps(total) + offset;
+    }
+  }
+}
+#endif
+
+void columns(const Problem& p, int64_t begin, int64_t end) {
+#if defined(__AVX512F__)
+  switch (p.rows) {
+    case 1: return columns_avx512<1>(p, begin, end);
+    case 2: return columns_avx512<2>(p, begin, end);
+    case 4: return columns_avx512<4>(p, begin, end);
+    case 8: return columns_avx512<8>(p, begin, end);
+    case 16: return columns_avx512<16>(p, begin, end);
+    default: break;
+  }
+#endif
+  columns_scalar(p, begin, end);
+}
+
+ffi::Error Q4MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                        ffi::Buffer<ffi::U8> qs, ffi::Buffer<ffi::F32> scales,
+                        ffi::Buffer<ffi::F32> mins, ffi::Buffer<ffi::S32> layer,
+                        ffi::ResultBuffer<ffi::F32> y) {
+  const auto x_dims = x.dimensions();
+  const auto q_dims = qs.dimensions();
+  if (x_dims.size() != 2 || q_dims.size() != 4 || q_dims[3] != 16) {
+    return ffi::Error::InvalidArgument("q4_matmul: expected x [B, K] and qs [L, N, K/32, 16]");
+  }
+  const int64_t rows = x_dims[0], k = x_dims[1];
+  const int64_t stack = q_dims[0], n = q_dims[1], blocks = q_dims[2];
+  if (k != blocks * kBlock) return ffi::Error::InvalidArgument("q4_matmul: K != 32 * blocks");
+  if (rows > kMaxRows) return ffi::Error::InvalidArgument("q4_matmul: at most 16 rows");
+  const int64_t l = layer.typed_data()[0];
+  if (l < 0 || l >= stack) return ffi::Error::InvalidArgument("q4_matmul: layer out of range");
+
+  std::vector<float> xsum(rows * blocks);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      float s = 0.0f;
+      for (int64_t j = 0; j < kBlock; ++j) s += x.typed_data()[r * k + b * kBlock + j];
+      xsum[r * blocks + b] = s;
+    }
+  }
+  const Problem p{x.typed_data(), xsum.data(), qs.typed_data() + l * n * blocks * 16,
+                  scales.typed_data() + l * n * blocks, mins.typed_data() + l * n * blocks,
+                  y->typed_data(), rows, k, n};
+
+  // One share of the columns per thread; the calling thread takes the first share and waits
+  // (spinning: the shares take tens of microseconds) for the others.
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), n / 64));
+  const int64_t share = (n + threads - 1) / threads;
+  std::atomic<int64_t> pending(threads - 1);
+  for (int64_t t = 1; t < threads; ++t) {
+    const int64_t begin = t * share, end = std::min(n, begin + share);
+    pool.Schedule([&p, &pending, begin, end] {
+      columns(p, begin, end);
+      pending.fetch_sub(1, std::memory_order_release);
+    });
+  }
+  columns(p, 0, std::min(n, share));
+  while (pending.load(std::memory_order_acquire) > 0) {
+#if defined(__AVX2__)
+    _mm_pause();
+#endif
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalQ4Matmul, Q4MatmulImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::U8>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());

@@ -1,0 +1,114 @@
+"""The 4-bit decode kernel: packing, the FFI matmul against numpy, and engines that use it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from workers.llm import SamplingParams, kernels, random_adapter
+from workers.llm.engine import Engine
+
+from .conftest import TINY_CONFIG
+from .test_engine import prompt_ids, reference_greedy
+
+needs_kernel = pytest.mark.skipif(not kernels.available(), reason="the q4 kernel did not build")
+
+
+def four_bit_weights(shape, seed=0):
+    """Weights as a Q4_1 file holds them: per 32 inputs of a column, float16 scale and minimum
+    and codes 0..15 (both ends used, as llama.cpp's quantizer does)."""
+    rng = np.random.default_rng(seed)
+    *lead, K, N = shape
+    codes = rng.integers(0, 16, (*lead, N, K // 32, 32))
+    codes[..., 0], codes[..., 1] = 0, 15
+    scale = rng.uniform(0.001, 0.02, (*lead, N, K // 32, 1)).astype(np.float16).astype(np.float32)
+    low = rng.uniform(-0.15, 0.0, (*lead, N, K // 32, 1)).astype(np.float16).astype(np.float32)
+    blocks = (codes * scale + low).astype(np.float32)
+    return np.swapaxes(blocks.reshape(*lead, N, K), -1, -2)
+
+
+def test_four_bit_weights_pack_without_loss():
+    w = four_bit_weights((2, 64, 48))
+    restored = kernels.dequantize_q4(kernels.quantize_q4(w))
+    np.testing.assert_allclose(restored, w, rtol=0, atol=1e-6 * np.abs(w).max())
+    layers = {name: four_bit_weights((2, 64, 32), seed=i)
+              for i, name in enumerate(kernels.Q4_MATRICES)}
+    assert kernels.is_four_bit(layers)
+    gaussian = {**layers, "wo": np.random.default_rng(1).standard_normal((2, 64, 32))}
+    assert not kernels.is_four_bit(gaussian)
+
+
+def test_packing_rejects_inputs_not_in_blocks_of_32():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        kernels.quantize_q4(np.zeros((40, 8), np.float32))
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows", [1, 3, 8, 16])
+def test_q4_matmul_matches_numpy_for_every_layer_of_a_scan(rows):
+    layers, K, N = 3, 96, 160
+    w = four_bit_weights((layers, K, N), seed=rows)
+    packed = jax.tree.map(jnp.asarray, kernels.quantize_q4(w))
+    x = np.random.default_rng(rows).standard_normal((rows, K)).astype(np.float32)
+
+    @jax.jit
+    def every_layer(x, packed):
+        return jax.lax.scan(lambda c, layer: (c, kernels.q4_matmul(x, packed, layer)),
+                            0, jnp.arange(layers))[1]
+
+    got = np.asarray(every_layer(x, packed))
+    expected = np.einsum("bk,lkn->lbn", x.astype(np.float64), w.astype(np.float64))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+
+
+@needs_kernel
+def test_q4_matmul_refuses_more_than_16_rows():
+    packed = jax.tree.map(jnp.asarray, kernels.quantize_q4(four_bit_weights((1, 32, 32))))
+    with pytest.raises(ValueError, match="at most 16 rows"):
+        kernels.q4_matmul(jnp.zeros((17, 32)), packed, 0)
+
+
+@pytest.fixture(scope="module")
+def q4_engine(tiny_model):
+    engine = Engine(tiny_model, max_batch_slots=8, max_seq_len=256, lora_slots=4,
+                    max_lora_rank=8, decode_steps=4, prefill_chunk=32, decode_weights="q4")
+    if engine.decode_weights != "q4":
+        pytest.skip("the q4 kernel did not build")
+    yield engine
+    engine.shutdown()
+
+
+def test_random_weights_stay_float_unless_asked(tiny_engine, tiny_model):
+    assert tiny_engine.decode_weights == "float"  # packing them would lose precision
+    with pytest.raises(ValueError, match="decode_weights"):
+        Engine(tiny_model, decode_weights="int3")
+
+
+def _host_params(engine):
+    return jax.tree.map(np.asarray, engine.params)
+
+
+@pytest.mark.parametrize("length", [5, 40])
+def test_q4_decoding_matches_the_uncached_forward_on_the_same_weights(q4_engine, length):
+    prompt = prompt_ids(length, seed=length)
+    result = q4_engine.submit(prompt, params=SamplingParams(
+        greedy=True, max_tokens=30, ignore_eos=True)).result()
+    assert result.token_ids == reference_greedy(_host_params(q4_engine), prompt, 30,
+                                                ignore_eos=True)
+
+
+def test_q4_batches_with_adapters_match_each_row_alone(q4_engine):
+    for i in range(3):
+        q4_engine.load_adapter(f"q4-{i}", random_adapter(TINY_CONFIG, rank=4, seed=300 + i,
+                                                         scale=0.2))
+    # 6 rows: a decode batch of 8, inside the kernel's range; alone, each runs a batch of 1.
+    plans = [[("q4-0", 1.0)], [], [("q4-1", 1.0)], [("q4-2", 0.5)], [],
+             [("q4-0", 0.5), ("q4-1", 0.5)]]
+    prompts = [prompt_ids(6 + 2 * i, seed=70 + i) for i in range(len(plans))]
+    params = SamplingParams(greedy=True, max_tokens=20, ignore_eos=True)
+    alone = [q4_engine.submit(p, params=params, adapters=a).result()
+             for p, a in zip(prompts, plans, strict=True)]
+    handles = [q4_engine.submit(p, params=params, adapters=a)
+               for p, a in zip(prompts, plans, strict=True)]
+    assert [h.result().token_ids for h in handles] == [r.token_ids for r in alone]
+    assert len({tuple(r.token_ids) for r in alone}) == len(alone)
