@@ -34,6 +34,11 @@ MAX_ADAPTERS_PER_REQUEST = llama.MAX_ADAPTERS_PER_ROW
 # Decode batches up to this many rows use the 4-bit kernel; larger ones are bound by arithmetic
 # rather than weight bytes, where XLA's float32 GEMM is faster (bench/engine.py measures both).
 Q4_DECODE_MAX_ROWS = 8
+# A request stops speculating once SPECULATION_PROBATION draft tokens have been checked and fewer
+# than this share was accepted: with the 4-bit kernel a verify pass over 5 tokens costs about
+# two plain decode steps, so mostly rejected drafts halve the rate (bench/engine.py shows both).
+SPECULATION_PROBATION = 8
+SPECULATION_MIN_ACCEPTANCE = 0.5
 
 
 class ContextOverflowError(ValueError):
@@ -141,6 +146,8 @@ class _Request:
     emitted: int = 0
     first_token_at: float | None = None
     finished: bool = False
+    drafted: int = 0  # prompt-lookup draft tokens proposed for this request / accepted
+    draft_accepted: int = 0
 
 
 def _buckets(limit: int, start: int) -> list[int]:
@@ -645,6 +652,9 @@ class Engine:
         params = request.params
         if not params.is_greedy or params.repetition_penalty != 1.0:
             return False
+        if (request.drafted >= SPECULATION_PROBATION
+                and request.draft_accepted < SPECULATION_MIN_ACCEPTANCE * request.drafted):
+            return False  # its drafts keep failing: checking them costs more than it saves
         ids = request.prompt_ids + request.token_ids
         start = len(ids) - 1
         if start + k + 1 > self.max_seq_len:
@@ -666,6 +676,8 @@ class Engine:
         self.speculation["rounds"] += 1
         self.speculation["proposed"] += len(draft)
         self.speculation["accepted"] += accepted
+        request.drafted += len(draft)
+        request.draft_accepted += accepted
         for j in range(accepted + 1):
             if request.finished:
                 break

@@ -328,3 +328,22 @@ def test_speculative_decoding_gives_plain_greedy_tokens(tiny_model):
         assert with_adapter.token_ids == reference_greedy(merged, prompt, 20, ignore_eos=True)
     finally:
         engine.shutdown()
+
+
+def test_requests_whose_drafts_fail_stop_speculating(tiny_model):
+    from workers.llm.engine import SPECULATION_PROBATION
+
+    engine = Engine(tiny_model, max_batch_slots=2, max_seq_len=256, lora_slots=2,
+                    max_lora_rank=8, speculative_tokens=4, prefill_chunk=64)
+    try:
+        # Every token of this prompt repeats, so every step has a draft; the random model does
+        # not continue the pattern, so the drafts fail.
+        prompt = prompt_ids(60, seed=5) * 3
+        result = engine.submit(prompt, params=greedy(60, ignore_eos=True)).result()
+        assert result.token_ids == reference_greedy(tiny_model.params, prompt, 60,
+                                                    ignore_eos=True)
+        proposed, accepted = engine.speculation["proposed"], engine.speculation["accepted"]
+        assert accepted < proposed / 2
+        assert SPECULATION_PROBATION <= proposed < SPECULATION_PROBATION + 2 * 4
+    finally:
+        engine.shutdown()
