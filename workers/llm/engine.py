@@ -31,9 +31,6 @@ from .tokenizer import ChatTemplate, IncrementalDecoder, Tokenizer
 from .weights import LoadedModel, load_model
 
 MAX_ADAPTERS_PER_REQUEST = llama.MAX_ADAPTERS_PER_ROW
-# Decode batches up to this many rows use the 4-bit kernel; larger ones are bound by arithmetic
-# rather than weight bytes, where XLA's float32 GEMM is faster (bench/engine.py measures both).
-Q4_DECODE_MAX_ROWS = 8
 # A request stops speculating once SPECULATION_PROBATION draft tokens have been checked and fewer
 # than this share was accepted: with the 4-bit kernel a verify pass over 5 tokens costs about
 # two plain decode steps, so mostly rejected drafts halve the rate (bench/engine.py shows both).
@@ -429,7 +426,7 @@ class Engine:
                 self.config, params, lora if use_lora else None, tokens[:, None],
                 (positions + i)[:, None], cache, slot_ids=slot_ids if compact else None,
                 kv_len=kv_len, rows_lora=rows_lora if use_lora else None,
-                q4=q4 if B <= Q4_DECODE_MAX_ROWS else None)
+                q4=q4)
             logits = llama.logits_from_hidden(params, hidden[:, 0])
             next_tokens, logprobs = sample(logits, row_seen, *sampling, generated + i)
             row_seen = row_seen.at[rows, next_tokens].set(True)
@@ -453,7 +450,7 @@ class Engine:
         hidden, cache = llama.forward_hidden(
             self.config, params, lora if use_lora else None, tokens, positions, cache,
             slot_ids=slot[None], kv_len=kv_len, rows_lora=rows_lora if use_lora else None,
-            q4=q4 if tokens.shape[1] <= Q4_DECODE_MAX_ROWS else None)
+            q4=q4)
         logits = llama.logits_from_hidden(params, hidden[0])
         predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         chosen = jnp.take_along_axis(logits, predictions[:, None], axis=-1)[:, 0]

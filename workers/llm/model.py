@@ -138,12 +138,15 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     `matmul_dtype` (e.g. bfloat16; None = the parameters' dtype) runs the weight matmuls with
     inputs rounded to that dtype and float32 accumulation (opt-in: faster prefill on CPUs with
     bfloat16 dot units, at bfloat16 input precision); attention and norms stay as they are.
-    `q4` (from `kernels.pack_layers`, B·T ≤ 16 rows) runs the decoder's matrices through the
-    4-bit kernel instead; params["layers"] should then hold the same weights dequantized.
+    `q4` (from `kernels.pack_layers`) runs the decoder's matrices through the 4-bit kernel when
+    B·T ≤ kernels.FASTEST_ROWS (wider calls keep XLA's float32 matmuls); params["layers"] must
+    then hold the same weights dequantized, so both paths compute with the same weights.
     Returns final hidden states [B, T, D] (after the last norm) and the updated cache.
     """
     c = config
     B, T = tokens.shape
+    if q4 is not None and B * T > kernels.FASTEST_ROWS:
+        q4 = None
     dtype = params["embed"].dtype
     h = params["embed"][tokens]
     batch_rows = jnp.arange(B) if slot_ids is None else slot_ids

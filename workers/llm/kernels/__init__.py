@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -26,6 +25,9 @@ log = logging.getLogger(__name__)
 
 BLOCK = 32
 MAX_ROWS = 16
+# Up to this many rows the kernel beats XLA's float32 matmul; wider calls are bound by arithmetic
+# rather than weight bytes, where XLA's GEMM is faster (bench/engine.py measures both).
+FASTEST_ROWS = 8
 _SOURCE = Path(__file__).with_name("q4_matmul.cc")
 _TARGET = "liminal_q4_matmul"
 _lock = threading.Lock()
@@ -82,8 +84,8 @@ def available() -> bool:
                                             platform="cpu")
                 _state["ok"] = True
             except Exception as exc:  # no compiler, unsupported platform...
+                # Without configured logging, Python's last-resort handler prints this.
                 log.warning("q4 kernel unavailable, decoding in float32: %s", exc)
-                print(f"workers.llm: q4 kernel unavailable: {exc}", file=sys.stderr)
                 _state["ok"] = False
         return _state["ok"]
 
