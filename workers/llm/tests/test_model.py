@@ -55,13 +55,21 @@ def _lora_logits(params, adapters_with_weights, tokens, max_rank=8):
                                   lora=lora, rows_lora=rows))[0]
 
 
+def assert_base_logits(got, base):
+    """A delta that adds exactly nothing leaves the base logits. The program with LoRA terms is a
+    different XLA program, though, and on AVX2-only CPUs XLA:CPU rounds some of its other ops
+    differently (by a float32 ulp or two; bit-identical on the AVX-512 machine where this was
+    first written), so: equal within that rounding, and the same choices."""
+    np.testing.assert_allclose(got, base, rtol=0, atol=4e-6 * np.abs(base).max())
+    assert (got.argmax(-1) == base.argmax(-1)).all()
+
+
 def test_zero_lora_gives_identical_logits(tiny_model):
     zero = random_adapter(TINY_CONFIG, rank=4, seed=1)
     zero.weights = {t: (a, np.zeros_like(b)) for t, (a, b) in zero.weights.items()}
     base = np.asarray(full_logits(TINY_CONFIG, as_device(tiny_model.params),
                                   jnp.asarray([TOKENS])))[0]
-    with_zero = _lora_logits(tiny_model.params, [(zero, 1.0)], TOKENS)
-    np.testing.assert_array_equal(with_zero, base)
+    assert_base_logits(_lora_logits(tiny_model.params, [(zero, 1.0)], TOKENS), base)
 
 
 @pytest.mark.parametrize("rank", [1, 4, 8])
@@ -90,7 +98,7 @@ def test_adapter_without_targets_is_a_no_op(tiny_model):
     empty = LoraAdapter(rank=2, alpha=4.0, weights={})
     base = np.asarray(full_logits(TINY_CONFIG, as_device(tiny_model.params),
                                   jnp.asarray([TOKENS])))[0]
-    np.testing.assert_array_equal(_lora_logits(tiny_model.params, [(empty, 1.0)], TOKENS), base)
+    assert_base_logits(_lora_logits(tiny_model.params, [(empty, 1.0)], TOKENS), base)
 
 
 def test_long_chunked_prefill_matches_reference(tiny_model):
