@@ -211,6 +211,9 @@ class Engine:
             self.q4 = jax.tree.map(jnp.asarray, packed)
         self.params = jax.tree.map(lambda a: jnp.asarray(a, self.dtype), host_params)
         self.lora = llama.init_lora_state(config, lora_slots, max_lora_rank, self.dtype)
+        # Decode batches read each row's adapter slots in place (XLA:CPU copies gathered slots).
+        self.native_lora = (self.dtype == jnp.float32 and jax.default_backend() == "cpu"
+                            and kernels.available())
         self._reset_sequences()
         self.adapters = AdapterSlotTable(lora_slots)
 
@@ -400,7 +403,7 @@ class Engine:
         hidden, cache = llama.forward_hidden(
             self.config, params, lora if use_lora else None, tokens, positions, cache,
             slot_ids=slot[None], kv_len=kv_len, rows_lora=rows_lora if use_lora else None,
-            matmul_dtype=self.prefill_matmul_dtype)
+            matmul_dtype=self.prefill_matmul_dtype, native_lora=self.native_lora)
         last = jax.lax.dynamic_index_in_dim(hidden[0], jnp.clip(length - 1 - start, 0, T - 1),
                                             keepdims=False)
         logits = llama.logits_from_hidden(params, last)[None, :]
@@ -426,7 +429,7 @@ class Engine:
                 self.config, params, lora if use_lora else None, tokens[:, None],
                 (positions + i)[:, None], cache, slot_ids=slot_ids if compact else None,
                 kv_len=kv_len, rows_lora=rows_lora if use_lora else None,
-                q4=q4)
+                q4=q4, native_lora=self.native_lora)
             logits = llama.logits_from_hidden(params, hidden[:, 0])
             next_tokens, logprobs = sample(logits, row_seen, *sampling, generated + i)
             row_seen = row_seen.at[rows, next_tokens].set(True)
@@ -450,7 +453,7 @@ class Engine:
         hidden, cache = llama.forward_hidden(
             self.config, params, lora if use_lora else None, tokens, positions, cache,
             slot_ids=slot[None], kv_len=kv_len, rows_lora=rows_lora if use_lora else None,
-            q4=q4)
+            q4=q4, native_lora=self.native_lora)
         logits = llama.logits_from_hidden(params, hidden[0])
         predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         chosen = jnp.take_along_axis(logits, predictions[:, None], axis=-1)[:, 0]

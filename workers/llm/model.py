@@ -83,9 +83,16 @@ def rope(x, positions, theta):
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
-def _lora_delta(x, slots, layer, rows_lora):
-    """Sum over a row's adapters of w · (x A) B. x: [B, T, in]; result [B, T, out]."""
+def _lora_delta(x, slots, layer, rows_lora, native=False):
+    """Sum over a row's adapters of w · (x A) B. x: [B, T, in]; result [B, T, out].
+
+    native: use the kernel that reads each row's slots in place (decode-sized calls)."""
     index, weight = rows_lora
+    if native:
+        B, T, _ = x.shape
+        delta = kernels.lora_delta(x.reshape(B * T, -1), slots, layer,
+                                   jnp.repeat(index, T, axis=0), jnp.repeat(weight, T, axis=0))
+        return delta.reshape(B, T, -1).astype(x.dtype)
     a = slots["A"][layer, index]  # [B, k, in, r]
     b = slots["B"][layer, index]  # [B, k, r, out]
     h = jnp.einsum("bti,bkir->btkr", x, a) * weight[:, None, :, None].astype(x.dtype)
@@ -129,7 +136,8 @@ def _attention(q, keys, values, positions, kv_len, scale, dtype):
 
 
 def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, *, slot_ids,
-                   kv_len: int, rows_lora=None, matmul_dtype=None, q4=None):
+                   kv_len: int, rows_lora=None, matmul_dtype=None, q4=None,
+                   native_lora=False):
     """Run the decoder on `tokens` [B, T] at `positions` [B, T], reading and writing `cache`.
 
     `slot_ids` [B] names each row's cache slot, or None when row b is slot b (full batch).
@@ -139,13 +147,15 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     inputs rounded to that dtype and float32 accumulation (opt-in: faster prefill on CPUs with
     bfloat16 dot units, at bfloat16 input precision); attention and norms stay as they are.
     `q4` (from `kernels.pack_layers`) runs the decoder's matrices through the 4-bit kernel when
-    B·T ≤ kernels.FASTEST_ROWS (wider calls keep XLA's float32 matmuls); params["layers"] must
+    B·T ≤ kernels.fastest_rows() (wider calls keep XLA's float32 matmuls); params["layers"] must
     then hold the same weights dequantized, so both paths compute with the same weights.
+    `native_lora` computes the LoRA terms with `kernels.lora_delta` when B·T ≤ kernels.MAX_ROWS
+    (many rows on different adapters; wider calls, i.e. prefill, keep XLA's gathers + einsums).
     Returns final hidden states [B, T, D] (after the last norm) and the updated cache.
     """
     c = config
     B, T = tokens.shape
-    if q4 is not None and B * T > kernels.FASTEST_ROWS:
+    if q4 is not None and B * T > kernels.fastest_rows():
         q4 = None
     dtype = params["embed"].dtype
     h = params["embed"][tokens]
@@ -153,6 +163,10 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     cache_rows = jnp.broadcast_to(batch_rows[:, None], (B, T))
     scale = 1.0 / math.sqrt(c.head_dim)
     use_lora = rows_lora is not None and lora is not None
+    native_lora = native_lora and B * T <= kernels.MAX_ROWS
+
+    def lora_delta(x, target, layer):
+        return _lora_delta(x, lora[target], layer, rows_lora, native_lora)
 
     def mm(x, w):
         if matmul_dtype is None:
@@ -169,7 +183,7 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     def with_lora(y, x, target, layer):
         if not use_lora:
             return y
-        return y + _lora_delta(x, lora[target], layer, rows_lora)
+        return y + lora_delta(x, target, layer)
 
     def layer_fn(carry, xs):
         h, cache_k, cache_v = carry
@@ -178,7 +192,7 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
         qkv = project(x, lp, "wqkv", layer)
         if use_lora:
             qkv = qkv + jnp.concatenate([
-                _lora_delta(x, lora[t], layer, rows_lora) for t in ("q_proj", "k_proj", "v_proj")
+                lora_delta(x, t, layer) for t in ("q_proj", "k_proj", "v_proj")
             ], axis=-1)
         q, k, v = jnp.split(qkv, [c.q_size, c.q_size + c.kv_size], axis=-1)
         q = rope(q.reshape(B, T, c.num_heads, c.head_dim), positions, c.rope_theta)
@@ -203,7 +217,7 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
         gate_up = project(x, lp, "w_gate_up", layer)
         if use_lora:
             gate_up = gate_up + jnp.concatenate([
-                _lora_delta(x, lora[t], layer, rows_lora) for t in ("gate_proj", "up_proj")
+                lora_delta(x, t, layer) for t in ("gate_proj", "up_proj")
             ], axis=-1)
         gate, up = jnp.split(gate_up, 2, axis=-1)
         act = jax.nn.silu(gate) * up

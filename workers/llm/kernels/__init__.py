@@ -3,8 +3,9 @@
 `q4_matmul` multiplies a few rows by a weight matrix stored in 4-bit blocks (the layout of
 llama.cpp's Q4_1: 32 inputs share a float scale and minimum). It exists because decoding is
 bound by the bytes of the weights and XLA's CPU backend has no fast low-precision matrix-vector
-product. The source (q4_matmul.cc) is compiled on first use with the machine's C++ compiler for
-the machine's CPU and cached under $LIMINAL_KERNEL_CACHE (default ~/.cache/liminal/kernels);
+product. `lora_delta` adds the LoRA term of rows that each use their own adapters, reading the
+adapter slots in place (XLA copies every gathered slot first). The sources (*.cc here) are
+compiled on first use with the machine's C++ compiler for the machine's CPU and cached under $LIMINAL_KERNEL_CACHE (default ~/.cache/liminal/kernels);
 `available()` says whether that worked, and callers fall back to plain float32 when it did not.
 """
 
@@ -25,11 +26,8 @@ log = logging.getLogger(__name__)
 
 BLOCK = 32
 MAX_ROWS = 16
-# Up to this many rows the kernel beats XLA's float32 matmul; wider calls are bound by arithmetic
-# rather than weight bytes, where XLA's GEMM is faster (bench/engine.py measures both).
-FASTEST_ROWS = 8
-_SOURCE = Path(__file__).with_name("q4_matmul.cc")
-_TARGET = "liminal_q4_matmul"
+_SOURCES = tuple(Path(__file__).with_name(name) for name in ("q4_matmul.cc", "lora_delta.cc"))
+_TARGETS = {"liminal_q4_matmul": "LiminalQ4Matmul", "liminal_lora_delta": "LiminalLoraDelta"}
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -55,19 +53,19 @@ def _build() -> Path:
     if compiler is None:
         raise RuntimeError("no C++ compiler (g++) found")
     include = jax.ffi.include_dir()
-    source = _SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in _SOURCES)
     key = hashlib.sha256(source + include.encode() + _cpu_signature().encode()
                          + jax.__version__.encode()).hexdigest()[:16]
-    target = _cache_dir() / f"q4_matmul-{key}.so"
+    target = _cache_dir() / f"liminal-kernels-{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.tmp")
     command = [compiler, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w",
-               "-I", include, str(_SOURCE), "-o", str(partial)]
+               "-I", include, *map(str, _SOURCES), "-o", str(partial)]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
-        raise RuntimeError(f"compiling {_SOURCE.name} failed:\n{completed.stderr[-2000:]}")
+        raise RuntimeError(f"compiling the kernels failed:\n{completed.stderr[-2000:]}")
     partial.replace(target)  # atomic: concurrent builders never load a half-written file
     return target
 
@@ -80,14 +78,28 @@ def available() -> bool:
                 import jax
 
                 library = ctypes.cdll.LoadLibrary(str(_build()))
-                jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.LiminalQ4Matmul),
-                                            platform="cpu")
+                for target, symbol in _TARGETS.items():
+                    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
+                                                platform="cpu")
+                _state["vector_bits"] = int(library.LiminalQ4VectorBits())
                 _state["ok"] = True
             except Exception as exc:  # no compiler, unsupported platform...
                 # Without configured logging, Python's last-resort handler prints this.
-                log.warning("q4 kernel unavailable, decoding in float32: %s", exc)
+                log.warning("native kernels unavailable, using XLA's float32 ops: %s", exc)
                 _state["ok"] = False
         return _state["ok"]
+
+
+def fastest_rows() -> int:
+    """Up to how many rows `q4_matmul` beats XLA's float32 matmul on this machine.
+
+    Measured (bench/engine.py and microbenchmarks of one layer stack's gate/up matmul): on an
+    AVX-512 CPU, XLA's GEMM overtakes the kernel beyond 8 rows (16 rows: 24.5 ms against 16 ms);
+    on an AVX2-only CPU, XLA's GEMM for 16 rows reaches about a third of OpenBLAS's speed and the
+    kernel stays ahead for every decode batch."""
+    if not available():
+        return 0
+    return 8 if _state["vector_bits"] >= 512 else MAX_ROWS
 
 
 def quantize_q4(weight: np.ndarray) -> dict[str, np.ndarray]:
@@ -129,9 +141,23 @@ def q4_matmul(x, packed: dict, layer):
     padded = 1 << (rows - 1).bit_length()  # the kernel is vectorised for 1, 2, 4, 8, 16 rows
     x = jnp.pad(x.astype(jnp.float32), ((0, padded - rows), (0, 0)))
     n = packed["qs"].shape[1]
-    call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((padded, n), jnp.float32))
+    call = jax.ffi.ffi_call("liminal_q4_matmul", jax.ShapeDtypeStruct((padded, n), jnp.float32))
     return call(x, packed["qs"], packed["scales"], packed["mins"],
                 jnp.asarray(layer, jnp.int32))[:rows]
+
+
+def lora_delta(x, slots: dict, layer, index, weight):
+    """Σ_j weight[m, j] · x[m] @ A[slot j] @ B[slot j] for rows x [M, K] (float32), reading the
+    `layer`-th entry of the slot table {"A": [L, S, K, R], "B": [L, S, R, N]} in place.
+    index, weight: [M, J] each row's adapter slots (0 = none) and their weights → [M, N]."""
+    import jax
+    import jax.numpy as jnp
+
+    n = slots["B"].shape[-1]
+    call = jax.ffi.ffi_call("liminal_lora_delta",
+                            jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))
+    return call(x.astype(jnp.float32), slots["A"], slots["B"], index.astype(jnp.int32),
+                weight.astype(jnp.float32), jnp.asarray(layer, jnp.int32))
 
 
 Q4_MATRICES = ("wqkv", "wo", "w_gate_up", "w_down")

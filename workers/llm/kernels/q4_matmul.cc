@@ -12,9 +12,9 @@
 //   layer  int32 scalar: which of the L stacked matrices to use (so a scan over layers passes
 //          the whole stack and no per-layer slice is copied)
 //   x      float [B, K] -> y float [B, N]
-// Output columns are split across XLA's intra-op thread pool. Row counts of 1, 2, 4, 8 and 16
-// (the engine's decode batch sizes) run vectorised with AVX-512; others, or CPUs without it,
-// take a portable loop.
+// Output columns are split across XLA's intra-op thread pool. With AVX-512, row counts of 1, 2,
+// 4, 8 and 16 (the engine's decode batch sizes) run vectorised; with AVX2 (and no AVX-512),
+// every row count does; other CPUs take a portable loop.
 
 #include <atomic>
 #include <cstdint>
@@ -112,7 +112,85 @@ void columns_avx512(const Problem& p, int64_t begin, int64_t end) {
 }
 #endif
 
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+// AVX2 (16 registers of 8 floats): a tile of R rows x C columns, one accumulator per (row,
+// column). Weights are dequantized in full (scale * q + min), so no per-block input sums are
+// needed. Each row's sum runs over the same blocks in the same order whatever R and C are, so a
+// row's result does not depend on how many rows share the call.
+inline void dequantize_block(const uint8_t* q, float scale, float min, __m256 w[4]) {
+  const __m128i low_mask = _mm_set1_epi8(0x0F);
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  const __m128i lo = _mm_and_si128(packed, low_mask);
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
+  const __m256 d = _mm256_set1_ps(scale), m = _mm256_set1_ps(min);
+  w[0] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), m);
+  w[1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), m);
+  w[2] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), m);
+  w[3] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), m);
+}
+
+inline float horizontal_sum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+
+template <int R, int C>
+void tile_avx2(const Problem& p, int64_t row0, int64_t col0) {
+  const int64_t blocks = p.k / kBlock;
+  __m256 acc[R][C];
+  for (auto& row : acc)
+    for (auto& a : row) a = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int c = 0; c < C; ++c) {
+      const int64_t col = col0 + c;
+      __m256 w[4];
+      dequantize_block(p.qs + (col * blocks + b) * 16, p.scales[col * blocks + b],
+                       p.mins[col * blocks + b], w);
+      for (int r = 0; r < R; ++r) {
+        const float* xr = p.x + (row0 + r) * p.k + b * kBlock;
+        __m256 a = acc[r][c];
+        a = _mm256_fmadd_ps(w[0], _mm256_loadu_ps(xr), a);
+        a = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xr + 8), a);
+        a = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xr + 16), a);
+        acc[r][c] = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xr + 24), a);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) p.y[(row0 + r) * p.n + col0 + c] = horizontal_sum(acc[r][c]);
+}
+
+// Columns [begin, end) for all rows: up to 8 rows per tile (8 accumulators + 4 weight vectors
+// fit the 16 registers); fewer rows take more columns per tile so that enough independent FMA
+// chains are in flight.
+template <int R, int C>
+void columns_tiled(const Problem& p, int64_t row0, int64_t begin, int64_t end) {
+  int64_t col = begin;
+  for (; col + C <= end; col += C) tile_avx2<R, C>(p, row0, col);
+  for (; col < end; ++col) tile_avx2<R, 1>(p, row0, col);
+}
+
+void columns_avx2(const Problem& p, int64_t begin, int64_t end) {
+  int64_t row = 0;
+  for (; row + 8 <= p.rows; row += 8) columns_tiled<8, 1>(p, row, begin, end);
+  switch (p.rows - row) {
+    case 0: return;
+    case 1: return columns_tiled<1, 4>(p, row, begin, end);
+    case 2: return columns_tiled<2, 4>(p, row, begin, end);
+    case 3: return columns_tiled<3, 2>(p, row, begin, end);
+    case 4: return columns_tiled<4, 2>(p, row, begin, end);
+    case 5: return columns_tiled<5, 1>(p, row, begin, end);
+    case 6: return columns_tiled<6, 1>(p, row, begin, end);
+    default: return columns_tiled<7, 1>(p, row, begin, end);
+  }
+}
+#endif
+
 void columns(const Problem& p, int64_t begin, int64_t end) {
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+  return columns_avx2(p, begin, end);
+#endif
 #if defined(__AVX512F__)
   switch (p.rows) {
     case 1: return columns_avx512<1>(p, begin, end);
@@ -176,6 +254,18 @@ ffi::Error Q4MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 }
 
 }  // namespace
+
+// Which vector path this build takes (512, 256 or 0), so that callers know up to how many rows
+// the kernel beats XLA's float32 GEMM on this machine.
+extern "C" int LiminalQ4VectorBits() {
+#if defined(__AVX512F__)
+  return 512;
+#elif defined(__AVX2__) && defined(__FMA__)
+  return 256;
+#else
+  return 0;
+#endif
+}
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalQ4Matmul, Q4MatmulImpl,
                               ffi::Ffi::Bind()

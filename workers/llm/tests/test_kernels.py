@@ -1,4 +1,5 @@
-"""The 4-bit decode kernel: packing, the FFI matmul against numpy, and engines that use it."""
+"""The native kernels: 4-bit packing, the FFI matmul and LoRA term against numpy, and engines
+that use them."""
 
 import jax
 import jax.numpy as jnp
@@ -66,6 +67,36 @@ def test_q4_matmul_refuses_more_than_16_rows():
     packed = jax.tree.map(jnp.asarray, kernels.quantize_q4(four_bit_weights((1, 32, 32))))
     with pytest.raises(ValueError, match="at most 16 rows"):
         kernels.q4_matmul(jnp.zeros((17, 32)), packed, 0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("rank", [16, 5])  # the vectorised path and the generic one
+def test_lora_delta_matches_numpy_for_rows_on_different_adapters(rank):
+    rng = np.random.default_rng(rank)
+    layers, slots, K, N = 3, 5, 64, 40
+    a = rng.standard_normal((layers, slots, K, rank)).astype(np.float32)
+    b = rng.standard_normal((layers, slots, rank, N)).astype(np.float32)
+    a[:, 0], b[:, 0] = 0, 0  # slot 0 is "no adapter"
+    x = rng.standard_normal((7, K)).astype(np.float32)
+    # Rows with one, two, three, no adapters, a zero weight and a repeated slot.
+    index = np.array([[1, 0, 0], [2, 3, 0], [4, 1, 2], [0, 0, 0], [3, 0, 0], [2, 2, 0],
+                      [4, 0, 0]], np.int32)
+    weight = np.array([[1, 0, 0], [0.5, 0.25, 0], [1, -1, 2], [0, 0, 0], [0, 0, 0],
+                       [1, 1, 0], [0.3, 0, 0]], np.float32)
+    slots_table = {"A": jnp.asarray(a), "B": jnp.asarray(b)}
+
+    @jax.jit
+    def every_layer(x, slots_table):
+        return jax.lax.scan(
+            lambda c, layer: (c, kernels.lora_delta(x, slots_table, layer, index, weight)),
+            0, jnp.arange(layers))[1]
+
+    got = np.asarray(every_layer(x, slots_table))
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    expected = np.einsum("mj,mk,lmjkr,lmjrn->lmn", weight.astype(np.float64), x.astype(np.float64),
+                         a64[:, index], b64[:, index])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    assert not got[:, 3].any() and not got[:, 4].any()
 
 
 @pytest.fixture(scope="module")
