@@ -28,7 +28,9 @@ Loading
         bfloat16 inputs with float32 accumulation (~1.6x faster prefill on CPUs with bf16 dot
         units; logits then differ from float32 at bfloat16 input precision). Decode, attention,
         norms and LoRA deltas keep `dtype`. None (default) = exact `dtype` everywhere.
-        decode_weights: "q4" decodes batches of up to 8 rows through a native 4-bit kernel
+        decode_weights: "q4" decodes batches of up to 8 rows (16 on AVX2-only CPUs, where XLA's
+        small GEMMs are slow) through a native 4-bit kernel, and the output head through an
+        8-bit one when it already is 8-bit blocks (Q8_0)
         (workers/llm/kernels, built with the machine's g++ on first use; about 2.5x faster
         single-stream decode on CPU), "float" uses float32 matmuls, "auto" (default) picks q4
         when the layer weights already are 4-bit blocks (a Q4_0/Q4_1 GGUF such as the default

@@ -209,6 +209,13 @@ class Engine:
                       **{name: kernels.dequantize_q4(p) for name, p in packed.items()}}
             host_params = {**host_params, "layers": layers}
             self.q4 = jax.tree.map(jnp.asarray, packed)
+        # The output head is read once per decoded token like the layers; it takes the 8-bit
+        # kernel when its weights already are 8-bit blocks (the GGUF's Q8_0 token embedding).
+        self.q8_head = None
+        if self.decode_weights == "q4" and kernels.is_eight_bit(host_params["lm_head"]):
+            packed_head = kernels.quantize_q8(host_params["lm_head"])
+            host_params = {**host_params, "lm_head": kernels.dequantize_q8(packed_head)}
+            self.q8_head = jax.tree.map(jnp.asarray, packed_head)
         self.params = jax.tree.map(lambda a: jnp.asarray(a, self.dtype), host_params)
         self.lora = llama.init_lora_state(config, lora_slots, max_lora_rank, self.dtype)
         # Decode batches read each row's adapter slots in place (XLA:CPU copies gathered slots).
@@ -221,9 +228,9 @@ class Engine:
         self.compiled: list[tuple] = []
         self._prefill_jit = jax.jit(self._prefill_impl, donate_argnums=(2, 3),
                                     static_argnames=("kv_len", "lora_width"))
-        self._verify_jit = jax.jit(self._verify_impl, donate_argnums=(3,),
+        self._verify_jit = jax.jit(self._verify_impl, donate_argnums=(4,),
                                    static_argnames=("kv_len", "lora_width"))
-        self._decode_jit = jax.jit(self._decode_impl, donate_argnums=(3, 4),
+        self._decode_jit = jax.jit(self._decode_impl, donate_argnums=(4, 5),
                                    static_argnames=("kv_len", "steps", "lora_width", "compact"))
         self._write_slot_jit = jax.jit(_write_slot, donate_argnums=(0,))
 
@@ -414,7 +421,7 @@ class Engine:
         token, logprob = sample(logits, row[None], *sampling, jnp.zeros((1,), jnp.int32))
         return token[0], logprob[0], cache, seen
 
-    def _decode_impl(self, params, q4, lora, cache, seen, tokens, positions, slot_ids, rows_lora,
+    def _decode_impl(self, params, q4, q8_head, lora, cache, seen, tokens, positions, slot_ids, rows_lora,
                      sampling, generated, *, kv_len, steps, lora_width, compact):
         """`steps` decode steps for the rows in `slot_ids` (all slots in order unless compact)."""
         self._count_compile(("decode", tokens.shape[0], kv_len, steps, lora_width))
@@ -430,7 +437,7 @@ class Engine:
                 (positions + i)[:, None], cache, slot_ids=slot_ids if compact else None,
                 kv_len=kv_len, rows_lora=rows_lora if use_lora else None,
                 q4=q4, native_lora=self.native_lora)
-            logits = llama.logits_from_hidden(params, hidden[:, 0])
+            logits = llama.logits_from_hidden(params, hidden[:, 0], q8_head=q8_head)
             next_tokens, logprobs = sample(logits, row_seen, *sampling, generated + i)
             row_seen = row_seen.at[rows, next_tokens].set(True)
             out_tokens = out_tokens.at[:, i].set(next_tokens)
@@ -443,7 +450,7 @@ class Engine:
         seen = seen.at[slot_ids].set(row_seen) if compact else row_seen
         return out_tokens, out_logprobs, cache, seen
 
-    def _verify_impl(self, params, q4, lora, cache, tokens, start, slot, rows_lora, *, kv_len,
+    def _verify_impl(self, params, q4, q8_head, lora, cache, tokens, start, slot, rows_lora, *, kv_len,
                      lora_width):
         """Greedy predictions after each of `tokens` [1, T] (the last sampled token followed by
         draft tokens), writing their KV entries: one pass checks a whole draft."""
@@ -454,7 +461,7 @@ class Engine:
             self.config, params, lora if use_lora else None, tokens, positions, cache,
             slot_ids=slot[None], kv_len=kv_len, rows_lora=rows_lora if use_lora else None,
             q4=q4, native_lora=self.native_lora)
-        logits = llama.logits_from_hidden(params, hidden[0])
+        logits = llama.logits_from_hidden(params, hidden[0], q8_head=q8_head)
         predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         chosen = jnp.take_along_axis(logits, predictions[:, None], axis=-1)[:, 0]
         return predictions, chosen - jax.nn.logsumexp(logits, axis=-1), cache
@@ -550,7 +557,7 @@ class Engine:
         sampling, rows_lora = self._row_sampling(rows, lora_width)
         compact = len(slots) < self.max_batch_slots
         out_tokens, out_logprobs, self.cache, self.seen = self._decode_jit(
-            self.params, self.q4, self.lora, self.cache, self.seen, tokens, positions,
+            self.params, self.q4, self.q8_head, self.lora, self.cache, self.seen, tokens, positions,
             np.asarray(slots, np.int32), rows_lora, sampling, generated, kv_len=kv_len,
             steps=self.decode_steps, lora_width=rows_lora[0].shape[1], compact=compact)
         return out_tokens, out_logprobs
@@ -666,7 +673,8 @@ class Engine:
         tokens[0, :len(draft) + 1] = [ids[-1], *draft]
         _, rows_lora = self._row_sampling([request])
         predictions, logprobs, self.cache = self._verify_jit(
-            self.params, self.q4, self.lora, self.cache, tokens, np.int32(start), np.int32(request.slot),
+            self.params, self.q4, self.q8_head, self.lora, self.cache, tokens, np.int32(start),
+            np.int32(request.slot),
             rows_lora, kv_len=self._kv_bucket(start + k + 1), lora_width=rows_lora[0].shape[1])
         predictions = np.asarray(predictions)
         logprobs = np.asarray(logprobs)

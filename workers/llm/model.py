@@ -233,8 +233,15 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     return h, {"k": cache_k, "v": cache_v}
 
 
-def logits_from_hidden(params, hidden):
-    """Output head in float32. hidden: [..., D] → [..., V]."""
+def logits_from_hidden(params, hidden, q8_head=None):
+    """Output head in float32. hidden: [..., D] → [..., V].
+
+    q8_head (`kernels.quantize_q8` of params["lm_head"]) computes up to kernels.MAX_ROWS rows
+    with the 8-bit kernel; params["lm_head"] must then hold the same weights dequantized."""
+    rows = math.prod(hidden.shape[:-1])
+    if q8_head is not None and rows <= kernels.MAX_ROWS:
+        flat = kernels.q8_matmul(hidden.reshape(rows, hidden.shape[-1]), q8_head)
+        return flat.reshape(*hidden.shape[:-1], -1)
     if "lm_head" in params:
         return (hidden @ params["lm_head"]).astype(jnp.float32)
     return jnp.einsum("...d,vd->...v", hidden, params["embed"]).astype(jnp.float32)

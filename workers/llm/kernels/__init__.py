@@ -3,7 +3,8 @@
 `q4_matmul` multiplies a few rows by a weight matrix stored in 4-bit blocks (the layout of
 llama.cpp's Q4_1: 32 inputs share a float scale and minimum). It exists because decoding is
 bound by the bytes of the weights and XLA's CPU backend has no fast low-precision matrix-vector
-product. `lora_delta` adds the LoRA term of rows that each use their own adapters, reading the
+product. `q8_matmul` does the same for the output head in 8-bit blocks (llama.cpp's Q8_0, as
+GGUF files usually store the token embedding). `lora_delta` adds the LoRA term of rows that each use their own adapters, reading the
 adapter slots in place (XLA copies every gathered slot first). The sources (*.cc here) are
 compiled on first use with the machine's C++ compiler for the machine's CPU and cached under $LIMINAL_KERNEL_CACHE (default ~/.cache/liminal/kernels);
 `available()` says whether that worked, and callers fall back to plain float32 when it did not.
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 
 BLOCK = 32
 MAX_ROWS = 16
-_SOURCES = tuple(Path(__file__).with_name(name) for name in ("q4_matmul.cc", "lora_delta.cc"))
-_TARGETS = {"liminal_q4_matmul": "LiminalQ4Matmul", "liminal_lora_delta": "LiminalLoraDelta"}
+_SOURCES = tuple(Path(__file__).with_name(name) for name in ("quantized_matmul.cc", "lora_delta.cc"))
+_TARGETS = {"liminal_q4_matmul": "LiminalQ4Matmul", "liminal_q8_matmul": "LiminalQ8Matmul",
+            "liminal_lora_delta": "LiminalLoraDelta"}
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -146,6 +148,41 @@ def q4_matmul(x, packed: dict, layer):
                 jnp.asarray(layer, jnp.int32))[:rows]
 
 
+def quantize_q8(weight: np.ndarray) -> dict[str, np.ndarray]:
+    """Pack W [K, N] (used as x @ W) into 8-bit blocks of 32 inputs per output column, with
+    max|w| / 127 as scale, as llama.cpp's Q8_0 does: weights from a Q8_0 file come back to float32
+    rounding."""
+    w = np.asarray(weight, np.float32)
+    K, N = w.shape
+    if K % BLOCK:
+        raise ValueError(f"input size {K} is not a multiple of {BLOCK}")
+    blocks = w.T.reshape(N, K // BLOCK, BLOCK)
+    scale = np.abs(blocks).max(axis=-1) / 127.0
+    safe = np.where(scale > 0, scale, 1.0)
+    q = np.clip(np.rint(blocks / safe[..., None]), -127, 127).astype(np.int8)
+    return {"qs": np.ascontiguousarray(q), "scales": scale.astype(np.float32)}
+
+
+def dequantize_q8(packed: dict[str, np.ndarray]) -> np.ndarray:
+    """The float32 W [K, N] that `packed` stands for."""
+    blocks = packed["qs"].astype(np.float32) * packed["scales"][..., None]
+    N, nb, _ = blocks.shape
+    return np.ascontiguousarray(blocks.reshape(N, nb * BLOCK).T)
+
+
+def q8_matmul(x, packed: dict):
+    """x [B, K] float32 (B ≤ MAX_ROWS) @ the 8-bit matrix `packed` → [B, N]."""
+    import jax
+    import jax.numpy as jnp
+
+    rows = x.shape[0]
+    if rows > MAX_ROWS:
+        raise ValueError(f"q8_matmul takes at most {MAX_ROWS} rows, got {rows}")
+    n = packed["qs"].shape[0]
+    call = jax.ffi.ffi_call("liminal_q8_matmul", jax.ShapeDtypeStruct((rows, n), jnp.float32))
+    return call(x.astype(jnp.float32), packed["qs"], packed["scales"])
+
+
 def lora_delta(x, slots: dict, layer, index, weight):
     """Σ_j weight[m, j] · x[m] @ A[slot j] @ B[slot j] for rows x [M, K] (float32), reading the
     `layer`-th entry of the slot table {"A": [L, S, K, R], "B": [L, S, R, N]} in place.
@@ -168,12 +205,19 @@ def pack_layers(layers: dict) -> dict[str, dict[str, np.ndarray]]:
     return {name: quantize_q4(layers[name]) for name in Q4_MATRICES}
 
 
+def _packs_without_loss(w: np.ndarray, quantize, dequantize, tolerance: float) -> bool:
+    error = np.abs(dequantize(quantize(w)) - w).max()
+    return bool(error <= tolerance * max(np.abs(w).max(), 1e-30))
+
+
+def is_eight_bit(weight: np.ndarray, tolerance: float = 1e-5) -> bool:
+    """Whether W [K, N] already is 8-bit blocks (e.g. a Q8_0 GGUF tensor)."""
+    return _packs_without_loss(np.asarray(weight, np.float32), quantize_q8, dequantize_q8,
+                               tolerance)
+
+
 def is_four_bit(layers: dict, tolerance: float = 1e-5) -> bool:
     """Whether the weights already are 4-bit blocks (e.g. dequantized from a Q4_1 GGUF), so that
     packing them loses nothing beyond float32 rounding."""
-    for name in Q4_MATRICES:
-        w = np.asarray(layers[name][0], np.float32)
-        error = np.abs(dequantize_q4(quantize_q4(w)) - w).max()
-        if error > tolerance * max(np.abs(w).max(), 1e-30):
-            return False
-    return True
+    return all(_packs_without_loss(np.asarray(layers[name][0], np.float32), quantize_q4,
+                                   dequantize_q4, tolerance) for name in Q4_MATRICES)

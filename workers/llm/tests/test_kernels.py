@@ -1,6 +1,8 @@
 """The native kernels: 4-bit packing, the FFI matmul and LoRA term against numpy, and engines
 that use them."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,12 +101,53 @@ def test_lora_delta_matches_numpy_for_rows_on_different_adapters(rank):
     assert not got[:, 3].any() and not got[:, 4].any()
 
 
+def eight_bit_weights(shape, seed=0):
+    """Weights as a Q8_0 file holds them: per 32 inputs of a column, a float16 scale and codes
+    -127..127 (the largest magnitude at 127, as llama.cpp's quantizer leaves it)."""
+    rng = np.random.default_rng(seed)
+    K, N = shape
+    codes = rng.integers(-127, 128, (N, K // 32, 32))
+    codes[..., 0] = 127 * rng.choice([-1, 1], (N, K // 32))
+    scale = rng.uniform(0.001, 0.02, (N, K // 32, 1)).astype(np.float16).astype(np.float32)
+    return np.ascontiguousarray((codes * scale).astype(np.float32).reshape(N, K).T)
+
+
+def test_eight_bit_weights_pack_without_loss():
+    w = eight_bit_weights((96, 40))
+    restored = kernels.dequantize_q8(kernels.quantize_q8(w))
+    np.testing.assert_allclose(restored, w, rtol=0, atol=1e-6 * np.abs(w).max())
+    assert kernels.is_eight_bit(w)
+    assert not kernels.is_eight_bit(np.random.default_rng(1).standard_normal((96, 40)))
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows", [1, 5, 16])
+def test_q8_matmul_matches_numpy(rows):
+    K, N = 96, 200
+    w = eight_bit_weights((K, N), seed=rows)
+    packed = jax.tree.map(jnp.asarray, kernels.quantize_q8(w))
+    x = np.random.default_rng(rows).standard_normal((rows, K)).astype(np.float32)
+    got = np.asarray(jax.jit(kernels.q8_matmul)(x, packed))
+    expected = x.astype(np.float64) @ w.astype(np.float64)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+    with pytest.raises(ValueError, match="at most 16 rows"):
+        kernels.q8_matmul(jnp.zeros((17, K)), packed)
+
+
 @pytest.fixture(scope="module")
 def q4_engine(tiny_model):
-    engine = Engine(tiny_model, max_batch_slots=8, max_seq_len=256, lora_slots=4,
+    # An 8-bit output head, as GGUF files store it, so that it takes the 8-bit kernel as well.
+    params = dict(tiny_model.params)
+    if "lm_head" in params:
+        params["lm_head"] = kernels.dequantize_q8(kernels.quantize_q8(params["lm_head"]))
+    else:
+        params["embed"] = kernels.dequantize_q8(kernels.quantize_q8(params["embed"].T)).T
+    model = dataclasses.replace(tiny_model, params=params)
+    engine = Engine(model, max_batch_slots=8, max_seq_len=256, lora_slots=4,
                     max_lora_rank=8, decode_steps=4, prefill_chunk=32, decode_weights="q4")
     if engine.decode_weights != "q4":
         pytest.skip("the q4 kernel did not build")
+    assert engine.q8_head is not None
     yield engine
     engine.shutdown()
 

@@ -69,3 +69,5 @@ def test_four_bit_gguf_decodes_through_the_kernel(smollm_engine):
         pytest.skip("the q4 kernel did not build")
     # The shipped GGUF stores its layers as Q4_1, so packing them loses nothing: auto picks q4.
     assert smollm_engine.decode_weights == "q4"
+    # Its token embedding (the tied output head) is Q8_0: the head takes the 8-bit kernel.
+    assert smollm_engine.q8_head is not None

@@ -1,4 +1,5 @@
-// x @ W for a few rows of x, with W in 4-bit blocks: the decode-time matmul of workers/llm.
+// x @ W for a few rows of x, with W in 4-bit blocks (the decoder's matrices) or 8-bit blocks (the
+// output head): the decode-time matmuls of workers/llm.
 //
 // Decoding one token reads every weight once and does a single multiply-add with it, so its
 // speed is set by how many bytes the weights take. XLA's CPU backend has no fast low-precision
@@ -14,8 +15,10 @@
 //   x      float [B, K] -> y float [B, N]
 // Output columns are split across XLA's intra-op thread pool. With AVX-512, row counts of 1, 2,
 // 4, 8 and 16 (the engine's decode batch sizes) run vectorised; with AVX2 (and no AVX-512),
-// every row count does; other CPUs take a portable loop.
+// every row count does; other CPUs take a portable loop. The 8-bit layout is described at
+// Q8MatmulImpl.
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -112,22 +115,51 @@ void columns_avx512(const Problem& p, int64_t begin, int64_t end) {
 }
 #endif
 
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#if defined(__AVX2__) && defined(__FMA__)
 // AVX2 (16 registers of 8 floats): a tile of R rows x C columns, one accumulator per (row,
-// column). Weights are dequantized in full (scale * q + min), so no per-block input sums are
-// needed. Each row's sum runs over the same blocks in the same order whatever R and C are, so a
-// row's result does not depend on how many rows share the call.
-inline void dequantize_block(const uint8_t* q, float scale, float min, __m256 w[4]) {
-  const __m128i low_mask = _mm_set1_epi8(0x0F);
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
-  const __m128i lo = _mm_and_si128(packed, low_mask);
-  const __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
-  const __m256 d = _mm256_set1_ps(scale), m = _mm256_set1_ps(min);
-  w[0] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), m);
-  w[1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), m);
-  w[2] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), m);
-  w[3] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), m);
-}
+// column), generic over the block format. Weights are dequantized in full (4-bit: scale * q +
+// min), so no per-block input sums are needed. Each row's sum runs over the same blocks in the
+// same order whatever R and C are, so a row's result does not depend on how many rows share the
+// call. AVX-512 builds use this for the 8-bit format.
+struct Rows {
+  const float* x;  // [rows, k]
+  float* y;        // [rows, n]
+  int64_t rows, k, n;
+};
+
+// The 32 weights of one block as four vectors: inputs 0-7, 8-15, 16-23, 24-31.
+struct Q4Blocks {
+  const uint8_t* qs;  // [n, k/32, 16]: input j in the low nibble of byte j, j + 16 in the high
+  const float* scales;
+  const float* mins;
+  int64_t blocks;
+  void operator()(int64_t col, int64_t b, __m256 w[4]) const {
+    const int64_t i = col * blocks + b;
+    const __m128i low_mask = _mm_set1_epi8(0x0F);
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + i * 16));
+    const __m128i lo = _mm_and_si128(packed, low_mask);
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
+    const __m256 d = _mm256_set1_ps(scales[i]), m = _mm256_set1_ps(mins[i]);
+    w[0] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), m);
+    w[1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), m);
+    w[2] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), m);
+    w[3] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), m);
+  }
+};
+
+struct Q8Blocks {
+  const int8_t* qs;  // [n, k/32, 32]
+  const float* scales;
+  int64_t blocks;
+  void operator()(int64_t col, int64_t b, __m256 w[4]) const {
+    const int64_t i = col * blocks + b;
+    const __m256 d = _mm256_set1_ps(scales[i]);
+    for (int part = 0; part < 4; ++part) {
+      const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + i * 32 + part * 8));
+      w[part] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
+    }
+  }
+};
 
 inline float horizontal_sum(__m256 v) {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -135,18 +167,16 @@ inline float horizontal_sum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
-template <int R, int C>
-void tile_avx2(const Problem& p, int64_t row0, int64_t col0) {
+template <class Blocks, int R, int C>
+void tile_avx2(const Blocks& weights, const Rows& p, int64_t row0, int64_t col0) {
   const int64_t blocks = p.k / kBlock;
   __m256 acc[R][C];
   for (auto& row : acc)
     for (auto& a : row) a = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     for (int c = 0; c < C; ++c) {
-      const int64_t col = col0 + c;
       __m256 w[4];
-      dequantize_block(p.qs + (col * blocks + b) * 16, p.scales[col * blocks + b],
-                       p.mins[col * blocks + b], w);
+      weights(col0 + c, b, w);
       for (int r = 0; r < R; ++r) {
         const float* xr = p.x + (row0 + r) * p.k + b * kBlock;
         __m256 a = acc[r][c];
@@ -164,32 +194,34 @@ void tile_avx2(const Problem& p, int64_t row0, int64_t col0) {
 // Columns [begin, end) for all rows: up to 8 rows per tile (8 accumulators + 4 weight vectors
 // fit the 16 registers); fewer rows take more columns per tile so that enough independent FMA
 // chains are in flight.
-template <int R, int C>
-void columns_tiled(const Problem& p, int64_t row0, int64_t begin, int64_t end) {
+template <class Blocks, int R, int C>
+void columns_tiled(const Blocks& w, const Rows& p, int64_t row0, int64_t begin, int64_t end) {
   int64_t col = begin;
-  for (; col + C <= end; col += C) tile_avx2<R, C>(p, row0, col);
-  for (; col < end; ++col) tile_avx2<R, 1>(p, row0, col);
+  for (; col + C <= end; col += C) tile_avx2<Blocks, R, C>(w, p, row0, col);
+  for (; col < end; ++col) tile_avx2<Blocks, R, 1>(w, p, row0, col);
 }
 
-void columns_avx2(const Problem& p, int64_t begin, int64_t end) {
+template <class Blocks>
+void columns_avx2(const Blocks& w, const Rows& p, int64_t begin, int64_t end) {
   int64_t row = 0;
-  for (; row + 8 <= p.rows; row += 8) columns_tiled<8, 1>(p, row, begin, end);
+  for (; row + 8 <= p.rows; row += 8) columns_tiled<Blocks, 8, 1>(w, p, row, begin, end);
   switch (p.rows - row) {
     case 0: return;
-    case 1: return columns_tiled<1, 4>(p, row, begin, end);
-    case 2: return columns_tiled<2, 4>(p, row, begin, end);
-    case 3: return columns_tiled<3, 2>(p, row, begin, end);
-    case 4: return columns_tiled<4, 2>(p, row, begin, end);
-    case 5: return columns_tiled<5, 1>(p, row, begin, end);
-    case 6: return columns_tiled<6, 1>(p, row, begin, end);
-    default: return columns_tiled<7, 1>(p, row, begin, end);
+    case 1: return columns_tiled<Blocks, 1, 4>(w, p, row, begin, end);
+    case 2: return columns_tiled<Blocks, 2, 4>(w, p, row, begin, end);
+    case 3: return columns_tiled<Blocks, 3, 2>(w, p, row, begin, end);
+    case 4: return columns_tiled<Blocks, 4, 2>(w, p, row, begin, end);
+    case 5: return columns_tiled<Blocks, 5, 1>(w, p, row, begin, end);
+    case 6: return columns_tiled<Blocks, 6, 1>(w, p, row, begin, end);
+    default: return columns_tiled<Blocks, 7, 1>(w, p, row, begin, end);
   }
 }
 #endif
 
 void columns(const Problem& p, int64_t begin, int64_t end) {
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
-  return columns_avx2(p, begin, end);
+  return columns_avx2(Q4Blocks{p.qs, p.scales, p.mins, p.k / kBlock}, Rows{p.x, p.y, p.rows, p.k, p.n},
+                      begin, end);
 #endif
 #if defined(__AVX512F__)
   switch (p.rows) {
@@ -202,6 +234,28 @@ void columns(const Problem& p, int64_t begin, int64_t end) {
   }
 #endif
   columns_scalar(p, begin, end);
+}
+
+// Splits columns [0, n) into one share per thread; the calling thread takes the first share and
+// waits (spinning: the shares take tens of microseconds) for the others.
+template <class Work>
+void parallel_columns(ffi::ThreadPool& pool, int64_t n, const Work& work) {
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), n / 64));
+  const int64_t share = (n + threads - 1) / threads;
+  std::atomic<int64_t> pending(threads - 1);
+  for (int64_t t = 1; t < threads; ++t) {
+    const int64_t begin = t * share, end = std::min(n, begin + share);
+    pool.Schedule([&work, &pending, begin, end] {
+      work(begin, end);
+      pending.fetch_sub(1, std::memory_order_release);
+    });
+  }
+  work(0, std::min(n, share));
+  while (pending.load(std::memory_order_acquire) > 0) {
+#if defined(__AVX2__)
+    _mm_pause();
+#endif
+  }
 }
 
 ffi::Error Q4MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
@@ -232,24 +286,45 @@ ffi::Error Q4MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                   scales.typed_data() + l * n * blocks, mins.typed_data() + l * n * blocks,
                   y->typed_data(), rows, k, n};
 
-  // One share of the columns per thread; the calling thread takes the first share and waits
-  // (spinning: the shares take tens of microseconds) for the others.
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), n / 64));
-  const int64_t share = (n + threads - 1) / threads;
-  std::atomic<int64_t> pending(threads - 1);
-  for (int64_t t = 1; t < threads; ++t) {
-    const int64_t begin = t * share, end = std::min(n, begin + share);
-    pool.Schedule([&p, &pending, begin, end] {
-      columns(p, begin, end);
-      pending.fetch_sub(1, std::memory_order_release);
-    });
-  }
-  columns(p, 0, std::min(n, share));
-  while (pending.load(std::memory_order_acquire) > 0) {
-#if defined(__AVX2__)
-    _mm_pause();
+  parallel_columns(pool, n, [&p](int64_t begin, int64_t end) { columns(p, begin, end); });
+  return ffi::Error::Success();
+}
+
+// x [B, K] @ W [K, N] with W in 8-bit blocks (llama.cpp's Q8_0: 32 inputs of a column share a
+// float scale): the output head, whose GGUF tensor usually is Q8_0.
+//   qs int8 [N, K/32, 32], scales float [N, K/32] -> y float [B, N]
+void columns_q8(const int8_t* qs, const float* scales, const Rows& p, int64_t begin, int64_t end) {
+  const int64_t blocks = p.k / kBlock;
+#if defined(__AVX2__) && defined(__FMA__)
+  return columns_avx2(Q8Blocks{qs, scales, blocks}, p, begin, end);
 #endif
+  for (int64_t col = begin; col < end; ++col) {
+    for (int64_t r = 0; r < p.rows; ++r) {
+      float total = 0.0f;
+      for (int64_t b = 0; b < blocks; ++b) {
+        float dot = 0.0f;
+        for (int64_t j = 0; j < kBlock; ++j)
+          dot += float(qs[(col * blocks + b) * kBlock + j]) * p.x[r * p.k + b * kBlock + j];
+        total += scales[col * blocks + b] * dot;
+      }
+      p.y[r * p.n + col] = total;
+    }
   }
+}
+
+ffi::Error Q8MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S8> qs,
+                        ffi::Buffer<ffi::F32> scales, ffi::ResultBuffer<ffi::F32> y) {
+  const auto x_dims = x.dimensions();
+  const auto q_dims = qs.dimensions();
+  if (x_dims.size() != 2 || q_dims.size() != 3 || q_dims[2] != kBlock)
+    return ffi::Error::InvalidArgument("q8_matmul: expected x [B, K] and qs [N, K/32, 32]");
+  const int64_t rows = x_dims[0], k = x_dims[1], n = q_dims[0];
+  if (k != q_dims[1] * kBlock) return ffi::Error::InvalidArgument("q8_matmul: K != 32 * blocks");
+  if (rows > kMaxRows) return ffi::Error::InvalidArgument("q8_matmul: at most 16 rows");
+  const Rows p{x.typed_data(), y->typed_data(), rows, k, n};
+  const int8_t* q = qs.typed_data();
+  const float* d = scales.typed_data();
+  parallel_columns(pool, n, [&](int64_t begin, int64_t end) { columns_q8(q, d, p, begin, end); });
   return ffi::Error::Success();
 }
 
@@ -275,4 +350,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalQ4Matmul, Q4MatmulImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalQ8Matmul, Q8MatmulImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
