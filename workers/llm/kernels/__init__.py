@@ -4,9 +4,10 @@
 llama.cpp's Q4_1: 32 inputs share a float scale and minimum). It exists because decoding is
 bound by the bytes of the weights and XLA's CPU backend has no fast low-precision matrix-vector
 product. `q8_matmul` does the same for the output head in 8-bit blocks (llama.cpp's Q8_0, as
-GGUF files usually store the token embedding). `lora_delta` adds the LoRA term of rows that each use their own adapters, reading the
-adapter slots in place (XLA copies every gathered slot first). The sources (*.cc here) are
-compiled on first use with the machine's C++ compiler for the machine's CPU and cached under $LIMINAL_KERNEL_CACHE (default ~/.cache/liminal/kernels);
+GGUF files usually store the token embedding). `lora_delta` adds the LoRA term of rows that
+each use their own adapters, reading the adapter slots in place (XLA copies every gathered slot
+first). The sources (*.cc here) are compiled on first use with the machine's C++ compiler for
+the machine's CPU and cached under $LIMINAL_KERNEL_CACHE (default ~/.cache/liminal/kernels);
 `available()` says whether that worked, and callers fall back to plain float32 when it did not.
 """
 
@@ -206,6 +207,8 @@ def pack_layers(layers: dict) -> dict[str, dict[str, np.ndarray]]:
 
 
 def _packs_without_loss(w: np.ndarray, quantize, dequantize, tolerance: float) -> bool:
+    if w.shape[-2] % BLOCK:  # inputs not in whole blocks: not a blocked format at all
+        return False
     error = np.abs(dequantize(quantize(w)) - w).max()
     return bool(error <= tolerance * max(np.abs(w).max(), 1e-30))
 

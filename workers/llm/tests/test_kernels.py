@@ -118,6 +118,7 @@ def test_eight_bit_weights_pack_without_loss():
     np.testing.assert_allclose(restored, w, rtol=0, atol=1e-6 * np.abs(w).max())
     assert kernels.is_eight_bit(w)
     assert not kernels.is_eight_bit(np.random.default_rng(1).standard_normal((96, 40)))
+    assert not kernels.is_eight_bit(np.zeros((40, 8), np.float32))  # 40 inputs: no whole blocks
 
 
 @needs_kernel
