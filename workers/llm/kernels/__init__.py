@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 BLOCK = 32
 MAX_ROWS = 16
 _SOURCES = tuple(Path(__file__).with_name(name) for name in ("quantized_matmul.cc", "lora_delta.cc"))
+_HEADER = Path(__file__).with_name("parallel.h")  # included by the sources: part of the cache key
 _TARGETS = {"liminal_q4_matmul": "LiminalQ4Matmul", "liminal_q8_matmul": "LiminalQ8Matmul",
             "liminal_lora_delta": "LiminalLoraDelta"}
 _lock = threading.Lock()
@@ -56,7 +57,7 @@ def _build() -> Path:
     if compiler is None:
         raise RuntimeError("no C++ compiler (g++) found")
     include = jax.ffi.include_dir()
-    source = b"".join(path.read_bytes() for path in _SOURCES)
+    source = b"".join(path.read_bytes() for path in (*_SOURCES, _HEADER))
     key = hashlib.sha256(source + include.encode() + _cpu_signature().encode()
                          + jax.__version__.encode()).hexdigest()[:16]
     target = _cache_dir() / f"liminal-kernels-{key}.so"

@@ -16,7 +16,6 @@
 //   -> y   float [M, N]
 // Rows are split across XLA's intra-op thread pool.
 
-#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -24,6 +23,7 @@
 #include <immintrin.h>
 #endif
 
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -40,41 +40,47 @@ struct LoraProblem {
   int64_t k, r, n, j, slots;
 };
 
+#if defined(__AVX512F__)
+struct Vec {  // 16 floats
+  using T = __m512;
+  static constexpr int kWidth = 16;
+  static T zero() { return _mm512_setzero_ps(); }
+  static T fma_broadcast(float x, const float* a, T acc) {
+    return _mm512_fmadd_ps(_mm512_set1_ps(x), _mm512_loadu_ps(a), acc);
+  }
+  static T add(T u, T v) { return _mm512_add_ps(u, v); }
+  static void store(float* h, T v) { _mm512_storeu_ps(h, v); }
+};
+#elif defined(__AVX2__) && defined(__FMA__)
+struct Vec {  // 8 floats
+  using T = __m256;
+  static constexpr int kWidth = 8;
+  static T zero() { return _mm256_setzero_ps(); }
+  static T fma_broadcast(float x, const float* a, T acc) {
+    return _mm256_fmadd_ps(_mm256_set1_ps(x), _mm256_loadu_ps(a), acc);
+  }
+  static T add(T u, T v) { return _mm256_add_ps(u, v); }
+  static void store(float* h, T v) { _mm256_storeu_ps(h, v); }
+};
+#endif
+
 // h[R] = x[K] @ A[K, R]
 void down_project(const float* __restrict x, const float* __restrict a, int64_t k, int64_t r,
                   float* __restrict h) {
-#if defined(__AVX512F__)
-  if (r % 16 == 0) {
-    for (int64_t c = 0; c < r; c += 16) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  if (r % Vec::kWidth == 0) {
+    for (int64_t c = 0; c < r; c += Vec::kWidth) {
       // Four accumulators so that the FMA latency does not serialise the loop over inputs.
-      __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+      typename Vec::T acc0 = Vec::zero(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
       int64_t i = 0;
       for (; i + 3 < k; i += 4) {
-        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(x[i]), _mm512_loadu_ps(a + i * r + c), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_set1_ps(x[i + 1]), _mm512_loadu_ps(a + (i + 1) * r + c), acc1);
-        acc2 = _mm512_fmadd_ps(_mm512_set1_ps(x[i + 2]), _mm512_loadu_ps(a + (i + 2) * r + c), acc2);
-        acc3 = _mm512_fmadd_ps(_mm512_set1_ps(x[i + 3]), _mm512_loadu_ps(a + (i + 3) * r + c), acc3);
+        acc0 = Vec::fma_broadcast(x[i], a + i * r + c, acc0);
+        acc1 = Vec::fma_broadcast(x[i + 1], a + (i + 1) * r + c, acc1);
+        acc2 = Vec::fma_broadcast(x[i + 2], a + (i + 2) * r + c, acc2);
+        acc3 = Vec::fma_broadcast(x[i + 3], a + (i + 3) * r + c, acc3);
       }
-      for (; i < k; ++i)
-        acc0 = _mm512_fmadd_ps(_mm512_set1_ps(x[i]), _mm512_loadu_ps(a + i * r + c), acc0);
-      _mm512_storeu_ps(h + c, _mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
-    }
-    return;
-  }
-#elif defined(__AVX2__) && defined(__FMA__)
-  if (r % 8 == 0) {
-    for (int64_t c = 0; c < r; c += 8) {
-      __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-      int64_t i = 0;
-      for (; i + 3 < k; i += 4) {
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(x[i]), _mm256_loadu_ps(a + i * r + c), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(x[i + 1]), _mm256_loadu_ps(a + (i + 1) * r + c), acc1);
-        acc2 = _mm256_fmadd_ps(_mm256_set1_ps(x[i + 2]), _mm256_loadu_ps(a + (i + 2) * r + c), acc2);
-        acc3 = _mm256_fmadd_ps(_mm256_set1_ps(x[i + 3]), _mm256_loadu_ps(a + (i + 3) * r + c), acc3);
-      }
-      for (; i < k; ++i)
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(x[i]), _mm256_loadu_ps(a + i * r + c), acc0);
-      _mm256_storeu_ps(h + c, _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+      for (; i < k; ++i) acc0 = Vec::fma_broadcast(x[i], a + i * r + c, acc0);
+      Vec::store(h + c, Vec::add(Vec::add(acc0, acc1), Vec::add(acc2, acc3)));
     }
     return;
   }
@@ -133,23 +139,8 @@ ffi::Error LoraDeltaImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buf
   const LoraProblem p{x.typed_data(), a.typed_data() + l * slots * k * r,
                       b.typed_data() + l * slots * r * n, slot.typed_data(), weight.typed_data(),
                       y->typed_data(), k, r, n, sd[1], slots};
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), m));
-  const int64_t share = (m + threads - 1) / threads;
-  std::atomic<int64_t> pending(0);
-  for (int64_t begin = share; begin < m; begin += share) {
-    const int64_t end = std::min(m, begin + share);
-    pending.fetch_add(1, std::memory_order_relaxed);
-    pool.Schedule([&p, &pending, begin, end] {
-      rows(p, begin, end);
-      pending.fetch_sub(1, std::memory_order_release);
-    });
-  }
-  rows(p, 0, std::min(m, share));
-  while (pending.load(std::memory_order_acquire) > 0) {
-#if defined(__AVX2__)
-    _mm_pause();
-#endif
-  }
+  liminal::run_in_shares(pool, m, pool.num_threads(),
+                         [&p](int64_t begin, int64_t end) { rows(p, begin, end); });
   return ffi::Error::Success();
 }
 

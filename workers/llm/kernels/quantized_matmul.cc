@@ -19,7 +19,6 @@
 // Q8MatmulImpl.
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -28,6 +27,7 @@
 #include <immintrin.h>
 #endif
 
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -236,26 +236,10 @@ void columns(const Problem& p, int64_t begin, int64_t end) {
   columns_scalar(p, begin, end);
 }
 
-// Splits columns [0, n) into one share per thread; the calling thread takes the first share and
-// waits (spinning: the shares take tens of microseconds) for the others.
+// One share of the columns per thread, but no share under 64 columns.
 template <class Work>
 void parallel_columns(ffi::ThreadPool& pool, int64_t n, const Work& work) {
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), n / 64));
-  const int64_t share = (n + threads - 1) / threads;
-  std::atomic<int64_t> pending(threads - 1);
-  for (int64_t t = 1; t < threads; ++t) {
-    const int64_t begin = t * share, end = std::min(n, begin + share);
-    pool.Schedule([&work, &pending, begin, end] {
-      work(begin, end);
-      pending.fetch_sub(1, std::memory_order_release);
-    });
-  }
-  work(0, std::min(n, share));
-  while (pending.load(std::memory_order_acquire) > 0) {
-#if defined(__AVX2__)
-    _mm_pause();
-#endif
-  }
+  liminal::run_in_shares(pool, n, std::min<int64_t>(pool.num_threads(), n / 64), work);
 }
 
 ffi::Error Q4MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
