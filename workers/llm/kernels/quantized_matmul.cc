@@ -39,11 +39,17 @@ constexpr int64_t kMaxRows = 16;
 
 struct Problem {
   const float* x;       // [B, K]
-  const float* xsum;    // [B, K/32]: sum of each row's inputs per block
+  const float* xsum;    // [B, K/32]: sum of each row's inputs per block (if kUsesBlockSums)
   const uint8_t* qs;    // [N, K/32, 16] for the chosen layer
   const float* scales;  // [N, K/32]
   const float* mins;    // [N, K/32]
   float* y;             // [B, N]
+  int64_t rows, k, n;
+};
+
+struct Rows {
+  const float* x;  // [rows, k]
+  float* y;        // [rows, n]
   int64_t rows, k, n;
 };
 
@@ -121,12 +127,6 @@ void columns_avx512(const Problem& p, int64_t begin, int64_t end) {
 // min), so no per-block input sums are needed. Each row's sum runs over the same blocks in the
 // same order whatever R and C are, so a row's result does not depend on how many rows share the
 // call. AVX-512 builds use this for the 8-bit format.
-struct Rows {
-  const float* x;  // [rows, k]
-  float* y;        // [rows, n]
-  int64_t rows, k, n;
-};
-
 // The 32 weights of one block as four vectors: inputs 0-7, 8-15, 16-23, 24-31.
 struct Q4Blocks {
   const uint8_t* qs;  // [n, k/32, 16]: input j in the low nibble of byte j, j + 16 in the high
@@ -218,11 +218,16 @@ void columns_avx2(const Blocks& w, const Rows& p, int64_t begin, int64_t end) {
 }
 #endif
 
-void columns(const Problem& p, int64_t begin, int64_t end) {
+// Whether this build's 4-bit path reads the per-block input sums (the AVX2 path folds the
+// minimum into the dequantized weights instead).
+constexpr bool kUsesBlockSums =
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
-  return columns_avx2(Q4Blocks{p.qs, p.scales, p.mins, p.k / kBlock}, Rows{p.x, p.y, p.rows, p.k, p.n},
-                      begin, end);
+    false;
+#else
+    true;
 #endif
+
+void columns(const Problem& p, int64_t begin, int64_t end) {
 #if defined(__AVX512F__)
   switch (p.rows) {
     case 1: return columns_avx512<1>(p, begin, end);
@@ -230,10 +235,14 @@ void columns(const Problem& p, int64_t begin, int64_t end) {
     case 4: return columns_avx512<4>(p, begin, end);
     case 8: return columns_avx512<8>(p, begin, end);
     case 16: return columns_avx512<16>(p, begin, end);
-    default: break;
+    default: return columns_scalar(p, begin, end);
   }
-#endif
+#elif defined(__AVX2__) && defined(__FMA__)
+  columns_avx2(Q4Blocks{p.qs, p.scales, p.mins, p.k / kBlock}, Rows{p.x, p.y, p.rows, p.k, p.n},
+               begin, end);
+#else
   columns_scalar(p, begin, end);
+#endif
 }
 
 // One share of the columns per thread, but no share under 64 columns.
@@ -258,8 +267,8 @@ ffi::Error Q4MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const int64_t l = layer.typed_data()[0];
   if (l < 0 || l >= stack) return ffi::Error::InvalidArgument("q4_matmul: layer out of range");
 
-  std::vector<float> xsum(rows * blocks);
-  for (int64_t r = 0; r < rows; ++r) {
+  std::vector<float> xsum(kUsesBlockSums ? rows * blocks : 0);
+  for (int64_t r = 0; r < (kUsesBlockSums ? rows : 0); ++r) {
     for (int64_t b = 0; b < blocks; ++b) {
       float s = 0.0f;
       for (int64_t j = 0; j < kBlock; ++j) s += x.typed_data()[r * k + b * kBlock + j];
@@ -280,8 +289,8 @@ ffi::Error Q4MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 void columns_q8(const int8_t* qs, const float* scales, const Rows& p, int64_t begin, int64_t end) {
   const int64_t blocks = p.k / kBlock;
 #if defined(__AVX2__) && defined(__FMA__)
-  return columns_avx2(Q8Blocks{qs, scales, blocks}, p, begin, end);
-#endif
+  columns_avx2(Q8Blocks{qs, scales, blocks}, p, begin, end);
+#else
   for (int64_t col = begin; col < end; ++col) {
     for (int64_t r = 0; r < p.rows; ++r) {
       float total = 0.0f;
@@ -294,6 +303,7 @@ void columns_q8(const int8_t* qs, const float* scales, const Rows& p, int64_t be
       p.y[r * p.n + col] = total;
     }
   }
+#endif
 }
 
 ffi::Error Q8MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S8> qs,
