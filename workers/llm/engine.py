@@ -212,9 +212,11 @@ class Engine:
         # The output head is read once per decoded token like the layers; it takes the 8-bit
         # kernel when its weights already are 8-bit blocks (the GGUF's Q8_0 token embedding).
         self.q8_head = None
-        if self.decode_weights == "q4" and kernels.is_eight_bit(host_params["lm_head"]):
-            packed_head = kernels.quantize_q8(host_params["lm_head"])
-            host_params = {**host_params, "lm_head": kernels.dequantize_q8(packed_head)}
+        head = (kernels.pack_q8_losslessly(host_params["lm_head"])
+                if self.decode_weights == "q4" else None)
+        if head is not None:
+            packed_head, head_weights = head
+            host_params = {**host_params, "lm_head": head_weights}
             self.q8_head = jax.tree.map(jnp.asarray, packed_head)
         self.params = jax.tree.map(lambda a: jnp.asarray(a, self.dtype), host_params)
         self.lora = llama.init_lora_state(config, lora_slots, max_lora_rank, self.dtype)

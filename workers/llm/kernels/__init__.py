@@ -207,21 +207,32 @@ def pack_layers(layers: dict) -> dict[str, dict[str, np.ndarray]]:
     return {name: quantize_q4(layers[name]) for name in Q4_MATRICES}
 
 
-def _packs_without_loss(w: np.ndarray, quantize, dequantize, tolerance: float) -> bool:
+def _lossless_packing(w: np.ndarray, quantize, dequantize, tolerance: float):
+    """(packed, the float32 weights it stands for) when packing `w` loses nothing beyond float32
+    rounding, else None."""
     if w.shape[-2] % BLOCK:  # inputs not in whole blocks: not a blocked format at all
-        return False
-    error = np.abs(dequantize(quantize(w)) - w).max()
-    return bool(error <= tolerance * max(np.abs(w).max(), 1e-30))
+        return None
+    packed = quantize(w)
+    restored = dequantize(packed)
+    if np.abs(restored - w).max() > tolerance * max(np.abs(w).max(), 1e-30):
+        return None
+    return packed, restored
+
+
+def pack_q8_losslessly(weight: np.ndarray, tolerance: float = 1e-5):
+    """`quantize_q8(W)` and its dequantized W when W [K, N] already is 8-bit blocks (e.g. a Q8_0
+    GGUF tensor), else None."""
+    return _lossless_packing(np.asarray(weight, np.float32), quantize_q8, dequantize_q8,
+                             tolerance)
 
 
 def is_eight_bit(weight: np.ndarray, tolerance: float = 1e-5) -> bool:
     """Whether W [K, N] already is 8-bit blocks (e.g. a Q8_0 GGUF tensor)."""
-    return _packs_without_loss(np.asarray(weight, np.float32), quantize_q8, dequantize_q8,
-                               tolerance)
+    return pack_q8_losslessly(weight, tolerance) is not None
 
 
 def is_four_bit(layers: dict, tolerance: float = 1e-5) -> bool:
     """Whether the weights already are 4-bit blocks (e.g. dequantized from a Q4_1 GGUF), so that
     packing them loses nothing beyond float32 rounding."""
-    return all(_packs_without_loss(np.asarray(layers[name][0], np.float32), quantize_q4,
-                                   dequantize_q4, tolerance) for name in Q4_MATRICES)
+    return all(_lossless_packing(np.asarray(layers[name][0], np.float32), quantize_q4,
+                                 dequantize_q4, tolerance) is not None for name in Q4_MATRICES)
