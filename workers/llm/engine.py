@@ -217,7 +217,8 @@ class Engine:
         if head is not None:
             packed_head, head_weights = head
             host_params = {**host_params, "lm_head": head_weights}
-            self.q8_head = jax.tree.map(jnp.asarray, packed_head)
+            self.q8_head = jax.tree.map(jnp.asarray,
+                                        kernels.with_panels(packed_head, kernels.q8_panels))
         self.params = jax.tree.map(lambda a: jnp.asarray(a, self.dtype), host_params)
         self.lora = llama.init_lora_state(config, lora_slots, max_lora_rank, self.dtype)
         # Decode batches read each row's adapter slots in place (XLA:CPU copies gathered slots).

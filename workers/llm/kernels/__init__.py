@@ -4,7 +4,10 @@
 llama.cpp's Q4_1: 32 inputs share a float scale and minimum). It exists because decoding is
 bound by the bytes of the weights and XLA's CPU backend has no fast low-precision matrix-vector
 product. `q8_matmul` does the same for the output head in 8-bit blocks (llama.cpp's Q8_0, as
-GGUF files usually store the token embedding). `lora_delta` adds the LoRA term of rows that
+GGUF files usually store the token embedding). On AVX-512 builds both also keep the weights in
+panels of 16 interleaved output columns (`q4_panels`, `q8_panels`), which a batch of rows
+multiplies as a GEMM micro-kernel does: a decode batch of 16 is bound by arithmetic, not bytes.
+`lora_delta` adds the LoRA term of rows that
 each use their own adapters, reading the adapter slots in place (XLA copies every gathered slot
 first). The sources (*.cc here) are compiled on first use with the machine's C++ compiler for
 the machine's CPU and cached under $LIMINAL_KERNEL_CACHE (default ~/.cache/liminal/kernels);
@@ -31,7 +34,10 @@ MAX_ROWS = 16
 _SOURCES = tuple(Path(__file__).with_name(name) for name in ("quantized_matmul.cc", "lora_delta.cc"))
 _HEADER = Path(__file__).with_name("parallel.h")  # included by the sources: part of the cache key
 _TARGETS = {"liminal_q4_matmul": "LiminalQ4Matmul", "liminal_q8_matmul": "LiminalQ8Matmul",
+            "liminal_q4_panel_matmul": "LiminalQ4PanelMatmul",
+            "liminal_q8_panel_matmul": "LiminalQ8PanelMatmul",
             "liminal_lora_delta": "LiminalLoraDelta"}
+PANEL = 16  # output columns per panel (the layout for all but single-row calls on AVX-512)
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -94,16 +100,24 @@ def available() -> bool:
         return _state["ok"]
 
 
-def fastest_rows() -> int:
-    """Up to how many rows `q4_matmul` beats XLA's float32 matmul on this machine.
+def column_rows() -> int:
+    """Up to how many rows `q4_matmul` takes the column layout (`quantize_q4`) when the panel
+    layout is there too.
 
-    Measured (bench/engine.py and microbenchmarks of one layer stack's gate/up matmul): on an
-    AVX-512 CPU, XLA's GEMM overtakes the kernel beyond 8 rows (16 rows: 24.5 ms against 16 ms);
-    on an AVX2-only CPU, XLA's GEMM for 16 rows reaches about a third of OpenBLAS's speed and the
-    kernel stays ahead for every decode batch."""
+    Measured on a 2-core AVX-512 machine (one layer stack's gate/up matmul, 30 x [576, 3072]):
+    columns 1.95 / 2.8 / 4.9 / 8.3 / 24 ms for 1 / 2 / 4 / 8 / 16 rows, panels 2.1 / 2.6 / 3.5 /
+    4.9 / 8.6 ms, XLA's float32 GEMM 12 ms at 8 rows and 16.8 ms at 16. On an AVX2-only CPU
+    there are no panels, and the column kernel beats XLA's GEMM (about a third of OpenBLAS's
+    speed there) for every decode batch."""
     if not available():
         return 0
-    return 8 if _state["vector_bits"] >= 512 else MAX_ROWS
+    return 1 if panels_available() else MAX_ROWS
+
+
+def fastest_rows() -> int:
+    """Up to how many rows `q4_matmul` (given `pack_layers`' packing) beats XLA's float32
+    matmul on this machine."""
+    return MAX_ROWS if panels_available() else column_rows()
 
 
 def quantize_q4(weight: np.ndarray) -> dict[str, np.ndarray]:
@@ -135,19 +149,80 @@ def dequantize_q4(packed: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def q4_matmul(x, packed: dict, layer):
-    """x [B, K] float32 @ the `layer`-th matrix of `packed` (stacked [L, ...]) → [B, N]."""
+    """x [B, K] float32 @ the `layer`-th matrix of `packed` (stacked [L, ...]) → [B, N].
+
+    B ≤ column_rows() takes the column layout; wider batches the panels that `pack_layers`
+    adds on machines with the panel kernel."""
     import jax
     import jax.numpy as jnp
 
     rows = x.shape[0]
     if rows > MAX_ROWS:
         raise ValueError(f"q4_matmul takes at most {MAX_ROWS} rows, got {rows}")
+    if rows > column_rows() and "panels" in packed:
+        return q4_panel_matmul(x, packed["panels"], layer)
     padded = 1 << (rows - 1).bit_length()  # the kernel is vectorised for 1, 2, 4, 8, 16 rows
     x = jnp.pad(x.astype(jnp.float32), ((0, padded - rows), (0, 0)))
     n = packed["qs"].shape[1]
     call = jax.ffi.ffi_call("liminal_q4_matmul", jax.ShapeDtypeStruct((padded, n), jnp.float32))
     return call(x, packed["qs"], packed["scales"], packed["mins"],
                 jnp.asarray(layer, jnp.int32))[:rows]
+
+
+def panels_available() -> bool:
+    """Whether this build has the panel kernels (AVX-512 builds)."""
+    return available() and _state["vector_bits"] >= 512
+
+
+def _interleave(values: np.ndarray) -> np.ndarray:
+    """[..., N, X] per output column → [..., N/16, X, 16]: 16 columns side by side."""
+    *lead, N, X = values.shape
+    panels = values.reshape(*lead, N // PANEL, PANEL, X)
+    return np.ascontiguousarray(np.swapaxes(panels, -1, -2))
+
+
+def q4_panels(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same 4-bit weights (from `quantize_q4`) in the panel layout of `q4_panel_matmul`:
+    qs [..., N/16, K/2, 16] (inputs 2i, 2i + 1 of a column in one byte), scales and mins
+    [..., N/16, K/32, 16]."""
+    qs = packed["qs"]
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1)  # [..., N, K/32, 32]
+    *lead, N, nb, _ = q.shape
+    q = _interleave(q.reshape(*lead, N, nb * BLOCK))  # [..., N/16, K, 16]
+    pairs = q[..., 0::2, :] | (q[..., 1::2, :] << 4)
+    return {"qs": np.ascontiguousarray(pairs), "scales": _interleave(packed["scales"]),
+            "mins": _interleave(packed["mins"])}
+
+
+def q8_panels(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same 8-bit weights (from `quantize_q8`) in the panel layout of `q8_panel_matmul`:
+    qs [N/16, K, 16], scales [N/16, K/32, 16]."""
+    N, nb, _ = packed["qs"].shape
+    return {"qs": _interleave(packed["qs"].reshape(N, nb * BLOCK)),
+            "scales": _interleave(packed["scales"])}
+
+
+def q4_panel_matmul(x, panels: dict, layer):
+    """x [B, K] float32 (B ≤ 16) @ the `layer`-th matrix of `panels` (from `q4_panels`)."""
+    import jax
+    import jax.numpy as jnp
+
+    n = panels["qs"].shape[1] * PANEL
+    call = jax.ffi.ffi_call("liminal_q4_panel_matmul",
+                            jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))
+    return call(x.astype(jnp.float32), panels["qs"], panels["scales"], panels["mins"],
+                jnp.asarray(layer, jnp.int32))
+
+
+def q8_panel_matmul(x, panels: dict):
+    """x [B, K] float32 (B ≤ 16) @ the 8-bit matrix `panels` (from `q8_panels`) → [B, N]."""
+    import jax
+    import jax.numpy as jnp
+
+    n = panels["qs"].shape[0] * PANEL
+    call = jax.ffi.ffi_call("liminal_q8_panel_matmul",
+                            jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))
+    return call(x.astype(jnp.float32), panels["qs"], panels["scales"])
 
 
 def quantize_q8(weight: np.ndarray) -> dict[str, np.ndarray]:
@@ -180,6 +255,8 @@ def q8_matmul(x, packed: dict):
     rows = x.shape[0]
     if rows > MAX_ROWS:
         raise ValueError(f"q8_matmul takes at most {MAX_ROWS} rows, got {rows}")
+    if "panels" in packed:  # faster at every row count (1 row: 1.0 against 2.0 ms for SmolLM2's)
+        return q8_panel_matmul(x, packed["panels"])
     n = packed["qs"].shape[0]
     call = jax.ffi.ffi_call("liminal_q8_matmul", jax.ShapeDtypeStruct((rows, n), jnp.float32))
     return call(x.astype(jnp.float32), packed["qs"], packed["scales"])
@@ -202,9 +279,18 @@ def lora_delta(x, slots: dict, layer, index, weight):
 Q4_MATRICES = ("wqkv", "wo", "w_gate_up", "w_down")
 
 
+def with_panels(packed: dict, to_panels) -> dict:
+    """`packed` plus the same weights in the panel layout (under "panels") when this machine
+    has the panel kernel and the output size is whole panels."""
+    columns = packed["qs"].shape[-3]
+    if not panels_available() or columns % PANEL:
+        return packed
+    return {**packed, "panels": to_panels(packed)}
+
+
 def pack_layers(layers: dict) -> dict[str, dict[str, np.ndarray]]:
     """The decoder's stacked weight matrices [L, K, N] packed for `q4_matmul`."""
-    return {name: quantize_q4(layers[name]) for name in Q4_MATRICES}
+    return {name: with_panels(quantize_q4(layers[name]), q4_panels) for name in Q4_MATRICES}
 
 
 def _lossless_packing(w: np.ndarray, quantize, dequantize, tolerance: float):

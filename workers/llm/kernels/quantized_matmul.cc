@@ -16,7 +16,7 @@
 // Output columns are split across XLA's intra-op thread pool. With AVX-512, row counts of 1, 2,
 // 4, 8 and 16 (the engine's decode batch sizes) run vectorised; with AVX2 (and no AVX-512),
 // every row count does; other CPUs take a portable loop. The 8-bit layout is described at
-// Q8MatmulImpl.
+// Q8MatmulImpl. AVX-512 builds also have the panel layout (below), faster for batches.
 
 #include <algorithm>
 #include <cstdint>
@@ -322,6 +322,190 @@ ffi::Error Q8MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
   return ffi::Error::Success();
 }
 
+
+// Panels: the layout for batches of rows (AVX-512 builds). A decode step of 16 rows does 16
+// multiply-adds per weight, so it is bound by arithmetic, not by the bytes of the weights, and
+// the column layout above (one input vector loaded per multiply-add, a horizontal sum per
+// output) leaves the FMA units idle. A panel holds 16 consecutive output columns, interleaved
+// along the input, so that one dequantized vector holds the weights of input k for all 16
+// columns: it is multiplied by input k of every row (a broadcast, folded into the FMA's memory
+// operand) into one accumulator per row, as in a GEMM micro-kernel, and no horizontal sums are
+// needed. Measured on a 2-core Zen 4 (30 x [576, 3072]): 8.6 ms for 16 rows against 24 ms in
+// columns and 16.8 ms in XLA's float32 GEMM; from 2 rows up, and for the 8-bit head from 1 row
+// up, panels are the faster layout.
+//   4-bit: qs uint8 [L, N/16, K/2, 16]: byte c of input pair i holds column c's weight for
+//          input 2i (low nibble) and 2i + 1 (high nibble); scales, mins float [L, N/16, K/32, 16]
+//   8-bit: qs int8 [N/16, K, 16]; scales float [N/16, K/32, 16]
+// The rows of x are transposed first (xt [K, 16], missing rows zero), so the 16 broadcasts of
+// one input read one cache line.
+constexpr int64_t kPanel = 16;
+
+struct Panels {
+  const float* xt;  // [k, kPanel]
+  float* y;         // [rows, n]
+  int64_t rows, k, n;
+};
+
+std::vector<float> transposed_rows(const float* x, int64_t rows, int64_t k) {
+  std::vector<float> xt(k * kPanel, 0.0f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < k; ++i) xt[i * kPanel + r] = x[r * k + i];
+  return xt;
+}
+
+#if defined(__AVX512F__)
+struct Q4Panel {
+  const uint8_t* qs;  // [n/16, k/2, 16]
+  const float* scales;
+  const float* mins;  // [n/16, k/32, 16]
+  int64_t k;
+  // The weights of inputs 2i and 2i + 1 (i: pair within block b) of panel g.
+  struct Block {
+    __m512 d, m;
+    const uint8_t* q;
+  };
+  Block block(int64_t g, int64_t b) const {
+    const int64_t i = g * (k / kBlock) + b;
+    return {_mm512_loadu_ps(scales + i * kPanel), _mm512_loadu_ps(mins + i * kPanel),
+            qs + (g * (k / 2) + b * (kBlock / 2)) * kPanel};
+  }
+  static constexpr int kInputsPerStep = 2;
+  static void step(const Block& blk, int pair, __m512 w[2]) {
+    const __m512i bytes = _mm512_cvtepu8_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.q + pair * kPanel)));
+    const __m512i low = _mm512_and_si512(bytes, _mm512_set1_epi32(0x0F));
+    w[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(low), blk.d, blk.m);
+    w[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4)), blk.d, blk.m);
+  }
+};
+
+struct Q8Panel {
+  const int8_t* qs;  // [n/16, k, 16]
+  const float* scales;  // [n/16, k/32, 16]
+  int64_t k;
+  struct Block {
+    __m512 d;
+    const int8_t* q;
+  };
+  Block block(int64_t g, int64_t b) const {
+    const int64_t i = g * (k / kBlock) + b;
+    return {_mm512_loadu_ps(scales + i * kPanel), qs + (g * k + b * kBlock) * kPanel};
+  }
+  static constexpr int kInputsPerStep = 1;
+  static void step(const Block& blk, int i, __m512 w[1]) {
+    const __m512i q = _mm512_cvtepi8_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.q + i * kPanel)));
+    w[0] = _mm512_mul_ps(_mm512_cvtepi32_ps(q), blk.d);
+  }
+};
+
+// R rows of G panels at a time: one accumulator per (panel, row). G * R >= 8 keeps enough
+// independent FMA chains in flight to cover the FMA latency.
+template <class Format, int R, int G>
+void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end) {
+  constexpr int S = Format::kInputsPerStep;
+  const int64_t blocks = p.k / kBlock;
+  int64_t g0 = begin;
+  for (; g0 + G <= end; g0 += G) {
+    __m512 acc[G][R];
+    for (auto& panel : acc)
+      for (auto& a : panel) a = _mm512_setzero_ps();
+    for (int64_t b = 0; b < blocks; ++b) {
+      typename Format::Block blk[G];
+      for (int g = 0; g < G; ++g) blk[g] = f.block(g0 + g, b);
+      const float* xb = p.xt + b * kBlock * kPanel;
+      for (int step = 0; step < kBlock / S; ++step) {
+        for (int g = 0; g < G; ++g) {
+          __m512 w[S];
+          Format::step(blk[g], step, w);
+          for (int s = 0; s < S; ++s) {
+            const float* xi = xb + (step * S + s) * kPanel;
+            for (int r = 0; r < R; ++r)
+              acc[g][r] = _mm512_fmadd_ps(w[s], _mm512_set1_ps(xi[r]), acc[g][r]);
+          }
+        }
+      }
+    }
+    for (int g = 0; g < G; ++g)
+      for (int64_t r = 0; r < std::min<int64_t>(R, p.rows); ++r)
+        _mm512_storeu_ps(p.y + r * p.n + (g0 + g) * kPanel, acc[g][r]);
+  }
+  if (g0 < end) panels_avx512<Format, R, 1>(f, p, g0, end);
+}
+
+template <class Format>
+void multiply_panels(const Format& f, const Panels& p, int64_t begin, int64_t end) {
+  switch (p.rows) {
+    case 1: return panels_avx512<Format, 1, 4>(f, p, begin, end);
+    case 2: return panels_avx512<Format, 2, 4>(f, p, begin, end);
+    case 3:
+    case 4: return panels_avx512<Format, 4, 2>(f, p, begin, end);
+    case 5:
+    case 6:
+    case 7:
+    case 8: return panels_avx512<Format, 8, 1>(f, p, begin, end);
+    default: return panels_avx512<Format, kPanel, 1>(f, p, begin, end);
+  }
+}
+#endif
+
+// One share of the panels per thread, but no share under 4 panels.
+template <class Work>
+void parallel_panels(ffi::ThreadPool& pool, int64_t panels, const Work& work) {
+  liminal::run_in_shares(pool, panels, std::min<int64_t>(pool.num_threads(), panels / 4), work);
+}
+
+ffi::Error Q4PanelMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                             ffi::Buffer<ffi::U8> qs, ffi::Buffer<ffi::F32> scales,
+                             ffi::Buffer<ffi::F32> mins, ffi::Buffer<ffi::S32> layer,
+                             ffi::ResultBuffer<ffi::F32> y) {
+#if defined(__AVX512F__)
+  const auto x_dims = x.dimensions();
+  const auto q_dims = qs.dimensions();
+  if (x_dims.size() != 2 || q_dims.size() != 4 || q_dims[3] != kPanel)
+    return ffi::Error::InvalidArgument("q4_panel_matmul: expected x [B, K], qs [L, N/16, K/2, 16]");
+  const int64_t rows = x_dims[0], k = x_dims[1];
+  const int64_t stack = q_dims[0], panels = q_dims[1];
+  if (k != q_dims[2] * 2 || k % kBlock)
+    return ffi::Error::InvalidArgument("q4_panel_matmul: K != 2 * pairs or not whole blocks");
+  if (rows > kPanel) return ffi::Error::InvalidArgument("q4_panel_matmul: at most 16 rows");
+  const int64_t l = layer.typed_data()[0];
+  if (l < 0 || l >= stack) return ffi::Error::InvalidArgument("q4_panel_matmul: layer out of range");
+  const int64_t n = panels * kPanel, blocks = k / kBlock;
+  const auto xt = transposed_rows(x.typed_data(), rows, k);
+  const Q4Panel f{qs.typed_data() + l * panels * (k / 2) * kPanel,
+                  scales.typed_data() + l * panels * blocks * kPanel,
+                  mins.typed_data() + l * panels * blocks * kPanel, k};
+  const Panels p{xt.data(), y->typed_data(), rows, k, n};
+  parallel_panels(pool, panels, [&](int64_t begin, int64_t end) { multiply_panels(f, p, begin, end); });
+  return ffi::Error::Success();
+#else
+  return ffi::Error(ffi::ErrorCode::kUnimplemented, "q4_panel_matmul needs AVX-512");
+#endif
+}
+
+ffi::Error Q8PanelMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                             ffi::Buffer<ffi::S8> qs, ffi::Buffer<ffi::F32> scales,
+                             ffi::ResultBuffer<ffi::F32> y) {
+#if defined(__AVX512F__)
+  const auto x_dims = x.dimensions();
+  const auto q_dims = qs.dimensions();
+  if (x_dims.size() != 2 || q_dims.size() != 3 || q_dims[2] != kPanel)
+    return ffi::Error::InvalidArgument("q8_panel_matmul: expected x [B, K], qs [N/16, K, 16]");
+  const int64_t rows = x_dims[0], k = x_dims[1], panels = q_dims[0];
+  if (k != q_dims[1] || k % kBlock)
+    return ffi::Error::InvalidArgument("q8_panel_matmul: K mismatch or not whole blocks");
+  if (rows > kPanel) return ffi::Error::InvalidArgument("q8_panel_matmul: at most 16 rows");
+  const auto xt = transposed_rows(x.typed_data(), rows, k);
+  const Q8Panel f{qs.typed_data(), scales.typed_data(), k};
+  const Panels p{xt.data(), y->typed_data(), rows, k, panels * kPanel};
+  parallel_panels(pool, panels, [&](int64_t begin, int64_t end) { multiply_panels(f, p, begin, end); });
+  return ffi::Error::Success();
+#else
+  return ffi::Error(ffi::ErrorCode::kUnimplemented, "q8_panel_matmul needs AVX-512");
+#endif
+}
+
 }  // namespace
 
 // Which vector path this build takes (512, 256 or 0), so that callers know up to how many rows
@@ -347,6 +531,24 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalQ4Matmul, Q4MatmulImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalQ8Matmul, Q8MatmulImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalQ4PanelMatmul, Q4PanelMatmulImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::U8>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalQ8PanelMatmul, Q8PanelMatmulImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()

@@ -15,6 +15,8 @@ from .conftest import TINY_CONFIG
 from .test_engine import prompt_ids, reference_greedy
 
 needs_kernel = pytest.mark.skipif(not kernels.available(), reason="the q4 kernel did not build")
+needs_panels = pytest.mark.skipif(not kernels.panels_available(),
+                                  reason="the panel kernels need an AVX-512 build")
 
 
 def four_bit_weights(shape, seed=0):
@@ -62,6 +64,47 @@ def test_q4_matmul_matches_numpy_for_every_layer_of_a_scan(rows):
     got = np.asarray(every_layer(x, packed))
     expected = np.einsum("bk,lkn->lbn", x.astype(np.float64), w.astype(np.float64))
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+
+
+@needs_panels
+@pytest.mark.parametrize("rows", [2, 3, 7, 12, 16])
+def test_batches_take_the_panels_and_match_numpy(rows):
+    layers, K, N = 3, 96, 48
+    w = four_bit_weights((layers, K, N), seed=rows)
+    packed = kernels.with_panels(kernels.quantize_q4(w), kernels.q4_panels)
+    assert "panels" in packed and packed["panels"]["qs"].shape == (layers, N // 16, K // 2, 16)
+    packed = jax.tree.map(jnp.asarray, packed)
+    x = np.random.default_rng(rows).standard_normal((rows, K)).astype(np.float32)
+    lowered = jax.jit(kernels.q4_matmul).lower(x, packed, 0).as_text()
+    assert "liminal_q4_panel_matmul" in lowered and "liminal_q4_matmul\"" not in lowered
+
+    @jax.jit
+    def every_layer(x, packed):
+        return jax.lax.scan(lambda c, layer: (c, kernels.q4_matmul(x, packed, layer)),
+                            0, jnp.arange(layers))[1]
+
+    got = np.asarray(every_layer(x, packed))
+    expected = np.einsum("bk,lkn->lbn", x.astype(np.float64), w.astype(np.float64))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+
+
+@needs_panels
+@pytest.mark.parametrize("rows", [1, 5, 16])
+def test_q8_panels_match_numpy(rows):
+    K, N = 96, 64
+    w = eight_bit_weights((K, N), seed=rows)
+    packed = kernels.with_panels(kernels.quantize_q8(w), kernels.q8_panels)
+    packed = jax.tree.map(jnp.asarray, packed)
+    x = np.random.default_rng(rows).standard_normal((rows, K)).astype(np.float32)
+    assert "liminal_q8_panel_matmul" in jax.jit(kernels.q8_matmul).lower(x, packed).as_text()
+    got = np.asarray(jax.jit(kernels.q8_matmul)(x, packed))
+    expected = x.astype(np.float64) @ w.astype(np.float64)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+
+
+def test_outputs_not_in_whole_panels_keep_the_column_layout_only():
+    packed = kernels.quantize_q4(four_bit_weights((1, 32, 40)))
+    assert "panels" not in kernels.with_panels(packed, kernels.q4_panels)
 
 
 @needs_kernel
@@ -144,7 +187,7 @@ def q4_engine(tiny_model):
     else:
         params["embed"] = kernels.dequantize_q8(kernels.quantize_q8(params["embed"].T)).T
     model = dataclasses.replace(tiny_model, params=params)
-    engine = Engine(model, max_batch_slots=8, max_seq_len=256, lora_slots=4,
+    engine = Engine(model, max_batch_slots=12, max_seq_len=256, lora_slots=4,
                     max_lora_rank=8, decode_steps=4, prefill_chunk=32, decode_weights="q4")
     if engine.decode_weights != "q4":
         pytest.skip("the q4 kernel did not build")
@@ -176,9 +219,10 @@ def test_q4_batches_with_adapters_match_each_row_alone(q4_engine):
     for i in range(3):
         q4_engine.load_adapter(f"q4-{i}", random_adapter(TINY_CONFIG, rank=4, seed=300 + i,
                                                          scale=0.2))
-    # 6 rows: a decode batch of 8, inside the kernel's range; alone, each runs a batch of 1.
+    # 12 rows: a decode batch of 12 (the panel layout on AVX-512 builds, the column one
+    # elsewhere); alone, each runs a batch of 1 (the column layout).
     plans = [[("q4-0", 1.0)], [], [("q4-1", 1.0)], [("q4-2", 0.5)], [],
-             [("q4-0", 0.5), ("q4-1", 0.5)]]
+             [("q4-0", 0.5), ("q4-1", 0.5)]] * 2
     prompts = [prompt_ids(6 + 2 * i, seed=70 + i) for i in range(len(plans))]
     params = SamplingParams(greedy=True, max_tokens=20, ignore_eos=True)
     alone = [q4_engine.submit(p, params=params, adapters=a).result()
