@@ -183,16 +183,26 @@ def save_peft_adapter(path: str | os.PathLike, adapter: LoraAdapter, *,
     return directory
 
 
+def _bfloat16_exact(values: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest bfloat16 (kept as float32)."""
+    bits = np.ascontiguousarray(values, np.float32).view(np.uint32)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000  # round half to even
+    return rounded.view(np.float32)
+
+
 def random_adapter(config: ModelConfig, *, rank: int = 8, alpha: float | None = None,
                    targets=LORA_TARGETS, seed: int = 0, scale: float = 0.05) -> LoraAdapter:
-    """An adapter with random A and B (both non-zero), for tests and benchmarks."""
+    """An adapter with random A and B (both non-zero), for tests and benchmarks.
+
+    A and B are bfloat16 values, so that an engine holding its slots in bfloat16 holds them
+    exactly (with a power-of-two alpha / r, the default 2) and compares with merged weights."""
     rng = np.random.default_rng(seed)
     dims = config.target_dims()
     weights = {}
     for target in targets:
         fan_in, fan_out = dims[target]
-        a = (rng.standard_normal((config.num_layers, rank, fan_in)) * scale).astype(np.float32)
-        b = (rng.standard_normal((config.num_layers, fan_out, rank)) * scale).astype(np.float32)
+        a = _bfloat16_exact(rng.standard_normal((config.num_layers, rank, fan_in)) * scale)
+        b = _bfloat16_exact(rng.standard_normal((config.num_layers, fan_out, rank)) * scale)
         weights[target] = (a, b)
     return LoraAdapter(rank=rank, alpha=float(alpha if alpha is not None else 2 * rank),
                        weights=weights)

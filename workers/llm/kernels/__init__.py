@@ -36,7 +36,8 @@ _HEADER = Path(__file__).with_name("parallel.h")  # included by the sources: par
 _TARGETS = {"liminal_q4_matmul": "LiminalQ4Matmul", "liminal_q8_matmul": "LiminalQ8Matmul",
             "liminal_q4_panel_matmul": "LiminalQ4PanelMatmul",
             "liminal_q8_panel_matmul": "LiminalQ8PanelMatmul",
-            "liminal_lora_delta": "LiminalLoraDelta"}
+            "liminal_lora_delta": "LiminalLoraDelta",
+            "liminal_lora_delta_bf16": "LiminalLoraDeltaBf16"}
 PANEL = 16  # output columns per panel (the layout for all but single-row calls on AVX-512)
 _lock = threading.Lock()
 _state: dict = {}
@@ -264,13 +265,19 @@ def q8_matmul(x, packed: dict):
 
 def lora_delta(x, slots: dict, layer, index, weight):
     """Σ_j weight[m, j] · x[m] @ A[slot j] @ B[slot j] for rows x [M, K] (float32), reading the
-    `layer`-th entry of the slot table {"A": [L, S, K, R], "B": [L, S, R, N]} in place.
-    index, weight: [M, J] each row's adapter slots (0 = none) and their weights → [M, N]."""
+    `layer`-th entry of the slot table {"A": [L, S, K, R], "B": [L, S, R, N]} (float32 or
+    bfloat16) in place. index, weight: [M, J] each row's adapter slots (0 = none) and their
+    weights → [M, N], computed in float32."""
     import jax
     import jax.numpy as jnp
 
     n = slots["B"].shape[-1]
-    call = jax.ffi.ffi_call("liminal_lora_delta",
+    if slots["A"].dtype != slots["B"].dtype or slots["A"].dtype not in (jnp.float32,
+                                                                         jnp.bfloat16):
+        raise TypeError(f"lora_delta: slots must both be float32 or bfloat16, not "
+                        f"{slots['A'].dtype} and {slots['B'].dtype}")
+    target = "liminal_lora_delta_bf16" if slots["A"].dtype == jnp.bfloat16 else "liminal_lora_delta"
+    call = jax.ffi.ffi_call(target,
                             jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))
     return call(x.astype(jnp.float32), slots["A"], slots["B"], index.astype(jnp.int32),
                 weight.astype(jnp.float32), jnp.asarray(layer, jnp.int32))

@@ -9,14 +9,17 @@
 //
 // Layout (the engine's slot table, see workers/llm/model.py: init_lora_state):
 //   x      float [M, K]
-//   a      float [L, S, K, R]   slot s of layer l: the adapter's A, transposed
-//   b      float [L, S, R, N]   with the adapter's alpha / r scaling folded in
+//   a      [L, S, K, R]   slot s of layer l: the adapter's A, transposed
+//   b      [L, S, R, N]   with the adapter's alpha / r scaling folded in
+//          (a and b float32, or bfloat16: the target LiminalLoraDeltaBf16; half the bytes,
+//          and a decode batch of 16 rows on 16 adapters is bound by reading them)
 //   slot   int32 [M, J], weight float [M, J]: each row's adapters (slot 0 = none)
 //   layer  int32 scalar
 //   -> y   float [M, N]
 // Rows are split across XLA's intra-op thread pool.
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -30,10 +33,20 @@ namespace ffi = xla::ffi;
 
 namespace {
 
+// Adapter weights are float32 or bfloat16 (uint16_t here: the upper half of a float32).
+inline float to_float(float v) { return v; }
+inline float to_float(uint16_t v) {
+  const uint32_t bits = uint32_t(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+template <class W>
 struct LoraProblem {
   const float* x;
-  const float* a;  // [S, K, R] of the chosen layer
-  const float* b;  // [S, R, N] of the chosen layer
+  const W* a;  // [S, K, R] of the chosen layer
+  const W* b;  // [S, R, N] of the chosen layer
   const int32_t* slot;
   const float* weight;
   float* y;
@@ -45,9 +58,13 @@ struct Vec {  // 16 floats
   using T = __m512;
   static constexpr int kWidth = 16;
   static T zero() { return _mm512_setzero_ps(); }
-  static T fma_broadcast(float x, const float* a, T acc) {
-    return _mm512_fmadd_ps(_mm512_set1_ps(x), _mm512_loadu_ps(a), acc);
+  static T load(const float* a) { return _mm512_loadu_ps(a); }
+  static T load(const uint16_t* a) {
+    const __m256i half = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
   }
+  static T fma(T a, T b, T acc) { return _mm512_fmadd_ps(a, b, acc); }
+  static T broadcast(float x) { return _mm512_set1_ps(x); }
   static T add(T u, T v) { return _mm512_add_ps(u, v); }
   static void store(float* h, T v) { _mm512_storeu_ps(h, v); }
 };
@@ -56,16 +73,21 @@ struct Vec {  // 8 floats
   using T = __m256;
   static constexpr int kWidth = 8;
   static T zero() { return _mm256_setzero_ps(); }
-  static T fma_broadcast(float x, const float* a, T acc) {
-    return _mm256_fmadd_ps(_mm256_set1_ps(x), _mm256_loadu_ps(a), acc);
+  static T load(const float* a) { return _mm256_loadu_ps(a); }
+  static T load(const uint16_t* a) {
+    const __m128i half = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
   }
+  static T fma(T a, T b, T acc) { return _mm256_fmadd_ps(a, b, acc); }
+  static T broadcast(float x) { return _mm256_set1_ps(x); }
   static T add(T u, T v) { return _mm256_add_ps(u, v); }
   static void store(float* h, T v) { _mm256_storeu_ps(h, v); }
 };
 #endif
 
 // h[R] = x[K] @ A[K, R]
-void down_project(const float* __restrict x, const float* __restrict a, int64_t k, int64_t r,
+template <class W>
+void down_project(const float* __restrict x, const W* __restrict a, int64_t k, int64_t r,
                   float* __restrict h) {
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
   if (r % Vec::kWidth == 0) {
@@ -74,12 +96,12 @@ void down_project(const float* __restrict x, const float* __restrict a, int64_t 
       typename Vec::T acc0 = Vec::zero(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
       int64_t i = 0;
       for (; i + 3 < k; i += 4) {
-        acc0 = Vec::fma_broadcast(x[i], a + i * r + c, acc0);
-        acc1 = Vec::fma_broadcast(x[i + 1], a + (i + 1) * r + c, acc1);
-        acc2 = Vec::fma_broadcast(x[i + 2], a + (i + 2) * r + c, acc2);
-        acc3 = Vec::fma_broadcast(x[i + 3], a + (i + 3) * r + c, acc3);
+        acc0 = Vec::fma(Vec::broadcast(x[i]), Vec::load(a + i * r + c), acc0);
+        acc1 = Vec::fma(Vec::broadcast(x[i + 1]), Vec::load(a + (i + 1) * r + c), acc1);
+        acc2 = Vec::fma(Vec::broadcast(x[i + 2]), Vec::load(a + (i + 2) * r + c), acc2);
+        acc3 = Vec::fma(Vec::broadcast(x[i + 3]), Vec::load(a + (i + 3) * r + c), acc3);
       }
-      for (; i < k; ++i) acc0 = Vec::fma_broadcast(x[i], a + i * r + c, acc0);
+      for (; i < k; ++i) acc0 = Vec::fma(Vec::broadcast(x[i]), Vec::load(a + i * r + c), acc0);
       Vec::store(h + c, Vec::add(Vec::add(acc0, acc1), Vec::add(acc2, acc3)));
     }
     return;
@@ -88,23 +110,31 @@ void down_project(const float* __restrict x, const float* __restrict a, int64_t 
   for (int64_t c = 0; c < r; ++c) h[c] = 0.0f;
   for (int64_t i = 0; i < k; ++i) {
     const float xi = x[i];
-    const float* row = a + i * r;
-    for (int64_t c = 0; c < r; ++c) h[c] += xi * row[c];
+    const W* row = a + i * r;
+    for (int64_t c = 0; c < r; ++c) h[c] += xi * to_float(row[c]);
   }
 }
 
 // y[N] += h[R] @ B[R, N]
-void up_project(const float* __restrict h, const float* __restrict b, int64_t r, int64_t n,
+template <class W>
+void up_project(const float* __restrict h, const W* __restrict b, int64_t r, int64_t n,
                 float* __restrict y) {
   for (int64_t c = 0; c < r; ++c) {
     const float hc = h[c];
     if (hc == 0.0f) continue;  // zero-padded ranks of smaller adapters
-    const float* row = b + c * n;
-    for (int64_t o = 0; o < n; ++o) y[o] += hc * row[o];
+    const W* row = b + c * n;
+    int64_t o = 0;
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+    const typename Vec::T scale = Vec::broadcast(hc);
+    for (; o + Vec::kWidth <= n; o += Vec::kWidth)
+      Vec::store(y + o, Vec::fma(scale, Vec::load(row + o), Vec::load(y + o)));
+#endif
+    for (; o < n; ++o) y[o] += hc * to_float(row[o]);
   }
 }
 
-void rows(const LoraProblem& p, int64_t begin, int64_t end) {
+template <class W>
+void rows(const LoraProblem<W>& p, int64_t begin, int64_t end) {
   std::vector<float> h(p.r);
   for (int64_t m = begin; m < end; ++m) {
     float* y = p.y + m * p.n;
@@ -120,8 +150,9 @@ void rows(const LoraProblem& p, int64_t begin, int64_t end) {
   }
 }
 
-ffi::Error LoraDeltaImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> a,
-                         ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::S32> slot,
+template <ffi::DataType T, class W>
+ffi::Error LoraDeltaImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<T> a,
+                         ffi::Buffer<T> b, ffi::Buffer<ffi::S32> slot,
                          ffi::Buffer<ffi::F32> weight, ffi::Buffer<ffi::S32> layer,
                          ffi::ResultBuffer<ffi::F32> y) {
   const auto xd = x.dimensions(), ad = a.dimensions(), bd = b.dimensions();
@@ -136,9 +167,11 @@ ffi::Error LoraDeltaImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buf
   const int64_t l = layer.typed_data()[0];
   if (l < 0 || l >= stack) return ffi::Error::InvalidArgument("lora_delta: layer out of range");
 
-  const LoraProblem p{x.typed_data(), a.typed_data() + l * slots * k * r,
-                      b.typed_data() + l * slots * r * n, slot.typed_data(), weight.typed_data(),
-                      y->typed_data(), k, r, n, sd[1], slots};
+  const W* a_data = reinterpret_cast<const W*>(a.untyped_data());
+  const W* b_data = reinterpret_cast<const W*>(b.untyped_data());
+  const LoraProblem<W> p{x.typed_data(), a_data + l * slots * k * r, b_data + l * slots * r * n,
+                         slot.typed_data(), weight.typed_data(), y->typed_data(), k, r, n, sd[1],
+                         slots};
   liminal::run_in_shares(pool, m, pool.num_threads(),
                          [&p](int64_t begin, int64_t end) { rows(p, begin, end); });
   return ffi::Error::Success();
@@ -146,13 +179,17 @@ ffi::Error LoraDeltaImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buf
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalLoraDelta, LoraDeltaImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+#define LIMINAL_LORA_HANDLER(name, type, storage)                        \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, (LoraDeltaImpl<type, storage>), \
+                                ffi::Ffi::Bind()                      \
+                                    .Ctx<ffi::ThreadPool>()           \
+                                    .Arg<ffi::Buffer<ffi::F32>>()     \
+                                    .Arg<ffi::Buffer<type>>()         \
+                                    .Arg<ffi::Buffer<type>>()         \
+                                    .Arg<ffi::Buffer<ffi::S32>>()     \
+                                    .Arg<ffi::Buffer<ffi::F32>>()     \
+                                    .Arg<ffi::Buffer<ffi::S32>>()     \
+                                    .Ret<ffi::Buffer<ffi::F32>>());
+
+LIMINAL_LORA_HANDLER(LiminalLoraDelta, ffi::F32, float)
+LIMINAL_LORA_HANDLER(LiminalLoraDeltaBf16, ffi::BF16, uint16_t)

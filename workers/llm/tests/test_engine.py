@@ -1,3 +1,4 @@
+import dataclasses
 import threading
 
 import jax
@@ -61,6 +62,35 @@ def test_adapter_generation_matches_merged_weights(tiny_engine, tiny_model):
     merged = merge_adapter(TINY_CONFIG, tiny_model.params, adapter)
     assert result.token_ids == reference_greedy(merged, prompt, 16, ignore_eos=True)
     assert result.token_ids != reference_greedy(tiny_model.params, prompt, 16, ignore_eos=True)
+
+
+def test_adapter_slots_round_to_bfloat16_where_the_kernel_reads_them(tiny_engine, tiny_model):
+    if not tiny_engine.native_lora:
+        pytest.skip("float32 slots without the native LoRA kernel")
+    assert tiny_engine.lora_dtype == jnp.bfloat16
+    # Values bfloat16 does not hold: the slots keep them rounded, so the engine generates what
+    # the merged weights of the rounded adapter generate.
+    adapter = random_adapter(TINY_CONFIG, rank=4, alpha=12.0, seed=22, scale=0.2)  # alpha/r = 3
+    adapter.weights = {t: (a * 1.001, b * 0.999) for t, (a, b) in adapter.weights.items()}
+    tiny_engine.load_adapter("rounded", adapter)
+
+    def rounded(values):
+        return np.asarray(jnp.asarray(values, jnp.bfloat16), np.float32)
+
+    # What the slots hold: A and B·scaling, each rounded (scaling folded back out of B).
+    stored = dataclasses.replace(adapter, weights={
+        t: (rounded(a), rounded(b * adapter.scaling) / adapter.scaling)
+        for t, (a, b) in adapter.weights.items()})
+    prompt = prompt_ids(12, seed=4)
+    result = tiny_engine.submit(prompt, params=greedy(16, ignore_eos=True),
+                                adapters=[("rounded", 1.0)]).result()
+    merged = merge_adapter(TINY_CONFIG, tiny_model.params, stored)
+    assert result.token_ids == reference_greedy(merged, prompt, 16, ignore_eos=True)
+
+
+def test_lora_dtype_is_checked(tiny_model):
+    with pytest.raises(ValueError, match="lora_dtype"):
+        Engine(tiny_model, lora_dtype="float16")
 
 
 def test_batch_mixing_adapters_matches_each_row_alone(tiny_engine):

@@ -115,12 +115,14 @@ def test_q4_matmul_refuses_more_than_16_rows():
 
 
 @needs_kernel
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("rank", [16, 5])  # the vectorised path and the generic one
-def test_lora_delta_matches_numpy_for_rows_on_different_adapters(rank):
+def test_lora_delta_matches_numpy_for_rows_on_different_adapters(rank, dtype):
     rng = np.random.default_rng(rank)
-    layers, slots, K, N = 3, 5, 64, 40
-    a = rng.standard_normal((layers, slots, K, rank)).astype(np.float32)
-    b = rng.standard_normal((layers, slots, rank, N)).astype(np.float32)
+    layers, slots, K, N = 3, 5, 64, 43  # 43 outputs: vector loops and their scalar tails
+    # Values the slot dtype holds exactly, so numpy computes with the same weights.
+    a = np.array(jnp.asarray(rng.standard_normal((layers, slots, K, rank)), dtype), np.float32)
+    b = np.array(jnp.asarray(rng.standard_normal((layers, slots, rank, N)), dtype), np.float32)
     a[:, 0], b[:, 0] = 0, 0  # slot 0 is "no adapter"
     x = rng.standard_normal((7, K)).astype(np.float32)
     # Rows with one, two, three, no adapters, a zero weight and a repeated slot.
@@ -128,7 +130,7 @@ def test_lora_delta_matches_numpy_for_rows_on_different_adapters(rank):
                       [4, 0, 0]], np.int32)
     weight = np.array([[1, 0, 0], [0.5, 0.25, 0], [1, -1, 2], [0, 0, 0], [0, 0, 0],
                        [1, 1, 0], [0.3, 0, 0]], np.float32)
-    slots_table = {"A": jnp.asarray(a), "B": jnp.asarray(b)}
+    slots_table = {"A": jnp.asarray(a, dtype), "B": jnp.asarray(b, dtype)}
 
     @jax.jit
     def every_layer(x, slots_table):
@@ -142,6 +144,14 @@ def test_lora_delta_matches_numpy_for_rows_on_different_adapters(rank):
                          a64[:, index], b64[:, index])
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
     assert not got[:, 3].any() and not got[:, 4].any()
+
+
+@needs_kernel
+def test_lora_delta_refuses_mixed_slot_dtypes():
+    slots_table = {"A": jnp.zeros((1, 2, 32, 4), jnp.bfloat16), "B": jnp.zeros((1, 2, 4, 8))}
+    with pytest.raises(TypeError, match="float32 or bfloat16"):
+        kernels.lora_delta(jnp.zeros((1, 32)), slots_table, 0, jnp.zeros((1, 1), jnp.int32),
+                           jnp.ones((1, 1)))
 
 
 def eight_bit_weights(shape, seed=0):
