@@ -220,9 +220,11 @@ class Engine:
             self.q8_head = jax.tree.map(jnp.asarray,
                                         kernels.with_panels(packed_head, kernels.q8_panels))
         self.params = jax.tree.map(lambda a: jnp.asarray(a, self.dtype), host_params)
-        # Decode batches read each row's adapter slots in place (XLA:CPU copies gathered slots).
+        # Decode batches read each row's adapter slots and cache in place (XLA:CPU copies
+        # gathered slots and cache windows first).
         self.native_lora = (self.dtype == jnp.float32 and jax.default_backend() == "cpu"
                             and kernels.available())
+        self.native_attention = self.native_lora
         self.lora_dtype = self._choose_lora_dtype(lora_dtype)
         self.lora = llama.init_lora_state(config, lora_slots, max_lora_rank, self.lora_dtype)
         self._reset_sequences()
@@ -458,7 +460,8 @@ class Engine:
                 self.config, params, lora if use_lora else None, tokens[:, None],
                 (positions + i)[:, None], cache, slot_ids=slot_ids if compact else None,
                 kv_len=kv_len, rows_lora=rows_lora if use_lora else None,
-                q4=q4, native_lora=self.native_lora)
+                q4=q4, native_lora=self.native_lora,
+                native_attention=self.native_attention)
             logits = llama.logits_from_hidden(params, hidden[:, 0], q8_head=q8_head)
             next_tokens, logprobs = sample(logits, row_seen, *sampling, generated + i)
             row_seen = row_seen.at[rows, next_tokens].set(True)
@@ -482,7 +485,8 @@ class Engine:
         hidden, cache = llama.forward_hidden(
             self.config, params, lora if use_lora else None, tokens, positions, cache,
             slot_ids=slot[None], kv_len=kv_len, rows_lora=rows_lora if use_lora else None,
-            q4=q4, native_lora=self.native_lora)
+            q4=q4, native_lora=self.native_lora,
+            native_attention=self.native_attention)
         logits = llama.logits_from_hidden(params, hidden[0], q8_head=q8_head)
         predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         chosen = jnp.take_along_axis(logits, predictions[:, None], axis=-1)[:, 0]

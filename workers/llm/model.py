@@ -137,7 +137,7 @@ def _attention(q, keys, values, positions, kv_len, scale, dtype):
 
 def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, *, slot_ids,
                    kv_len: int, rows_lora=None, matmul_dtype=None, q4=None,
-                   native_lora=False):
+                   native_lora=False, native_attention=False):
     """Run the decoder on `tokens` [B, T] at `positions` [B, T], reading and writing `cache`.
 
     `slot_ids` [B] names each row's cache slot, or None when row b is slot b (full batch).
@@ -151,6 +151,8 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     then hold the same weights dequantized, so both paths compute with the same weights.
     `native_lora` computes the LoRA terms with `kernels.lora_delta` when B·T ≤ kernels.MAX_ROWS
     (many rows on different adapters; wider calls, i.e. prefill, keep XLA's gathers + einsums).
+    `native_attention` runs attention with `kernels.attention` (reading each row's cache in
+    place, up to its own position) when B·T ≤ kernels.MAX_ROWS; the cache must be float32.
     Returns final hidden states [B, T, D] (after the last norm) and the updated cache.
     """
     c = config
@@ -164,6 +166,7 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     scale = 1.0 / math.sqrt(c.head_dim)
     use_lora = rows_lora is not None and lora is not None
     native_lora = native_lora and B * T <= kernels.MAX_ROWS
+    native_attention = native_attention and B * T <= kernels.MAX_ROWS
 
     def lora_delta(x, target, layer):
         return _lora_delta(x, lora[target], layer, rows_lora, native_lora)
@@ -202,6 +205,10 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
                                                                   mode="drop")
         cache_v = cache_v.at[layer, cache_rows, :, positions].set(v.astype(cache_v.dtype),
                                                                   mode="drop")
+        if native_attention:
+            attn = kernels.attention(q, cache_k, cache_v, batch_rows, positions, layer, scale)
+            return finish_layer(h, attn.reshape(B, T, c.q_size).astype(dtype), layer, lp,
+                                cache_k, cache_v)
         if slot_ids is None:
             keys = jax.lax.dynamic_slice_in_dim(cache_k[layer], 0, kv_len, axis=2)
             values = jax.lax.dynamic_slice_in_dim(cache_v[layer], 0, kv_len, axis=2)
@@ -212,6 +219,10 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
         attn = _attention(q, keys.astype(q.dtype), values.astype(dtype), positions, kv_len,
                           scale, dtype)
         attn = attn.transpose(0, 3, 1, 2, 4).reshape(B, T, c.q_size)
+        return finish_layer(h, attn, layer, lp, cache_k, cache_v)
+
+    def finish_layer(h, attn, layer, lp, cache_k, cache_v):
+        """Output projection and feed-forward block after attention."""
         h = h + with_lora(project(attn, lp, "wo", layer), attn, "o_proj", layer)
         x = rms_norm(h, lp["ffn_norm"], c.rms_norm_eps)
         gate_up = project(x, lp, "w_gate_up", layer)

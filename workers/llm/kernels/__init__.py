@@ -31,13 +31,15 @@ log = logging.getLogger(__name__)
 
 BLOCK = 32
 MAX_ROWS = 16
-_SOURCES = tuple(Path(__file__).with_name(name) for name in ("quantized_matmul.cc", "lora_delta.cc"))
+_SOURCES = tuple(Path(__file__).with_name(name)
+                 for name in ("quantized_matmul.cc", "lora_delta.cc", "attention.cc"))
 _HEADER = Path(__file__).with_name("parallel.h")  # included by the sources: part of the cache key
 _TARGETS = {"liminal_q4_matmul": "LiminalQ4Matmul", "liminal_q8_matmul": "LiminalQ8Matmul",
             "liminal_q4_panel_matmul": "LiminalQ4PanelMatmul",
             "liminal_q8_panel_matmul": "LiminalQ8PanelMatmul",
             "liminal_lora_delta": "LiminalLoraDelta",
-            "liminal_lora_delta_bf16": "LiminalLoraDeltaBf16"}
+            "liminal_lora_delta_bf16": "LiminalLoraDeltaBf16",
+            "liminal_attention": "LiminalAttention"}
 PANEL = 16  # output columns per panel (the layout for all but single-row calls on AVX-512)
 _lock = threading.Lock()
 _state: dict = {}
@@ -281,6 +283,20 @@ def lora_delta(x, slots: dict, layer, index, weight):
                             jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))
     return call(x.astype(jnp.float32), slots["A"], slots["B"], index.astype(jnp.int32),
                 weight.astype(jnp.float32), jnp.asarray(layer, jnp.int32))
+
+
+def attention(q, cache_k, cache_v, slot, position, layer, scale: float):
+    """Causal attention of queries q [B, T, H, D] (float32, after RoPE) over the `layer`-th
+    entry of the cache [L, S, KVH, M, D] (which already holds this step's keys and values):
+    row b reads cache slot slot[b], and query (b, t) sees positions [0, position[b, t]]; a
+    negative position gives zeros. → [B, T, H, D]."""
+    import jax
+    import jax.numpy as jnp
+
+    call = jax.ffi.ffi_call("liminal_attention", jax.ShapeDtypeStruct(q.shape, jnp.float32))
+    return call(q.astype(jnp.float32), cache_k, cache_v, slot.astype(jnp.int32),
+                position.astype(jnp.int32), jnp.asarray(layer, jnp.int32),
+                scale=np.float32(scale))
 
 
 Q4_MATRICES = ("wqkv", "wo", "w_gate_up", "w_down")

@@ -241,3 +241,50 @@ def test_q4_batches_with_adapters_match_each_row_alone(q4_engine):
                for p, a in zip(prompts, plans, strict=True)]
     assert [h.result().token_ids for h in handles] == [r.token_ids for r in alone]
     assert len({tuple(r.token_ids) for r in alone}) == len(alone)
+
+
+def numpy_attention(q, cache_k, cache_v, slot, position, layer, scale):
+    """Reference: float64 causal grouped-query attention over the cache."""
+    B, T, H, D = q.shape
+    kv_heads = cache_k.shape[2]
+    out = np.zeros((B, T, H, D))
+    for b in range(B):
+        for t in range(T):
+            if position[b, t] < 0:
+                continue
+            keys = cache_k[layer, slot[b], :, :position[b, t] + 1].astype(np.float64)
+            values = cache_v[layer, slot[b], :, :position[b, t] + 1].astype(np.float64)
+            for h in range(H):
+                kv = h // (H // kv_heads)
+                scores = keys[kv] @ q[b, t, h] * scale
+                weights = np.exp(scores - scores.max())
+                out[b, t, h] = weights @ values[kv] / weights.sum()
+    return out
+
+
+@needs_kernel
+@pytest.mark.parametrize("dim", [64, 12])  # the vectorised path and the generic one
+def test_attention_matches_numpy_for_rows_at_their_own_positions(dim):
+    rng = np.random.default_rng(dim)
+    layers, slots, kv_heads, heads, max_len = 2, 5, 2, 6, 300
+    cache_k = rng.standard_normal((layers, slots, kv_heads, max_len, dim)).astype(np.float32)
+    cache_v = rng.standard_normal((layers, slots, kv_heads, max_len, dim)).astype(np.float32)
+    # Rows in other slots, at positions 0, 5, 299 (the cache's end), a padding row (-1), and a
+    # row with three queries (a verify step).
+    slot = np.array([3, 0, 4, 1], np.int32)
+    position = np.array([[0, 0, 0], [5, 6, 7], [299, 299, 299], [-1, -1, -1]], np.int32)
+    q = (rng.standard_normal((4, 3, heads, dim)) * 2).astype(np.float32)
+    scale = 1 / np.sqrt(dim)
+
+    @jax.jit
+    def every_layer(q, cache_k, cache_v):
+        return jax.lax.scan(
+            lambda c, layer: (c, kernels.attention(q, cache_k, cache_v, jnp.asarray(slot),
+                                                   jnp.asarray(position), layer, scale)),
+            0, jnp.arange(layers))[1]
+
+    got = np.asarray(every_layer(q, cache_k, cache_v))
+    for layer in range(layers):
+        expected = numpy_attention(q, cache_k, cache_v, slot, position, layer, scale)
+        np.testing.assert_allclose(got[layer], expected, rtol=0, atol=2e-6 * np.abs(expected).max())
+    assert not got[:, 3].any()

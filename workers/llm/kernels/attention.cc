@@ -1,0 +1,256 @@
+// Causal attention of a few query rows over the KV cache, read in place: the attention of the
+// decode and verify steps of workers/llm.
+//
+// Why a kernel: XLA:CPU slices every layer's cache window out of the scan carry and runs the
+// grouped-query einsums as many tiny batched dots, so a decode step of 16 rows spent 9 ms in
+// attention at 128 cached positions and 26 ms at 512 (the keys and values it reads take about
+// 1 ms and 3.5 ms). Here each query reads the keys and values of its own row up to its own
+// position, once, straight from the cache.
+//
+// Layout (workers/llm/model.py):
+//   q          float [B, T, H, D]        queries after RoPE; head h reads KV head h / (H / KVH)
+//   cache_k/v  float [L, S, KVH, M, D]   the cache, already holding this step's keys and values
+//   slot       int32 [B]                 each row's cache slot
+//   position   int32 [B, T]              each query's absolute position: it sees keys [0, pos]
+//   layer      int32 scalar
+//   scale      attribute: the score scale (1 / sqrt(D))
+//   -> out     float [B, T, H, D]
+// A query whose position is negative (a padding row) gets zeros. Softmax runs in float32 with
+// its maximum subtracted, as jax.nn.softmax does. (row, KV head) pairs are split across XLA's
+// intra-op thread pool.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "parallel.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+struct AttentionProblem {
+  const float* q;
+  const float* k;  // [S, KVH, M, D] of the chosen layer
+  const float* v;
+  const int32_t* slot;
+  const int32_t* position;
+  float* out;
+  int64_t t, heads, kv_heads, max_len, dim, slots;
+  float scale;
+};
+
+#if defined(__AVX512F__)
+struct Vec {  // 16 floats
+  using T = __m512;
+  static constexpr int kWidth = 16;
+  static T zero() { return _mm512_setzero_ps(); }
+  static T load(const float* a) { return _mm512_loadu_ps(a); }
+  static T broadcast(float x) { return _mm512_set1_ps(x); }
+  static T fma(T a, T b, T acc) { return _mm512_fmadd_ps(a, b, acc); }
+  static T add(T a, T b) { return _mm512_add_ps(a, b); }
+  static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
+  static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
+  static T max(T a, T b) { return _mm512_max_ps(a, b); }
+  static float sum(T a) { return _mm512_reduce_add_ps(a); }
+  static void store(float* a, T v) { _mm512_storeu_ps(a, v); }
+  // exp(x) for x <= 0 (scores minus their maximum): 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2],
+  // p a degree-6 polynomial (Cephes' expf coefficients, ~1 ulp). Below -87, 0.
+  static T exp(T x) {
+    const T low = _mm512_set1_ps(-87.0f);
+    const __mmask16 underflow = _mm512_cmp_ps_mask(x, low, _CMP_LT_OQ);
+    x = _mm512_max_ps(x, low);
+    const T n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    T r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    T p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n),
+                                                            _mm512_set1_epi32(127)), 23);
+    return _mm512_maskz_mul_ps(~underflow, p, _mm512_castsi512_ps(bits));
+  }
+};
+#elif defined(__AVX2__) && defined(__FMA__)
+struct Vec {  // 8 floats
+  using T = __m256;
+  static constexpr int kWidth = 8;
+  static T zero() { return _mm256_setzero_ps(); }
+  static T load(const float* a) { return _mm256_loadu_ps(a); }
+  static T broadcast(float x) { return _mm256_set1_ps(x); }
+  static T fma(T a, T b, T acc) { return _mm256_fmadd_ps(a, b, acc); }
+  static T add(T a, T b) { return _mm256_add_ps(a, b); }
+  static T sub(T a, T b) { return _mm256_sub_ps(a, b); }
+  static T mul(T a, T b) { return _mm256_mul_ps(a, b); }
+  static T max(T a, T b) { return _mm256_max_ps(a, b); }
+  static float sum(T a) {
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+  }
+  static void store(float* a, T v) { _mm256_storeu_ps(a, v); }
+  static T exp(T x) {  // as the AVX-512 version
+    const T low = _mm256_set1_ps(-87.0f);
+    const T underflow = _mm256_cmp_ps(x, low, _CMP_LT_OQ);
+    x = _mm256_max_ps(x, low);
+    const T n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    T r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    T p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
+                                                            _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(underflow, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
+  }
+};
+#endif
+
+float dot(const float* a, const float* b, int64_t n) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  if (n % Vec::kWidth == 0) {
+    typename Vec::T acc = Vec::zero();
+    for (int64_t i = 0; i < n; i += Vec::kWidth) acc = Vec::fma(Vec::load(a + i), Vec::load(b + i), acc);
+    return Vec::sum(acc);
+  }
+#endif
+  float total = 0.0f;
+  for (int64_t i = 0; i < n; ++i) total += a[i] * b[i];
+  return total;
+}
+
+// p[0, n) = exp(p - max), returning their sum.
+float exp_minus_max(float* p, int64_t n, float max) {
+  int64_t i = 0;
+  float total = 0.0f;
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  typename Vec::T sum = Vec::zero();
+  const typename Vec::T shift = Vec::broadcast(max);
+  for (; i + Vec::kWidth <= n; i += Vec::kWidth) {
+    const typename Vec::T e = Vec::exp(Vec::sub(Vec::load(p + i), shift));
+    Vec::store(p + i, e);
+    sum = Vec::add(sum, e);
+  }
+  total = Vec::sum(sum);
+#endif
+  for (; i < n; ++i) {
+    p[i] = std::exp(p[i] - max);
+    total += p[i];
+  }
+  return total;
+}
+
+// out[D] = sum_s p[s] * v[s, D] / total
+void weighted_values(const float* p, const float* v, int64_t n, int64_t dim, float total,
+                     float* out) {
+  const float inverse = 1.0f / total;
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  if (dim % Vec::kWidth == 0 && dim <= 8 * Vec::kWidth) {
+    typename Vec::T acc[8];
+    const int64_t chunks = dim / Vec::kWidth;
+    for (int64_t c = 0; c < chunks; ++c) acc[c] = Vec::zero();
+    for (int64_t s = 0; s < n; ++s) {
+      const typename Vec::T weight = Vec::broadcast(p[s]);
+      const float* row = v + s * dim;
+      for (int64_t c = 0; c < chunks; ++c) acc[c] = Vec::fma(weight, Vec::load(row + c * Vec::kWidth), acc[c]);
+    }
+    const typename Vec::T scale = Vec::broadcast(inverse);
+    for (int64_t c = 0; c < chunks; ++c) Vec::store(out + c * Vec::kWidth, Vec::mul(acc[c], scale));
+    return;
+  }
+#endif
+  std::fill(out, out + dim, 0.0f);
+  for (int64_t s = 0; s < n; ++s)
+    for (int64_t d = 0; d < dim; ++d) out[d] += p[s] * v[s * dim + d];
+  for (int64_t d = 0; d < dim; ++d) out[d] *= inverse;
+}
+
+// Every query of row b that reads KV head h.
+void attend(const AttentionProblem& p, int64_t b, int64_t h, std::vector<float>& scores) {
+  const int64_t group = p.heads / p.kv_heads, dim = p.dim;
+  const int64_t slot = p.slot[b];
+  const float* keys = p.k + ((slot * p.kv_heads + h) * p.max_len) * dim;
+  const float* values = p.v + ((slot * p.kv_heads + h) * p.max_len) * dim;
+  for (int64_t t = 0; t < p.t; ++t) {
+    const int64_t position = std::min<int64_t>(p.position[b * p.t + t], p.max_len - 1);
+    for (int64_t g = 0; g < group; ++g) {
+      const int64_t head = h * group + g;
+      const float* q = p.q + ((b * p.t + t) * p.heads + head) * dim;
+      float* out = p.out + ((b * p.t + t) * p.heads + head) * dim;
+      if (position < 0 || slot < 0 || slot >= p.slots) {
+        std::fill(out, out + dim, 0.0f);
+        continue;
+      }
+      const int64_t n = position + 1;
+      float max = -INFINITY;
+      for (int64_t s = 0; s < n; ++s) {
+        scores[s] = dot(q, keys + s * dim, dim) * p.scale;
+        max = std::max(max, scores[s]);
+      }
+      const float total = exp_minus_max(scores.data(), n, max);
+      weighted_values(scores.data(), values, n, dim, total, out);
+    }
+  }
+}
+
+ffi::Error AttentionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
+                         ffi::Buffer<ffi::F32> cache_k, ffi::Buffer<ffi::F32> cache_v,
+                         ffi::Buffer<ffi::S32> slot, ffi::Buffer<ffi::S32> position,
+                         ffi::Buffer<ffi::S32> layer, float scale,
+                         ffi::ResultBuffer<ffi::F32> out) {
+  const auto qd = q.dimensions(), kd = cache_k.dimensions(), vd = cache_v.dimensions();
+  const auto sd = slot.dimensions(), pd = position.dimensions();
+  if (qd.size() != 4 || kd.size() != 5 || vd.size() != 5 || sd.size() != 1 || pd.size() != 2)
+    return ffi::Error::InvalidArgument("attention: bad ranks");
+  for (int i = 0; i < 5; ++i)
+    if (kd[i] != vd[i]) return ffi::Error::InvalidArgument("attention: cache k and v differ");
+  const int64_t rows = qd[0], t = qd[1], heads = qd[2], dim = qd[3];
+  const int64_t stack = kd[0], slots = kd[1], kv_heads = kd[2], max_len = kd[3];
+  if (kd[4] != dim || heads % kv_heads)
+    return ffi::Error::InvalidArgument("attention: q [B, T, H, D] does not fit the cache");
+  if (sd[0] != rows || pd[0] != rows || pd[1] != t)
+    return ffi::Error::InvalidArgument("attention: slot [B] and position [B, T] expected");
+  const int64_t l = layer.typed_data()[0];
+  if (l < 0 || l >= stack) return ffi::Error::InvalidArgument("attention: layer out of range");
+
+  const int64_t per_layer = slots * kv_heads * max_len * dim;
+  const AttentionProblem p{q.typed_data(), cache_k.typed_data() + l * per_layer,
+                           cache_v.typed_data() + l * per_layer, slot.typed_data(),
+                           position.typed_data(), out->typed_data(), t, heads, kv_heads,
+                           max_len, dim, slots, scale};
+  liminal::run_in_shares(pool, rows * kv_heads, pool.num_threads(), [&p](int64_t begin, int64_t end) {
+    std::vector<float> scores(p.max_len);
+    for (int64_t i = begin; i < end; ++i) attend(p, i / p.kv_heads, i % p.kv_heads, scores);
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalAttention, AttentionImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Attr<float>("scale")
+                                  .Ret<ffi::Buffer<ffi::F32>>());
