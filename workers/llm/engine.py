@@ -175,7 +175,8 @@ class Engine:
     def __init__(self, loaded: LoadedModel, *, max_batch_slots: int = 8, max_seq_len: int = 2048,
                  lora_slots: int = 8, max_lora_rank: int = 16, dtype=None, decode_steps: int = 4,
                  prefill_chunk: int = 512, speculative_tokens: int = 4,
-                 prefill_matmul_dtype=None, decode_weights: str = "auto", lora_dtype=None):
+                 prefill_matmul_dtype=None, decode_weights: str = "auto", lora_dtype=None,
+                 kv_dtype=None):
         config = loaded.config
         self.config: ModelConfig = config
         self.tokenizer: Tokenizer = loaded.tokenizer
@@ -225,6 +226,7 @@ class Engine:
         self.native_lora = (self.dtype == jnp.float32 and jax.default_backend() == "cpu"
                             and kernels.available())
         self.native_attention = self.native_lora
+        self.kv_dtype = self._choose_kv_dtype(kv_dtype)
         self.lora_dtype = self._choose_lora_dtype(lora_dtype)
         self.lora = llama.init_lora_state(config, lora_slots, max_lora_rank, self.lora_dtype)
         self._reset_sequences()
@@ -394,6 +396,22 @@ class Engine:
 
     # ---------------------------------------------------------------------------------------
     # Device programs
+
+    def _choose_kv_dtype(self, requested):
+        """The KV cache in float16 by default where the native attention kernel reads it (float32
+        CPU engines): decode attention is bound by reading the cache (a float32 cache of 16 rows
+        at 512 positions is 377 MB per step), and float16 halves that and the cache's memory.
+        llama.cpp keeps its cache in float16 by default too. Keys and values are rounded to
+        float16 when written; attention still computes in float32. Elsewhere the engine's
+        dtype."""
+        if requested is None:
+            return default_kv_dtype(self.dtype, self.native_attention)
+        dtype = jnp.dtype(requested)
+        if dtype not in (jnp.float32, jnp.float16, jnp.bfloat16):
+            raise ValueError(f"kv_dtype must be float32, float16 or bfloat16, not {requested!r}")
+        if self.native_attention and dtype == jnp.bfloat16:
+            raise ValueError("the native attention kernel reads a float32 or float16 cache")
+        return dtype
 
     def _choose_lora_dtype(self, requested):
         """Adapter slots in bfloat16 by default where the slots are read by the native kernel
@@ -750,7 +768,7 @@ class Engine:
     def _reset_sequences(self) -> None:
         """Fresh KV cache and token masks (a failed call may have consumed the donated ones)."""
         self.cache = llama.init_cache(self.config, self.max_batch_slots, self.max_seq_len,
-                                      self.dtype)
+                                      self.kv_dtype)
         self.seen = jnp.zeros((self.max_batch_slots, self.config.vocab_size), jnp.bool_)
 
     def _cancel_requested(self, request: _Request) -> bool:
@@ -869,12 +887,21 @@ def _pending_stop_prefix(text: str, stops) -> int:
     return longest
 
 
+def default_kv_dtype(dtype=jnp.float32, native_attention=None):
+    """The KV cache dtype an engine computing in `dtype` picks when not told (see
+    Engine._choose_kv_dtype)."""
+    if native_attention is None:
+        native_attention = (jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu"
+                            and kernels.available())
+    return jnp.dtype(jnp.float16) if native_attention else jnp.dtype(dtype)
+
+
 def load_engine(model_path: str | None = None, *, max_batch_slots: int = 8,
                 max_seq_len: int = 2048, lora_slots: int = 8, max_lora_rank: int = 16,
                 dtype=None, decode_steps: int = 4, prefill_chunk: int = 512,
                 speculative_tokens: int = 4, cache_dir=None,
                 prefill_matmul_dtype=None, decode_weights: str = "auto",
-                lora_dtype=None) -> Engine:
+                lora_dtype=None, kv_dtype=None) -> Engine:
     """Load weights (GGUF file or Hugging Face directory; None = SmolLM2-135M-Instruct) and
     build an engine. The engine thread starts with the first request (or `engine.start()`)."""
     loaded = load_model(model_path, cache_dir=cache_dir)
@@ -883,4 +910,4 @@ def load_engine(model_path: str | None = None, *, max_batch_slots: int = 8,
                   decode_steps=decode_steps, prefill_chunk=prefill_chunk,
                   speculative_tokens=speculative_tokens,
                   prefill_matmul_dtype=prefill_matmul_dtype, decode_weights=decode_weights,
-                  lora_dtype=lora_dtype)
+                  lora_dtype=lora_dtype, kv_dtype=kv_dtype)

@@ -152,7 +152,9 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     `native_lora` computes the LoRA terms with `kernels.lora_delta` when B·T ≤ kernels.MAX_ROWS
     (many rows on different adapters; wider calls, i.e. prefill, keep XLA's gathers + einsums).
     `native_attention` runs attention with `kernels.attention` (reading each row's cache in
-    place, up to its own position) when B·T ≤ kernels.MAX_ROWS; the cache must be float32.
+    place, up to its own position) when B·T ≤ kernels.MAX_ROWS; the cache must then be float32
+    or float16. The cache may hold a narrower dtype than the computation (keys and values are
+    rounded when written and widened when read).
     Returns final hidden states [B, T, D] (after the last norm) and the updated cache.
     """
     c = config
@@ -263,11 +265,14 @@ def init_cache(config: ModelConfig, batch_slots: int, max_seq_len: int, dtype=jn
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
 
-def full_logits(config: ModelConfig, params, tokens, *, lora=None, rows_lora=None):
-    """Logits for every position of `tokens` [B, T] (no cache reuse; for tests and scoring)."""
+def full_logits(config: ModelConfig, params, tokens, *, lora=None, rows_lora=None,
+                cache_dtype=None):
+    """Logits for every position of `tokens` [B, T] (no cache reuse; for tests and scoring).
+    Attention reads keys and values back from a cache of `cache_dtype` (default: the
+    parameters' dtype), so this also shows what a float16 cache computes."""
     tokens = jnp.asarray(tokens, jnp.int32)
     B, T = tokens.shape
-    cache = init_cache(config, B, T, params["embed"].dtype)
+    cache = init_cache(config, B, T, cache_dtype or params["embed"].dtype)
     positions = jnp.broadcast_to(jnp.arange(T), (B, T))
     hidden, _ = forward_hidden(config, params, lora, tokens, positions, cache, slot_ids=None,
                                kv_len=T, rows_lora=rows_lora)

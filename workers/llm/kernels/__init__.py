@@ -39,7 +39,8 @@ _TARGETS = {"liminal_q4_matmul": "LiminalQ4Matmul", "liminal_q8_matmul": "Limina
             "liminal_q8_panel_matmul": "LiminalQ8PanelMatmul",
             "liminal_lora_delta": "LiminalLoraDelta",
             "liminal_lora_delta_bf16": "LiminalLoraDeltaBf16",
-            "liminal_attention": "LiminalAttention"}
+            "liminal_attention": "LiminalAttention",
+            "liminal_attention_f16": "LiminalAttentionF16"}
 PANEL = 16  # output columns per panel (the layout for all but single-row calls on AVX-512)
 _lock = threading.Lock()
 _state: dict = {}
@@ -287,13 +288,17 @@ def lora_delta(x, slots: dict, layer, index, weight):
 
 def attention(q, cache_k, cache_v, slot, position, layer, scale: float):
     """Causal attention of queries q [B, T, H, D] (float32, after RoPE) over the `layer`-th
-    entry of the cache [L, S, KVH, M, D] (which already holds this step's keys and values):
-    row b reads cache slot slot[b], and query (b, t) sees positions [0, position[b, t]]; a
-    negative position gives zeros. → [B, T, H, D]."""
+    entry of the cache [L, S, KVH, M, D] (float32 or float16; it already holds this step's keys
+    and values): row b reads cache slot slot[b], and query (b, t) sees positions
+    [0, position[b, t]]; a negative position gives zeros. → [B, T, H, D], in float32."""
     import jax
     import jax.numpy as jnp
 
-    call = jax.ffi.ffi_call("liminal_attention", jax.ShapeDtypeStruct(q.shape, jnp.float32))
+    if cache_k.dtype != cache_v.dtype or cache_k.dtype not in (jnp.float32, jnp.float16):
+        raise TypeError(f"attention: the cache must be float32 or float16, not {cache_k.dtype} "
+                        f"and {cache_v.dtype}")
+    target = "liminal_attention_f16" if cache_k.dtype == jnp.float16 else "liminal_attention"
+    call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(q.shape, jnp.float32))
     return call(q.astype(jnp.float32), cache_k, cache_v, slot.astype(jnp.int32),
                 position.astype(jnp.int32), jnp.asarray(layer, jnp.int32),
                 scale=np.float32(scale))

@@ -9,7 +9,8 @@
 //
 // Layout (workers/llm/model.py):
 //   q          float [B, T, H, D]        queries after RoPE; head h reads KV head h / (H / KVH)
-//   cache_k/v  float [L, S, KVH, M, D]   the cache, already holding this step's keys and values
+//   cache_k/v  [L, S, KVH, M, D]         the cache, already holding this step's keys and values:
+//                                        float32, or float16 (target LiminalAttentionF16)
 //   slot       int32 [B]                 each row's cache slot
 //   position   int32 [B, T]              each query's absolute position: it sees keys [0, pos]
 //   layer      int32 scalar
@@ -22,6 +23,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -35,10 +37,11 @@ namespace ffi = xla::ffi;
 
 namespace {
 
+template <class C>
 struct AttentionProblem {
   const float* q;
-  const float* k;  // [S, KVH, M, D] of the chosen layer
-  const float* v;
+  const C* k;  // [S, KVH, M, D] of the chosen layer
+  const C* v;
   const int32_t* slot;
   const int32_t* position;
   float* out;
@@ -52,6 +55,9 @@ struct Vec {  // 16 floats
   static constexpr int kWidth = 16;
   static T zero() { return _mm512_setzero_ps(); }
   static T load(const float* a) { return _mm512_loadu_ps(a); }
+  static T load(const uint16_t* a) {  // float16
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
+  }
   static T broadcast(float x) { return _mm512_set1_ps(x); }
   static T fma(T a, T b, T acc) { return _mm512_fmadd_ps(a, b, acc); }
   static T add(T a, T b) { return _mm512_add_ps(a, b); }
@@ -88,6 +94,9 @@ struct Vec {  // 8 floats
   static constexpr int kWidth = 8;
   static T zero() { return _mm256_setzero_ps(); }
   static T load(const float* a) { return _mm256_loadu_ps(a); }
+  static T load(const uint16_t* a) {  // float16 (F16C comes with every AVX2 CPU)
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)));
+  }
   static T broadcast(float x) { return _mm256_set1_ps(x); }
   static T fma(T a, T b, T acc) { return _mm256_fmadd_ps(a, b, acc); }
   static T add(T a, T b) { return _mm256_add_ps(a, b); }
@@ -122,7 +131,28 @@ struct Vec {  // 8 floats
 };
 #endif
 
-float dot(const float* a, const float* b, int64_t n) {
+// The cache holds float32 or float16 (uint16_t here).
+inline float to_float(float v) { return v; }
+inline float to_float(uint16_t h) {  // IEEE half to float, subnormals included
+  const uint32_t sign = uint32_t(h & 0x8000) << 16, exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
+  float magnitude;
+  if (exponent == 0) {
+    magnitude = std::ldexp(float(mantissa), -24);
+  } else if (exponent == 31) {
+    magnitude = mantissa ? NAN : INFINITY;
+  } else {
+    magnitude = std::ldexp(float(mantissa | 0x400), int(exponent) - 25);
+  }
+  uint32_t bits;
+  std::memcpy(&bits, &magnitude, sizeof bits);
+  bits |= sign;
+  float value;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+
+template <class C>
+float dot(const float* a, const C* b, int64_t n) {
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
   if (n % Vec::kWidth == 0) {
     typename Vec::T acc = Vec::zero();
@@ -131,7 +161,7 @@ float dot(const float* a, const float* b, int64_t n) {
   }
 #endif
   float total = 0.0f;
-  for (int64_t i = 0; i < n; ++i) total += a[i] * b[i];
+  for (int64_t i = 0; i < n; ++i) total += a[i] * to_float(b[i]);
   return total;
 }
 
@@ -157,7 +187,8 @@ float exp_minus_max(float* p, int64_t n, float max) {
 }
 
 // out[D] = sum_s p[s] * v[s, D] / total
-void weighted_values(const float* p, const float* v, int64_t n, int64_t dim, float total,
+template <class C>
+void weighted_values(const float* p, const C* v, int64_t n, int64_t dim, float total,
                      float* out) {
   const float inverse = 1.0f / total;
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
@@ -167,7 +198,7 @@ void weighted_values(const float* p, const float* v, int64_t n, int64_t dim, flo
     for (int64_t c = 0; c < chunks; ++c) acc[c] = Vec::zero();
     for (int64_t s = 0; s < n; ++s) {
       const typename Vec::T weight = Vec::broadcast(p[s]);
-      const float* row = v + s * dim;
+      const C* row = v + s * dim;
       for (int64_t c = 0; c < chunks; ++c) acc[c] = Vec::fma(weight, Vec::load(row + c * Vec::kWidth), acc[c]);
     }
     const typename Vec::T scale = Vec::broadcast(inverse);
@@ -177,16 +208,17 @@ void weighted_values(const float* p, const float* v, int64_t n, int64_t dim, flo
 #endif
   std::fill(out, out + dim, 0.0f);
   for (int64_t s = 0; s < n; ++s)
-    for (int64_t d = 0; d < dim; ++d) out[d] += p[s] * v[s * dim + d];
+    for (int64_t d = 0; d < dim; ++d) out[d] += p[s] * to_float(v[s * dim + d]);
   for (int64_t d = 0; d < dim; ++d) out[d] *= inverse;
 }
 
 // Every query of row b that reads KV head h.
-void attend(const AttentionProblem& p, int64_t b, int64_t h, std::vector<float>& scores) {
+template <class C>
+void attend(const AttentionProblem<C>& p, int64_t b, int64_t h, std::vector<float>& scores) {
   const int64_t group = p.heads / p.kv_heads, dim = p.dim;
   const int64_t slot = p.slot[b];
-  const float* keys = p.k + ((slot * p.kv_heads + h) * p.max_len) * dim;
-  const float* values = p.v + ((slot * p.kv_heads + h) * p.max_len) * dim;
+  const C* keys = p.k + ((slot * p.kv_heads + h) * p.max_len) * dim;
+  const C* values = p.v + ((slot * p.kv_heads + h) * p.max_len) * dim;
   for (int64_t t = 0; t < p.t; ++t) {
     const int64_t position = std::min<int64_t>(p.position[b * p.t + t], p.max_len - 1);
     for (int64_t g = 0; g < group; ++g) {
@@ -209,8 +241,9 @@ void attend(const AttentionProblem& p, int64_t b, int64_t h, std::vector<float>&
   }
 }
 
+template <ffi::DataType T, class C>
 ffi::Error AttentionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
-                         ffi::Buffer<ffi::F32> cache_k, ffi::Buffer<ffi::F32> cache_v,
+                         ffi::Buffer<T> cache_k, ffi::Buffer<T> cache_v,
                          ffi::Buffer<ffi::S32> slot, ffi::Buffer<ffi::S32> position,
                          ffi::Buffer<ffi::S32> layer, float scale,
                          ffi::ResultBuffer<ffi::F32> out) {
@@ -230,8 +263,10 @@ ffi::Error AttentionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
   if (l < 0 || l >= stack) return ffi::Error::InvalidArgument("attention: layer out of range");
 
   const int64_t per_layer = slots * kv_heads * max_len * dim;
-  const AttentionProblem p{q.typed_data(), cache_k.typed_data() + l * per_layer,
-                           cache_v.typed_data() + l * per_layer, slot.typed_data(),
+  const AttentionProblem<C> p{q.typed_data(),
+                              reinterpret_cast<const C*>(cache_k.untyped_data()) + l * per_layer,
+                              reinterpret_cast<const C*>(cache_v.untyped_data()) + l * per_layer,
+                              slot.typed_data(),
                            position.typed_data(), out->typed_data(), t, heads, kv_heads,
                            max_len, dim, slots, scale};
   liminal::run_in_shares(pool, rows * kv_heads, pool.num_threads(), [&p](int64_t begin, int64_t end) {
@@ -243,14 +278,18 @@ ffi::Error AttentionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalAttention, AttentionImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Attr<float>("scale")
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+#define LIMINAL_ATTENTION_HANDLER(name, type, storage)                    \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, (AttentionImpl<type, storage>),    \
+                                ffi::Ffi::Bind()                        \
+                                    .Ctx<ffi::ThreadPool>()             \
+                                    .Arg<ffi::Buffer<ffi::F32>>()       \
+                                    .Arg<ffi::Buffer<type>>()           \
+                                    .Arg<ffi::Buffer<type>>()           \
+                                    .Arg<ffi::Buffer<ffi::S32>>()       \
+                                    .Arg<ffi::Buffer<ffi::S32>>()       \
+                                    .Arg<ffi::Buffer<ffi::S32>>()       \
+                                    .Attr<float>("scale")               \
+                                    .Ret<ffi::Buffer<ffi::F32>>());
+
+LIMINAL_ATTENTION_HANDLER(LiminalAttention, ffi::F32, float)
+LIMINAL_ATTENTION_HANDLER(LiminalAttentionF16, ffi::F16, uint16_t)

@@ -7,13 +7,16 @@ import numpy as np
 import pytest
 
 from workers.llm import AdapterNotFoundError, ContextOverflowError, SamplingParams, random_adapter
-from workers.llm.engine import Engine
+from workers.llm.engine import Engine, default_kv_dtype
 from workers.llm.lora import merge_adapter
 from workers.llm.model import full_logits as _full_logits
 
 from .conftest import TINY_CONFIG, as_device
 
-full_logits = jax.jit(_full_logits, static_argnums=0)
+full_logits = jax.jit(_full_logits, static_argnums=0, static_argnames="cache_dtype")
+# Engines keep their KV cache in float16 where the native attention kernel reads it; the
+# reference then reads keys and values back from a cache of the same dtype.
+KV_DTYPE = default_kv_dtype()
 STOP_IDS = (0, 2)
 
 
@@ -22,8 +25,8 @@ def prompt_ids(length, seed=0):
     return [int(t) for t in rng.integers(3, TINY_CONFIG.vocab_size, length)]
 
 
-def reference_greedy(params, prompt, max_tokens, ignore_eos=False):
-    """Greedy decoding by recomputing every position without a cache."""
+def reference_greedy(params, prompt, max_tokens, ignore_eos=False, kv_dtype=KV_DTYPE):
+    """Greedy decoding by recomputing every position without cache reuse."""
     device_params = as_device(params)
     tokens = list(prompt)
     out = []
@@ -31,7 +34,8 @@ def reference_greedy(params, prompt, max_tokens, ignore_eos=False):
         # Right-padding to a fixed length keeps one compiled program; attention is causal.
         padded = np.zeros((1, TINY_CONFIG.context_length), np.int32)
         padded[0, :len(tokens)] = tokens
-        logits = full_logits(TINY_CONFIG, device_params, jnp.asarray(padded))
+        logits = full_logits(TINY_CONFIG, device_params, jnp.asarray(padded),
+                             cache_dtype=jnp.dtype(kv_dtype))
         token = int(jnp.argmax(logits[0, len(tokens) - 1]))
         if token in STOP_IDS and not ignore_eos:
             break
@@ -86,6 +90,23 @@ def test_adapter_slots_round_to_bfloat16_where_the_kernel_reads_them(tiny_engine
                                 adapters=[("rounded", 1.0)]).result()
     merged = merge_adapter(TINY_CONFIG, tiny_model.params, stored)
     assert result.token_ids == reference_greedy(merged, prompt, 16, ignore_eos=True)
+
+
+def test_kv_cache_is_float16_where_the_attention_kernel_reads_it(tiny_engine, tiny_model):
+    if not tiny_engine.native_attention:
+        pytest.skip("no native attention kernel: the cache keeps the engine's dtype")
+    assert tiny_engine.kv_dtype == jnp.float16 and tiny_engine.cache["k"].dtype == jnp.float16
+    with pytest.raises(ValueError, match="float32 or float16"):
+        Engine(tiny_model, kv_dtype="bfloat16")
+    # float32 on request: then generation matches a float32 cache's reference.
+    engine = Engine(tiny_model, max_batch_slots=2, max_seq_len=128, kv_dtype="float32")
+    try:
+        prompt = prompt_ids(9, seed=5)
+        result = engine.submit(prompt, params=greedy(12, ignore_eos=True)).result()
+        assert result.token_ids == reference_greedy(tiny_model.params, prompt, 12,
+                                                    ignore_eos=True, kv_dtype=jnp.float32)
+    finally:
+        engine.shutdown()
 
 
 def test_lora_dtype_is_checked(tiny_model):

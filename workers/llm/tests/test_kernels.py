@@ -263,12 +263,14 @@ def numpy_attention(q, cache_k, cache_v, slot, position, layer, scale):
 
 
 @needs_kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("dim", [64, 12])  # the vectorised path and the generic one
-def test_attention_matches_numpy_for_rows_at_their_own_positions(dim):
+def test_attention_matches_numpy_for_rows_at_their_own_positions(dim, dtype):
     rng = np.random.default_rng(dim)
     layers, slots, kv_heads, heads, max_len = 2, 5, 2, 6, 300
-    cache_k = rng.standard_normal((layers, slots, kv_heads, max_len, dim)).astype(np.float32)
-    cache_v = rng.standard_normal((layers, slots, kv_heads, max_len, dim)).astype(np.float32)
+    cache_k = rng.standard_normal((layers, slots, kv_heads, max_len, dim)).astype(dtype)
+    cache_v = rng.standard_normal((layers, slots, kv_heads, max_len, dim)).astype(dtype)
+    cache_k[0, 3, 0, 0, :2] = [6e-8, -3e-5]  # float16 subnormals: the scalar conversion's edge
     # Rows in other slots, at positions 0, 5, 299 (the cache's end), a padding row (-1), and a
     # row with three queries (a verify step).
     slot = np.array([3, 0, 4, 1], np.int32)
@@ -288,3 +290,11 @@ def test_attention_matches_numpy_for_rows_at_their_own_positions(dim):
         expected = numpy_attention(q, cache_k, cache_v, slot, position, layer, scale)
         np.testing.assert_allclose(got[layer], expected, rtol=0, atol=2e-6 * np.abs(expected).max())
     assert not got[:, 3].any()
+
+
+@needs_kernel
+def test_attention_refuses_other_cache_dtypes():
+    cache = jnp.zeros((1, 1, 1, 4, 16), jnp.bfloat16)
+    with pytest.raises(TypeError, match="float32 or float16"):
+        kernels.attention(jnp.zeros((1, 1, 1, 16)), cache, cache, jnp.zeros(1, jnp.int32),
+                          jnp.zeros((1, 1), jnp.int32), 0, 0.25)
