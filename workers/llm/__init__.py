@@ -18,7 +18,7 @@ Loading
     load_engine(model_path=None, *, max_batch_slots=8, max_seq_len=2048, lora_slots=8,
                 max_lora_rank=16, dtype=None, decode_steps=4, prefill_chunk=512,
                 speculative_tokens=4, cache_dir=None, prefill_matmul_dtype=None,
-                decode_weights="auto") -> Engine
+                decode_weights="auto", lora_dtype=None, kv_dtype=None) -> Engine
         model_path: a GGUF file or a Hugging Face directory (config.json, *.safetensors,
         tokenizer.json, tokenizer_config.json); None = the default SmolLM2 GGUF. Environment
         variables are never read here: pass MODEL_PATH yourself. GGUF weights are dequantized
@@ -28,14 +28,21 @@ Loading
         bfloat16 inputs with float32 accumulation (~1.6x faster prefill on CPUs with bf16 dot
         units; logits then differ from float32 at bfloat16 input precision). Decode, attention,
         norms and LoRA deltas keep `dtype`. None (default) = exact `dtype` everywhere.
-        decode_weights: "q4" decodes batches of up to 8 rows (16 on AVX2-only CPUs, where XLA's
-        small GEMMs are slow) through a native 4-bit kernel, and the output head through an
-        8-bit one when it already is 8-bit blocks (Q8_0)
-        (workers/llm/kernels, built with the machine's g++ on first use; about 2.5x faster
+        decode_weights: "q4" decodes batches of up to 16 rows through native 4-bit kernels (on
+        AVX-512 CPUs batches of 2+ rows take a GEMM-style kernel over panels of interleaved
+        columns), and the output head through an 8-bit one when it already is 8-bit blocks
+        (Q8_0) (workers/llm/kernels, built with the machine's g++ on first use; about 2.5x faster
         single-stream decode on CPU), "float" uses float32 matmuls, "auto" (default) picks q4
         when the layer weights already are 4-bit blocks (a Q4_0/Q4_1 GGUF such as the default
         model, so nothing is lost) and the kernel builds. With q4 every path (prefill, wide
         batches, q4 decode) uses the same 4-bit weights; `engine.decode_weights` says which.
+        Float32 CPU engines whose kernels build also read adapter slots and the KV cache in
+        place in decode and verify steps (native LoRA and attention kernels), and by default
+        store them narrower, since reading them bounds batched decode:
+        lora_dtype: adapter slots, None = bfloat16 there (A and B·alpha/r rounded to bfloat16,
+        the LoRA term computed in float32), else the engine's dtype; "float32" for full
+        precision. kv_dtype: the KV cache, None = float16 there (as llama.cpp's default cache),
+        else the engine's dtype; "float32" for full precision.
 
 Engine attributes
     tokenizer (encode(text) -> ids, decode(ids) -> text, stop_token_ids), model_id (str),
