@@ -48,6 +48,18 @@ def test_packing_rejects_inputs_not_in_blocks_of_32():
         kernels.quantize_q4(np.zeros((40, 8), np.float32))
 
 
+def assert_q4_matmul_matches_numpy_for_every_layer(x, packed, w):
+    """q4_matmul inside a scan over the stacked layers of `packed` equals x @ w[layer]."""
+    @jax.jit
+    def every_layer(x, packed):
+        return jax.lax.scan(lambda c, layer: (c, kernels.q4_matmul(x, packed, layer)),
+                            0, jnp.arange(w.shape[0]))[1]
+
+    got = np.asarray(every_layer(x, packed))
+    expected = np.einsum("bk,lkn->lbn", x.astype(np.float64), w.astype(np.float64))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+
+
 @needs_kernel
 @pytest.mark.parametrize("rows", [1, 3, 8, 16])
 def test_q4_matmul_matches_numpy_for_every_layer_of_a_scan(rows):
@@ -55,15 +67,7 @@ def test_q4_matmul_matches_numpy_for_every_layer_of_a_scan(rows):
     w = four_bit_weights((layers, K, N), seed=rows)
     packed = jax.tree.map(jnp.asarray, kernels.quantize_q4(w))
     x = np.random.default_rng(rows).standard_normal((rows, K)).astype(np.float32)
-
-    @jax.jit
-    def every_layer(x, packed):
-        return jax.lax.scan(lambda c, layer: (c, kernels.q4_matmul(x, packed, layer)),
-                            0, jnp.arange(layers))[1]
-
-    got = np.asarray(every_layer(x, packed))
-    expected = np.einsum("bk,lkn->lbn", x.astype(np.float64), w.astype(np.float64))
-    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+    assert_q4_matmul_matches_numpy_for_every_layer(x, packed, w)
 
 
 @needs_panels
@@ -77,15 +81,7 @@ def test_batches_take_the_panels_and_match_numpy(rows):
     x = np.random.default_rng(rows).standard_normal((rows, K)).astype(np.float32)
     lowered = jax.jit(kernels.q4_matmul).lower(x, packed, 0).as_text()
     assert "liminal_q4_panel_matmul" in lowered and "liminal_q4_matmul\"" not in lowered
-
-    @jax.jit
-    def every_layer(x, packed):
-        return jax.lax.scan(lambda c, layer: (c, kernels.q4_matmul(x, packed, layer)),
-                            0, jnp.arange(layers))[1]
-
-    got = np.asarray(every_layer(x, packed))
-    expected = np.einsum("bk,lkn->lbn", x.astype(np.float64), w.astype(np.float64))
-    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+    assert_q4_matmul_matches_numpy_for_every_layer(x, packed, w)
 
 
 @needs_panels
