@@ -65,6 +65,10 @@ def build_reply_prompt(engine, *, assistant: Message, max_tokens: int, grounding
         if _count(engine, _render(engine, system, "x " * summary_budget, recent)) <= budget:
             break
     older, recent_messages = path[: len(path) - keep], path[len(path) - keep :]
+    if not older:
+        # Only the newest message, and it alone is over the budget: nothing to summarise, so it
+        # goes as it is and the engine keeps the prompt's end (truncate=True).
+        return BuiltPrompt(text=text, token_count=count, turns=turns)
     summary = summarise(engine, conversation=conversation, older=older)
     turns = _turns(recent_messages)
     text = _render(engine, system, summary, turns)

@@ -67,3 +67,18 @@ def test_older_turns_are_summarised_not_dropped(make_user, small_engine):
 
     again = build_reply_prompt(small_engine, assistant=reply, max_tokens=64)
     assert again.text == prompt.text  # the stored summary is reused, not regenerated
+
+
+def test_a_first_message_over_the_budget_goes_as_it_is(make_user, small_engine):
+    user = make_user()
+    conversation = Conversation.objects.create(owner=user)
+    question = Message.objects.create(
+        conversation=conversation, owner=user, role="user", content="Tell me about clouds. " * 80
+    )
+    reply = Message.objects.create(
+        conversation=conversation, owner=user, parent=question, role="assistant", status="queued"
+    )
+    prompt = build_reply_prompt(small_engine, assistant=reply, max_tokens=300)
+    assert prompt.summarised_through is None
+    assert prompt.token_count > small_engine.context_length - 300  # over: the engine truncates
+    assert "Tell me about clouds." in prompt.text
