@@ -190,14 +190,19 @@ def test_a_worker_that_dies_mid_answer_leaves_a_failed_message(test_db_name, mak
     answer = Message.objects.create(
         conversation=conversation, owner=user, parent=question, role="assistant", status="queued", request_id="doomed"
     )
-    env = {**worker_environment(test_db_name), "CHAT_MAX_TOKENS": "400"}
+    # The answer must outlive the first progress save (1 s) and a poll, however fast the engine
+    # decodes: the child ignores end-of-turn tokens, so it runs its full 1000 tokens unless killed.
+    env = {**worker_environment(test_db_name), "CHAT_MAX_TOKENS": "1000"}
     log = tmp_path / "doomed.log"
     process = subprocess.Popen(
         [
             sys.executable,
             "-c",
             f"import django; django.setup(); "
-            f"from apps.conversations.generation import run_reply; run_reply('{answer.pk}')",
+            f"from apps.conversations import generation; "
+            f"params = generation.sampling_params; "
+            f"generation.sampling_params = lambda **o: params(**o, ignore_eos=True); "
+            f"generation.run_reply('{answer.pk}')",
         ],
         cwd=PROJECT_ROOT,
         env=env,
