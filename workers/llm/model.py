@@ -185,20 +185,24 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
         rows = x.reshape(B * T, x.shape[-1])
         return kernels.q4_matmul(rows, q4[name], layer).reshape(B, T, -1)
 
-    def with_lora(y, x, target, layer):
+    def project_with_lora(x, lp, name, targets, layer):
+        """x @ W plus the LoRA terms of the projections W holds side by side (`targets`)."""
         if not use_lora:
-            return y
-        return y + lora_delta(x, target, layer)
+            return project(x, lp, name, layer)
+        if q4 is not None and native_lora:  # one kernel call for the matmul and its terms
+            index, weight = rows_lora
+            rows = x.reshape(B * T, x.shape[-1])
+            y = kernels.q4_matmul_lora(rows, q4[name], layer, [lora[t] for t in targets],
+                                       jnp.repeat(index, T, axis=0), jnp.repeat(weight, T, axis=0))
+            return y.reshape(B, T, -1).astype(x.dtype)
+        deltas = [lora_delta(x, t, layer) for t in targets]
+        return project(x, lp, name, layer) + jnp.concatenate(deltas, axis=-1)
 
     def layer_fn(carry, xs):
         h, cache_k, cache_v = carry
         lp, layer = xs
         x = rms_norm(h, lp["attn_norm"], c.rms_norm_eps)
-        qkv = project(x, lp, "wqkv", layer)
-        if use_lora:
-            qkv = qkv + jnp.concatenate([
-                lora_delta(x, t, layer) for t in ("q_proj", "k_proj", "v_proj")
-            ], axis=-1)
+        qkv = project_with_lora(x, lp, "wqkv", ("q_proj", "k_proj", "v_proj"), layer)
         q, k, v = jnp.split(qkv, [c.q_size, c.q_size + c.kv_size], axis=-1)
         q = rope(q.reshape(B, T, c.num_heads, c.head_dim), positions, c.rope_theta)
         k = rope(k.reshape(B, T, c.num_kv_heads, c.head_dim), positions, c.rope_theta)
@@ -225,16 +229,12 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
 
     def finish_layer(h, attn, layer, lp, cache_k, cache_v):
         """Output projection and feed-forward block after attention."""
-        h = h + with_lora(project(attn, lp, "wo", layer), attn, "o_proj", layer)
+        h = h + project_with_lora(attn, lp, "wo", ("o_proj",), layer)
         x = rms_norm(h, lp["ffn_norm"], c.rms_norm_eps)
-        gate_up = project(x, lp, "w_gate_up", layer)
-        if use_lora:
-            gate_up = gate_up + jnp.concatenate([
-                lora_delta(x, t, layer) for t in ("gate_proj", "up_proj")
-            ], axis=-1)
+        gate_up = project_with_lora(x, lp, "w_gate_up", ("gate_proj", "up_proj"), layer)
         gate, up = jnp.split(gate_up, 2, axis=-1)
         act = jax.nn.silu(gate) * up
-        h = h + with_lora(project(act, lp, "w_down", layer), act, "down_proj", layer)
+        h = h + project_with_lora(act, lp, "w_down", ("down_proj",), layer)
         return (h, cache_k, cache_v), None
 
     layer_params = params["layers"]

@@ -35,10 +35,13 @@ BLOCK = 32
 MAX_ROWS = 16
 _SOURCES = tuple(Path(__file__).with_name(name)
                  for name in ("quantized_matmul.cc", "lora_delta.cc", "attention.cc"))
-_HEADER = Path(__file__).with_name("parallel.h")  # included by the sources: part of the cache key
+# Included by the sources: part of the cache key.
+_HEADERS = tuple(Path(__file__).with_name(name) for name in ("parallel.h", "lora_term.h"))
 _TARGETS = {"liminal_q4_matmul": "LiminalQ4Matmul", "liminal_q8_matmul": "LiminalQ8Matmul",
             "liminal_q4_panel_matmul": "LiminalQ4PanelMatmul",
             "liminal_q8_panel_matmul": "LiminalQ8PanelMatmul",
+            "liminal_q4_matmul_lora": "LiminalQ4MatmulLora",
+            "liminal_q4_panel_matmul_lora": "LiminalQ4PanelMatmulLora",
             "liminal_lora_delta": "LiminalLoraDelta",
             "liminal_lora_delta_bf16": "LiminalLoraDeltaBf16",
             "liminal_attention": "LiminalAttention",
@@ -69,7 +72,7 @@ def _build() -> Path:
     if compiler is None:
         raise RuntimeError("no C++ compiler (g++) found")
     include = jax.ffi.include_dir()
-    source = b"".join(path.read_bytes() for path in (*_SOURCES, _HEADER))
+    source = b"".join(path.read_bytes() for path in (*_SOURCES, *_HEADERS))
     key = hashlib.sha256(source + include.encode() + _cpu_signature().encode()
                          + jax.__version__.encode()).hexdigest()[:16]
     target = _cache_dir() / f"liminal-kernels-{key}.so"
@@ -173,6 +176,43 @@ def q4_matmul(x, packed: dict, layer):
     call = jax.ffi.ffi_call("liminal_q4_matmul", jax.ShapeDtypeStruct((padded, n), jnp.float32))
     return call(x, packed["qs"], packed["scales"], packed["mins"],
                 jnp.asarray(layer, jnp.int32))[:rows]
+
+
+def q4_matmul_lora(x, packed: dict, layer, tables: list[dict], index, weight):
+    """`q4_matmul(x, packed, layer)` plus the LoRA terms of the projections whose outputs the
+    matrix holds side by side (e.g. q, k, v), in one call: `tables` are their slot tables
+    ({"A": [L, S, K, R], "B": [L, S, R, N_t]}, all float32 or all bfloat16, the N_t adding up to
+    N) and index, weight [B, J] each row's adapter slots (0 = none) and weights, as for
+    `lora_delta`. The panel version prefetches the slots the rows use while it multiplies, so
+    a batch on many adapters reads them from cache."""
+    import jax
+    import jax.numpy as jnp
+
+    rows = x.shape[0]
+    if rows > MAX_ROWS:
+        raise ValueError(f"q4_matmul_lora takes at most {MAX_ROWS} rows, got {rows}")
+    dtypes = {table[part].dtype for table in tables for part in ("A", "B")}
+    if len(dtypes) > 1 or not dtypes <= {jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)}:
+        raise TypeError(f"q4_matmul_lora: slot tables must all be float32 or all bfloat16, "
+                        f"not {sorted(map(str, dtypes))}")
+    slots = [table[part] for table in tables for part in ("A", "B")]
+    index, weight = index.astype(jnp.int32), weight.astype(jnp.float32)
+    x = x.astype(jnp.float32)
+    if rows > column_rows() and "panels" in packed:
+        panels = packed["panels"]
+        n = panels["qs"].shape[1] * PANEL
+        call = jax.ffi.ffi_call("liminal_q4_panel_matmul_lora",
+                                jax.ShapeDtypeStruct((rows, n), jnp.float32))
+        return call(x, panels["qs"], panels["scales"], panels["mins"],
+                    jnp.asarray(layer, jnp.int32), index, weight, *slots)
+    padded = 1 << (rows - 1).bit_length()  # as in q4_matmul; padding rows name no adapter
+    pad = ((0, padded - rows), (0, 0))
+    n = packed["qs"].shape[1]
+    call = jax.ffi.ffi_call("liminal_q4_matmul_lora",
+                            jax.ShapeDtypeStruct((padded, n), jnp.float32))
+    return call(jnp.pad(x, pad), packed["qs"], packed["scales"], packed["mins"],
+                jnp.asarray(layer, jnp.int32), jnp.pad(index, pad), jnp.pad(weight, pad),
+                *slots)[:rows]
 
 
 def panels_available() -> bool:

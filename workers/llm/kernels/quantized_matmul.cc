@@ -27,6 +27,7 @@
 #include <immintrin.h>
 #endif
 
+#include "lora_term.h"
 #include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -251,10 +252,16 @@ void parallel_columns(ffi::ThreadPool& pool, int64_t n, const Work& work) {
   liminal::run_in_shares(pool, n, std::min<int64_t>(pool.num_threads(), n / 64), work);
 }
 
-ffi::Error Q4MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
-                        ffi::Buffer<ffi::U8> qs, ffi::Buffer<ffi::F32> scales,
-                        ffi::Buffer<ffi::F32> mins, ffi::Buffer<ffi::S32> layer,
-                        ffi::ResultBuffer<ffi::F32> y) {
+// A 4-bit column matmul's operands, checked, for the chosen layer.
+struct Q4ColumnCall {
+  std::vector<float> xsum;
+  Problem p;
+};
+
+ffi::Error prepare_q4_columns(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::U8>& qs,
+                              ffi::Buffer<ffi::F32>& scales, ffi::Buffer<ffi::F32>& mins,
+                              ffi::Buffer<ffi::S32>& layer, ffi::ResultBuffer<ffi::F32>& y,
+                              Q4ColumnCall& call) {
   const auto x_dims = x.dimensions();
   const auto q_dims = qs.dimensions();
   if (x_dims.size() != 2 || q_dims.size() != 4 || q_dims[3] != 16) {
@@ -267,19 +274,29 @@ ffi::Error Q4MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const int64_t l = layer.typed_data()[0];
   if (l < 0 || l >= stack) return ffi::Error::InvalidArgument("q4_matmul: layer out of range");
 
-  std::vector<float> xsum(kUsesBlockSums ? rows * blocks : 0);
+  call.xsum.assign(kUsesBlockSums ? rows * blocks : 0, 0.0f);
   for (int64_t r = 0; r < (kUsesBlockSums ? rows : 0); ++r) {
     for (int64_t b = 0; b < blocks; ++b) {
       float s = 0.0f;
       for (int64_t j = 0; j < kBlock; ++j) s += x.typed_data()[r * k + b * kBlock + j];
-      xsum[r * blocks + b] = s;
+      call.xsum[r * blocks + b] = s;
     }
   }
-  const Problem p{x.typed_data(), xsum.data(), qs.typed_data() + l * n * blocks * 16,
-                  scales.typed_data() + l * n * blocks, mins.typed_data() + l * n * blocks,
-                  y->typed_data(), rows, k, n};
+  call.p = Problem{x.typed_data(), call.xsum.data(), qs.typed_data() + l * n * blocks * 16,
+                   scales.typed_data() + l * n * blocks, mins.typed_data() + l * n * blocks,
+                   y->typed_data(), rows, k, n};
+  return ffi::Error::Success();
+}
 
-  parallel_columns(pool, n, [&p](int64_t begin, int64_t end) { columns(p, begin, end); });
+ffi::Error Q4MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                        ffi::Buffer<ffi::U8> qs, ffi::Buffer<ffi::F32> scales,
+                        ffi::Buffer<ffi::F32> mins, ffi::Buffer<ffi::S32> layer,
+                        ffi::ResultBuffer<ffi::F32> y) {
+  Q4ColumnCall call;
+  if (auto error = prepare_q4_columns(x, qs, scales, mins, layer, y, call); error.failure())
+    return error;
+  const Problem& p = call.p;
+  parallel_columns(pool, p.n, [&p](int64_t begin, int64_t end) { columns(p, begin, end); });
   return ffi::Error::Success();
 }
 
@@ -401,10 +418,19 @@ struct Q8Panel {
 
 // R rows of G panels at a time: one accumulator per (panel, row). G * R >= 8 keeps enough
 // independent FMA chains in flight to cover the FMA latency.
-template <class Format, int R, int G>
-void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end) {
+// Cache lines for a kernel to prefetch while its FMA units are busy (see SlotLines): `lines`
+// holds at least per_block * (the kernel's blocks) addresses.
+struct Prefetch {
+  const char* const* lines = nullptr;
+  int64_t per_block = 0;
+};
+
+template <class Format, int R, int G, bool kPrefetch>
+void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end,
+                   Prefetch prefetch) {
   constexpr int S = Format::kInputsPerStep;
   const int64_t blocks = p.k / kBlock;
+  const char* const* line = prefetch.lines;
   int64_t g0 = begin;
   for (; g0 + G <= end; g0 += G) {
     __m512 acc[G][R];
@@ -415,6 +441,7 @@ void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end)
       for (int g = 0; g < G; ++g) blk[g] = f.block(g0 + g, b);
       const float* xb = p.xt + b * kBlock * kPanel;
       for (int step = 0; step < kBlock / S; ++step) {
+        if constexpr (kPrefetch) _mm_prefetch(*line++, _MM_HINT_T1);
         for (int g = 0; g < G; ++g) {
           __m512 w[S];
           Format::step(blk[g], step, w);
@@ -426,25 +453,36 @@ void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end)
         }
       }
     }
+    // Constant indices into acc (a runtime bound on r would make GCC keep acc in memory and,
+    // with prefetches in the loop, store every accumulator at every step).
     for (int g = 0; g < G; ++g)
-      for (int64_t r = 0; r < std::min<int64_t>(R, p.rows); ++r)
-        _mm512_storeu_ps(p.y + r * p.n + (g0 + g) * kPanel, acc[g][r]);
+      for (int r = 0; r < R; ++r)
+        if (r < p.rows) _mm512_storeu_ps(p.y + r * p.n + (g0 + g) * kPanel, acc[g][r]);
   }
-  if (g0 < end) panels_avx512<Format, R, 1>(f, p, g0, end);
+  prefetch.lines = line;
+  if (g0 < end) panels_avx512<Format, R, 1, kPrefetch>(f, p, g0, end, prefetch);
 }
 
-template <class Format>
-void multiply_panels(const Format& f, const Panels& p, int64_t begin, int64_t end) {
+// How many R-row groups of G panels cover panels [begin, end) (and so how many blocks a
+// share of the kernel runs, for pacing its prefetches).
+inline int64_t panel_groups(int64_t rows, int64_t begin, int64_t end) {
+  const int64_t g = rows <= 2 ? 4 : rows <= 4 ? 2 : 1;
+  return (end - begin) / g + (end - begin) % g;
+}
+
+template <class Format, bool kPrefetch = false>
+void multiply_panels(const Format& f, const Panels& p, int64_t begin, int64_t end,
+                     Prefetch prefetch = {}) {
   switch (p.rows) {
-    case 1: return panels_avx512<Format, 1, 4>(f, p, begin, end);
-    case 2: return panels_avx512<Format, 2, 4>(f, p, begin, end);
+    case 1: return panels_avx512<Format, 1, 4, kPrefetch>(f, p, begin, end, prefetch);
+    case 2: return panels_avx512<Format, 2, 4, kPrefetch>(f, p, begin, end, prefetch);
     case 3:
-    case 4: return panels_avx512<Format, 4, 2>(f, p, begin, end);
+    case 4: return panels_avx512<Format, 4, 2, kPrefetch>(f, p, begin, end, prefetch);
     case 5:
     case 6:
     case 7:
-    case 8: return panels_avx512<Format, 8, 1>(f, p, begin, end);
-    default: return panels_avx512<Format, kPanel, 1>(f, p, begin, end);
+    case 8: return panels_avx512<Format, 8, 1, kPrefetch>(f, p, begin, end, prefetch);
+    default: return panels_avx512<Format, kPanel, 1, kPrefetch>(f, p, begin, end, prefetch);
   }
 }
 #endif
@@ -455,10 +493,21 @@ void parallel_panels(ffi::ThreadPool& pool, int64_t panels, const Work& work) {
   liminal::run_in_shares(pool, panels, std::min<int64_t>(pool.num_threads(), panels / 4), work);
 }
 
-ffi::Error Q4PanelMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
-                             ffi::Buffer<ffi::U8> qs, ffi::Buffer<ffi::F32> scales,
-                             ffi::Buffer<ffi::F32> mins, ffi::Buffer<ffi::S32> layer,
-                             ffi::ResultBuffer<ffi::F32> y) {
+// A 4-bit panel matmul's operands, checked: the chosen layer's panels and the rows of x
+// transposed (see `transposed_rows`).
+struct Q4PanelCall {
+#if defined(__AVX512F__)
+  Q4Panel f;
+#endif
+  std::vector<float> xt;
+  Panels p;
+  int64_t panels;
+};
+
+ffi::Error prepare_q4_panels(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::U8>& qs,
+                             ffi::Buffer<ffi::F32>& scales, ffi::Buffer<ffi::F32>& mins,
+                             ffi::Buffer<ffi::S32>& layer, ffi::ResultBuffer<ffi::F32>& y,
+                             Q4PanelCall& call) {
 #if defined(__AVX512F__)
   const auto x_dims = x.dimensions();
   const auto q_dims = qs.dimensions();
@@ -472,16 +521,30 @@ ffi::Error Q4PanelMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const int64_t l = layer.typed_data()[0];
   if (l < 0 || l >= stack) return ffi::Error::InvalidArgument("q4_panel_matmul: layer out of range");
   const int64_t n = panels * kPanel, blocks = k / kBlock;
-  const auto xt = transposed_rows(x.typed_data(), rows, k);
-  const Q4Panel f{qs.typed_data() + l * panels * (k / 2) * kPanel,
-                  scales.typed_data() + l * panels * blocks * kPanel,
-                  mins.typed_data() + l * panels * blocks * kPanel, k};
-  const Panels p{xt.data(), y->typed_data(), rows, k, n};
-  parallel_panels(pool, panels, [&](int64_t begin, int64_t end) { multiply_panels(f, p, begin, end); });
+  call.xt = transposed_rows(x.typed_data(), rows, k);
+  call.f = Q4Panel{qs.typed_data() + l * panels * (k / 2) * kPanel,
+                   scales.typed_data() + l * panels * blocks * kPanel,
+                   mins.typed_data() + l * panels * blocks * kPanel, k};
+  call.p = Panels{call.xt.data(), y->typed_data(), rows, k, n};
+  call.panels = panels;
   return ffi::Error::Success();
 #else
   return ffi::Error(ffi::ErrorCode::kUnimplemented, "q4_panel_matmul needs AVX-512");
 #endif
+}
+
+ffi::Error Q4PanelMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                             ffi::Buffer<ffi::U8> qs, ffi::Buffer<ffi::F32> scales,
+                             ffi::Buffer<ffi::F32> mins, ffi::Buffer<ffi::S32> layer,
+                             ffi::ResultBuffer<ffi::F32> y) {
+  Q4PanelCall call;
+  if (auto error = prepare_q4_panels(x, qs, scales, mins, layer, y, call); error.failure())
+    return error;
+#if defined(__AVX512F__)
+  parallel_panels(pool, call.panels,
+                  [&](int64_t begin, int64_t end) { multiply_panels(call.f, call.p, begin, end); });
+#endif
+  return ffi::Error::Success();
 }
 
 ffi::Error Q8PanelMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
@@ -503,6 +566,109 @@ ffi::Error Q8PanelMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   return ffi::Error::Success();
 #else
   return ffi::Error(ffi::ErrorCode::kUnimplemented, "q8_panel_matmul needs AVX-512");
+#endif
+}
+
+// The 4-bit matmuls with the LoRA terms of the projections that W holds side by side (e.g. q, k
+// and v) added in the same call: y = x @ W + [term_1 | term_2 | ...] (see lora_term.h).
+// Arguments after the matmul's: slot int32 [B, J], weight float [B, J] (each row's adapters),
+// then one (A, B) slot table pair per projection, in output order. One call instead of one per
+// projection plus XLA's concatenate and add; and the panel version prefetches the slots the
+// rows use while its arithmetic runs, so the term reads them from cache.
+template <class W>
+struct LoraTerm {
+  std::vector<liminal::lora::Target<W>> targets;
+  liminal::lora::RowAdapters rows;
+  liminal::lora::SlotLines lines;
+
+  ffi::Error init(const ffi::RemainingArgs& slots, ffi::Buffer<ffi::S32>& slot,
+                  ffi::Buffer<ffi::F32>& weight, int64_t layer, int64_t m, int64_t k,
+                  int64_t n) {
+    const auto sd = slot.dimensions(), wd = weight.dimensions();
+    if (sd.size() != 2 || wd.size() != 2 || sd[0] != m || wd[0] != m || wd[1] != sd[1])
+      return ffi::Error::InvalidArgument("lora: slot/weight must be [B, J] for the B rows of x");
+    if (auto error = liminal::lora::read_targets(slots, layer, k, n, targets); error.failure())
+      return error;
+    rows = {slot.typed_data(), weight.typed_data(), sd[1]};
+    for (const auto& t : targets) lines.add(t, rows, m);
+    return ffi::Error::Success();
+  }
+
+  // y [m, n] += the terms, rows split across the pool.
+  void add(ffi::ThreadPool& pool, const float* x, int64_t m, float* y, int64_t n) const {
+    liminal::run_in_shares(pool, m, pool.num_threads(), [&](int64_t begin, int64_t end) {
+      int64_t column = 0;
+      for (const auto& t : targets) {
+        liminal::lora::add_rows(t, x, rows, y + column, n, begin, end);
+        column += t.n;
+      }
+    });
+  }
+};
+
+// Runs body(W{}) with W = float or uint16_t (bfloat16), the slot tables' element type.
+template <class Body>
+ffi::Error with_slot_type(const ffi::RemainingArgs& slots, const Body& body) {
+  const auto type = liminal::lora::slot_type(slots);
+  if (!type.has_value()) return type.error();
+  return *type == ffi::DataType::BF16 ? body(uint16_t{}) : body(float{});
+}
+
+ffi::Error Q4MatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                            ffi::Buffer<ffi::U8> qs, ffi::Buffer<ffi::F32> scales,
+                            ffi::Buffer<ffi::F32> mins, ffi::Buffer<ffi::S32> layer,
+                            ffi::Buffer<ffi::S32> slot, ffi::Buffer<ffi::F32> weight,
+                            ffi::RemainingArgs slots, ffi::ResultBuffer<ffi::F32> y) {
+  Q4ColumnCall call;
+  if (auto error = prepare_q4_columns(x, qs, scales, mins, layer, y, call); error.failure())
+    return error;
+  return with_slot_type(slots, [&](auto w) {
+    using W = decltype(w);
+    const Problem& p = call.p;
+    LoraTerm<W> term;
+    if (auto error = term.init(slots, slot, weight, layer.typed_data()[0], p.rows, p.k, p.n);
+        error.failure())
+      return error;
+    // A batch this narrow is bound by reading the weights: prefetching the slots as well
+    // would only compete for the same bandwidth.
+    parallel_columns(pool, p.n, [&p](int64_t begin, int64_t end) { columns(p, begin, end); });
+    term.add(pool, p.x, p.rows, p.y, p.n);
+    return ffi::Error::Success();
+  });
+}
+
+ffi::Error Q4PanelMatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                                 ffi::Buffer<ffi::U8> qs, ffi::Buffer<ffi::F32> scales,
+                                 ffi::Buffer<ffi::F32> mins, ffi::Buffer<ffi::S32> layer,
+                                 ffi::Buffer<ffi::S32> slot, ffi::Buffer<ffi::F32> weight,
+                                 ffi::RemainingArgs slots, ffi::ResultBuffer<ffi::F32> y) {
+  Q4PanelCall call;
+  if (auto error = prepare_q4_panels(x, qs, scales, mins, layer, y, call); error.failure())
+    return error;
+#if defined(__AVX512F__)
+  return with_slot_type(slots, [&](auto w) {
+    using W = decltype(w);
+    const Panels& p = call.p;
+    LoraTerm<W> term;
+    if (auto error = term.init(slots, slot, weight, layer.typed_data()[0], p.rows, p.k, p.n);
+        error.failure())
+      return error;
+    const int64_t lines = term.lines.lines(), panels = call.panels;
+    parallel_panels(pool, panels, [&](int64_t begin, int64_t end) {
+      const int64_t from = lines * begin / panels, to = lines * end / panels;
+      // One line per step of the kernel (a burst would stall it on the memory system).
+      const int64_t steps =
+          panel_groups(p.rows, begin, end) * (p.k / kBlock) * (kBlock / Q4Panel::kInputsPerStep);
+      const auto addresses =
+          term.lines.addresses(from, std::min(to, from + steps), steps - std::min(to - from, steps));
+      if (addresses.empty()) return multiply_panels(call.f, p, begin, end);
+      multiply_panels<Q4Panel, true>(call.f, p, begin, end, {addresses.data(), 1});
+    });
+    term.add(pool, x.typed_data(), p.rows, p.y, p.n);
+    return ffi::Error::Success();
+  });
+#else
+  return ffi::Error::Success();  // prepare_q4_panels has already refused
 #endif
 }
 
@@ -555,3 +721,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalQ8PanelMatmul, Q8PanelMatmulImpl,
                                   .Arg<ffi::Buffer<ffi::S8>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+#define LIMINAL_Q4_LORA_HANDLER(name, impl)                \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, impl,                \
+                                ffi::Ffi::Bind()           \
+                                    .Ctx<ffi::ThreadPool>() \
+                                    .Arg<ffi::Buffer<ffi::F32>>() \
+                                    .Arg<ffi::Buffer<ffi::U8>>()  \
+                                    .Arg<ffi::Buffer<ffi::F32>>() \
+                                    .Arg<ffi::Buffer<ffi::F32>>() \
+                                    .Arg<ffi::Buffer<ffi::S32>>() \
+                                    .Arg<ffi::Buffer<ffi::S32>>() \
+                                    .Arg<ffi::Buffer<ffi::F32>>() \
+                                    .RemainingArgs()              \
+                                    .Ret<ffi::Buffer<ffi::F32>>());
+
+LIMINAL_Q4_LORA_HANDLER(LiminalQ4MatmulLora, Q4MatmulLoraImpl)
+LIMINAL_Q4_LORA_HANDLER(LiminalQ4PanelMatmulLora, Q4PanelMatmulLoraImpl)

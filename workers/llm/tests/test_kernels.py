@@ -150,6 +150,77 @@ def test_lora_delta_refuses_mixed_slot_dtypes():
                            jnp.ones((1, 1)))
 
 
+def slot_table(rng, layers, slots, K, N, rank, dtype):
+    """A LoRA slot table of random values that `dtype` holds exactly (so numpy computes with the
+    same weights), slot 0 zero ("no adapter"), and its float32 copy for numpy."""
+    a = np.array(jnp.asarray(rng.standard_normal((layers, slots, K, rank)), dtype), np.float32)
+    b = np.array(jnp.asarray(rng.standard_normal((layers, slots, rank, N)), dtype), np.float32)
+    a[:, 0], b[:, 0] = 0, 0
+    return {"A": jnp.asarray(a, dtype), "B": jnp.asarray(b, dtype)}, (a, b)
+
+
+def numpy_lora_terms(x, tables, index, weight):
+    """[L, M, sum N_t]: every layer's LoRA terms of the rows, the tables' outputs side by side."""
+    terms = []
+    for a, b in tables:
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        terms.append(np.einsum("mj,mk,lmjkr,lmjrn->lmn", weight.astype(np.float64),
+                               x.astype(np.float64), a64[:, index], b64[:, index]))
+    return np.concatenate(terms, axis=-1)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("rows", [1, 3, 7, 16])
+def test_q4_matmul_lora_adds_each_projections_term_to_its_columns(rows, dtype):
+    """One call computes x @ W plus the terms of q, k, v-like projections side by side: widths
+    that are not whole vectors, ranks of their own, rows on different adapters or none."""
+    rng = np.random.default_rng(rows)
+    layers, slots, K = 3, 6, 64
+    widths, ranks = (20, 12, 32), (16, 5, 8)
+    w = four_bit_weights((layers, K, sum(widths)), seed=rows)
+    packed = jax.tree.map(jnp.asarray, kernels.with_panels(kernels.quantize_q4(w),
+                                                           kernels.q4_panels))
+    tables = [slot_table(rng, layers, slots, K, n, r, dtype) for n, r in zip(widths, ranks)]
+    x = rng.standard_normal((rows, K)).astype(np.float32)
+    index = rng.integers(0, slots, (rows, 2)).astype(np.int32)
+    weight = rng.uniform(-1, 2, (rows, 2)).astype(np.float32)
+    index[0] = 0  # a row without adapters
+    if rows > 2:
+        weight[2, 1] = 0.0  # a zero weight, and a row repeating one slot
+        index[-1] = [slots - 1, slots - 1]
+
+    @jax.jit
+    def every_layer(x, packed, tables):
+        def one(carry, layer):
+            return carry, kernels.q4_matmul_lora(x, packed, layer, tables, index, weight)
+        return jax.lax.scan(one, 0, jnp.arange(layers))[1]
+
+    got = np.asarray(every_layer(x, packed, [t for t, _ in tables]))
+    expected = (np.einsum("bk,lkn->lbn", x.astype(np.float64), w.astype(np.float64))
+                + numpy_lora_terms(x, [copy for _, copy in tables], index, weight))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+    lowered = jax.jit(kernels.q4_matmul_lora).lower(x, packed, 0, [t for t, _ in tables], index,
+                                                    weight).as_text()
+    panels = rows > kernels.column_rows() and kernels.panels_available()
+    assert ("liminal_q4_panel_matmul_lora" in lowered) == panels
+    assert ("liminal_q4_matmul_lora" in lowered) != panels
+
+
+@needs_kernel
+def test_q4_matmul_lora_refuses_tables_that_do_not_fit():
+    packed = jax.tree.map(jnp.asarray, kernels.quantize_q4(four_bit_weights((1, 32, 32))))
+    index, weight = jnp.ones((2, 1), jnp.int32), jnp.ones((2, 1))
+    rng = np.random.default_rng(0)
+    narrow, _ = slot_table(rng, 1, 2, 32, 16, 4, jnp.float32)
+    with pytest.raises(Exception, match="do not add up to N"):
+        jax.block_until_ready(kernels.q4_matmul_lora(jnp.ones((2, 32)), packed, 0, [narrow],
+                                                     index, weight))
+    half, _ = slot_table(rng, 1, 2, 32, 16, 4, jnp.bfloat16)
+    with pytest.raises(TypeError, match="must all be float32 or all bfloat16"):
+        kernels.q4_matmul_lora(jnp.ones((2, 32)), packed, 0, [narrow, half], index, weight)
+
+
 def eight_bit_weights(shape, seed=0):
     """Weights as a Q8_0 file holds them: per 32 inputs of a column, a float16 scale and codes
     -127..127 (the largest magnitude at 127, as llama.cpp's quantizer leaves it)."""

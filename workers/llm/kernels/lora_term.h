@@ -1,0 +1,260 @@
+// The LoRA term of a projection for a few rows that each use their own adapters, shared by the
+// stand-alone kernel (lora_delta.cc) and the 4-bit matmuls that add it in the same call
+// (quantized_matmul.cc):
+//   y[m] += sum_j weight[m, j] * (x[m] @ A[layer, slot[m, j]]) @ B[layer, slot[m, j]]
+//
+// Slot table layout (the engine's, see workers/llm/model.py: init_lora_state):
+//   a   [L, S, K, R]   slot s of layer l: the adapter's A, transposed
+//   b   [L, S, R, N]   with the adapter's alpha / r scaling folded in
+//   float32, or bfloat16 (half the bytes: a decode batch of 16 rows on 16 adapters is bound by
+//   reading them); the arithmetic is float32 either way.
+// Slot 0 means "no adapter"; it and zero weights cost nothing.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "xla/ffi/api/ffi.h"
+
+namespace liminal::lora {
+
+// Adapter weights are float32 or bfloat16 (uint16_t here: the upper half of a float32).
+inline float to_float(float v) { return v; }
+inline float to_float(uint16_t v) {
+  const uint32_t bits = uint32_t(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+#if defined(__AVX512F__)
+struct Vec {  // 16 floats
+  using T = __m512;
+  static constexpr int kWidth = 16;
+  static T zero() { return _mm512_setzero_ps(); }
+  static T load(const float* a) { return _mm512_loadu_ps(a); }
+  static T load(const uint16_t* a) {
+    const __m256i half = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
+  }
+  static T fma(T a, T b, T acc) { return _mm512_fmadd_ps(a, b, acc); }
+  static T broadcast(float x) { return _mm512_set1_ps(x); }
+  static T add(T u, T v) { return _mm512_add_ps(u, v); }
+  static void store(float* h, T v) { _mm512_storeu_ps(h, v); }
+};
+#define LIMINAL_LORA_VECTORS 1
+#elif defined(__AVX2__) && defined(__FMA__)
+struct Vec {  // 8 floats
+  using T = __m256;
+  static constexpr int kWidth = 8;
+  static T zero() { return _mm256_setzero_ps(); }
+  static T load(const float* a) { return _mm256_loadu_ps(a); }
+  static T load(const uint16_t* a) {
+    const __m128i half = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
+  }
+  static T fma(T a, T b, T acc) { return _mm256_fmadd_ps(a, b, acc); }
+  static T broadcast(float x) { return _mm256_set1_ps(x); }
+  static T add(T u, T v) { return _mm256_add_ps(u, v); }
+  static void store(float* h, T v) { _mm256_storeu_ps(h, v); }
+};
+#define LIMINAL_LORA_VECTORS 1
+#endif
+
+// h[R] = x[K] @ A[K, R]
+template <class W>
+void down_project(const float* __restrict x, const W* __restrict a, int64_t k, int64_t r,
+                  float* __restrict h) {
+#if defined(LIMINAL_LORA_VECTORS)
+  if (r % Vec::kWidth == 0) {
+    for (int64_t c = 0; c < r; c += Vec::kWidth) {
+      // Four accumulators so that the FMA latency does not serialise the loop over inputs.
+      typename Vec::T acc0 = Vec::zero(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+      int64_t i = 0;
+      for (; i + 3 < k; i += 4) {
+        acc0 = Vec::fma(Vec::broadcast(x[i]), Vec::load(a + i * r + c), acc0);
+        acc1 = Vec::fma(Vec::broadcast(x[i + 1]), Vec::load(a + (i + 1) * r + c), acc1);
+        acc2 = Vec::fma(Vec::broadcast(x[i + 2]), Vec::load(a + (i + 2) * r + c), acc2);
+        acc3 = Vec::fma(Vec::broadcast(x[i + 3]), Vec::load(a + (i + 3) * r + c), acc3);
+      }
+      for (; i < k; ++i) acc0 = Vec::fma(Vec::broadcast(x[i]), Vec::load(a + i * r + c), acc0);
+      Vec::store(h + c, Vec::add(Vec::add(acc0, acc1), Vec::add(acc2, acc3)));
+    }
+    return;
+  }
+#endif
+  for (int64_t c = 0; c < r; ++c) h[c] = 0.0f;
+  for (int64_t i = 0; i < k; ++i) {
+    const float xi = x[i];
+    const W* row = a + i * r;
+    for (int64_t c = 0; c < r; ++c) h[c] += xi * to_float(row[c]);
+  }
+}
+
+// y[N] += h[R] @ B[R, N]
+template <class W>
+void up_project(const float* __restrict h, const W* __restrict b, int64_t r, int64_t n,
+                float* __restrict y) {
+  for (int64_t c = 0; c < r; ++c) {
+    const float hc = h[c];
+    if (hc == 0.0f) continue;  // zero-padded ranks of smaller adapters
+    const W* row = b + c * n;
+    int64_t o = 0;
+#if defined(LIMINAL_LORA_VECTORS)
+    const typename Vec::T scale = Vec::broadcast(hc);
+    for (; o + Vec::kWidth <= n; o += Vec::kWidth)
+      Vec::store(y + o, Vec::fma(scale, Vec::load(row + o), Vec::load(y + o)));
+#endif
+    for (; o < n; ++o) y[o] += hc * to_float(row[o]);
+  }
+}
+
+// One projection's slot table at one layer.
+template <class W>
+struct Target {
+  const W* a;  // [S, K, R]
+  const W* b;  // [S, R, N]
+  int64_t slots, k, r, n;
+};
+
+// Each row's adapters: slot [M, J] (0 = none) and weight [M, J].
+struct RowAdapters {
+  const int32_t* slot;
+  const float* weight;
+  int64_t j;
+  bool used(int64_t m, int64_t t, int64_t slots) const {
+    const int64_t s = slot[m * j + t];
+    return s > 0 && s < slots && weight[m * j + t] != 0.0f;
+  }
+};
+
+// y[m, 0:N] += the term of rows [begin, end); x rows are K apart, y rows y_stride apart (so y
+// may be a column range of a wider output).
+template <class W>
+void add_rows(const Target<W>& t, const float* x, const RowAdapters& rows, float* y,
+              int64_t y_stride, int64_t begin, int64_t end) {
+  std::vector<float> h(t.r);
+  for (int64_t m = begin; m < end; ++m) {
+    for (int64_t u = 0; u < rows.j; ++u) {
+      if (!rows.used(m, u, t.slots)) continue;
+      const int64_t s = rows.slot[m * rows.j + u];
+      down_project(x + m * t.k, t.a + s * t.k * t.r, t.k, t.r, h.data());
+      for (auto& v : h) v *= rows.weight[m * rows.j + u];
+      up_project(h.data(), t.b + s * t.r * t.n, t.r, t.n, y + m * y_stride);
+    }
+  }
+}
+
+// The cache lines of the slots that rows [0, M) use, so that a compute-bound kernel running
+// before the LoRA term can pull them in while it works (prefetch instructions interleaved with
+// its arithmetic): reading 16 adapters' slots from memory otherwise stalls the LoRA term for
+// longer than it computes.
+class SlotLines {
+ public:
+  template <class W>
+  void add(const Target<W>& t, const RowAdapters& rows, int64_t m) {
+    std::vector<bool> seen(t.slots, false);
+    for (int64_t row = 0; row < m; ++row) {
+      for (int64_t u = 0; u < rows.j; ++u) {
+        if (!rows.used(row, u, t.slots)) continue;
+        const int64_t s = rows.slot[row * rows.j + u];
+        if (seen[s]) continue;
+        seen[s] = true;
+        range(t.a + s * t.k * t.r, t.k * t.r * sizeof(W));
+        range(t.b + s * t.r * t.n, t.r * t.n * sizeof(W));
+      }
+    }
+  }
+  int64_t lines() const { return total_; }
+
+  // The addresses of lines [from, to), padded with `pad` copies of the last so that a kernel
+  // can prefetch a fixed count per step without checking the end.
+  std::vector<const char*> addresses(int64_t from, int64_t to, int64_t pad) const {
+    std::vector<const char*> out;
+    out.reserve(std::max<int64_t>(to - from, 0) + pad);
+    int64_t skip = from;
+    for (const Range& r : ranges_) {
+      for (int64_t line = 0; line < r.lines && int64_t(out.size()) < to - from; ++line) {
+        if (skip > 0) {
+          --skip;
+          continue;
+        }
+        out.push_back(r.start + line * 64);
+      }
+    }
+    const char* last = out.empty() ? nullptr : out.back();
+    if (last)
+      for (int64_t i = 0; i < pad; ++i) out.push_back(last);
+    return out;
+  }
+
+ private:
+  struct Range {
+    const char* start;  // 64-byte aligned
+    int64_t lines;
+  };
+  void range(const void* begin, int64_t bytes) {
+    const uintptr_t first = reinterpret_cast<uintptr_t>(begin) & ~uintptr_t(63);
+    const uintptr_t last = (reinterpret_cast<uintptr_t>(begin) + bytes + 63) & ~uintptr_t(63);
+    ranges_.push_back({reinterpret_cast<const char*>(first), int64_t(last - first) / 64});
+    total_ += ranges_.back().lines;
+  }
+  std::vector<Range> ranges_;
+  int64_t total_ = 0;
+};
+
+// Reads the slot tables passed as (A, B) pairs after a kernel's fixed arguments: A [L, S, K, R]
+// and B [L, S, R, N_t], all float32 or all bfloat16 (W = float or uint16_t), at `layer`; the
+// N_t must add up to `n` (the targets' outputs side by side).
+template <class W>
+xla::ffi::Error read_targets(const xla::ffi::RemainingArgs& args, int64_t layer, int64_t k,
+                             int64_t n, std::vector<Target<W>>& targets) {
+  namespace ffi = xla::ffi;
+  if (args.size() % 2) return ffi::Error::InvalidArgument("lora: slot tables come as (A, B) pairs");
+  int64_t width = 0;
+  for (size_t i = 0; i < args.size(); i += 2) {
+    auto a = args.get<ffi::AnyBuffer>(i);
+    auto b = args.get<ffi::AnyBuffer>(i + 1);
+    if (!a.has_value() || !b.has_value()) return ffi::Error::InvalidArgument("lora: bad slot table");
+    const auto ad = a->dimensions(), bd = b->dimensions();
+    if (ad.size() != 4 || bd.size() != 4 || ad[0] != bd[0] || ad[1] != bd[1] || ad[3] != bd[2] ||
+        ad[2] != k)
+      return ffi::Error::InvalidArgument("lora: A [L, S, K, R] and B [L, S, R, N] disagree");
+    if (layer < 0 || layer >= ad[0]) return ffi::Error::InvalidArgument("lora: layer out of range");
+    const int64_t slots = ad[1], r = ad[3], n_t = bd[3];
+    const W* a_data = reinterpret_cast<const W*>(a->untyped_data());
+    const W* b_data = reinterpret_cast<const W*>(b->untyped_data());
+    targets.push_back({a_data + layer * slots * k * r, b_data + layer * slots * r * n_t, slots, k,
+                       r, n_t});
+    width += n_t;
+  }
+  if (width != n) return ffi::Error::InvalidArgument("lora: the targets' outputs do not add up to N");
+  return ffi::Error::Success();
+}
+
+// The element type of the slot tables in `args` (all must share it): F32, BF16, or an error.
+inline xla::ffi::ErrorOr<xla::ffi::DataType> slot_type(const xla::ffi::RemainingArgs& args) {
+  namespace ffi = xla::ffi;
+  if (args.size() == 0) return ffi::DataType::F32;
+  std::optional<ffi::DataType> type;
+  for (size_t i = 0; i < args.size(); ++i) {
+    auto buffer = args.get<ffi::AnyBuffer>(i);
+    if (!buffer.has_value()) return ffi::Error::InvalidArgument("lora: bad slot table");
+    if (type && *type != buffer->element_type())
+      return ffi::Error::InvalidArgument("lora: slot tables of mixed dtypes");
+    type = buffer->element_type();
+  }
+  if (*type != ffi::DataType::F32 && *type != ffi::DataType::BF16)
+    return ffi::Error::InvalidArgument("lora: slot tables must be float32 or bfloat16");
+  return *type;
+}
+
+}  // namespace liminal::lora
