@@ -181,7 +181,8 @@ def test_q4_matmul_lora_adds_each_projections_term_to_its_columns(rows, dtype):
     w = four_bit_weights((layers, K, sum(widths)), seed=rows)
     packed = jax.tree.map(jnp.asarray, kernels.with_panels(kernels.quantize_q4(w),
                                                            kernels.q4_panels))
-    tables = [slot_table(rng, layers, slots, K, n, r, dtype) for n, r in zip(widths, ranks)]
+    tables = [slot_table(rng, layers, slots, K, n, r, dtype)
+              for n, r in zip(widths, ranks, strict=True)]
     x = rng.standard_normal((rows, K)).astype(np.float32)
     index = rng.integers(0, slots, (rows, 2)).astype(np.int32)
     weight = rng.uniform(-1, 2, (rows, 2)).astype(np.float32)
