@@ -70,10 +70,48 @@ struct Vec {  // 8 floats
 #define LIMINAL_LORA_VECTORS 1
 #endif
 
+#if defined(__AVX512F__)
+// h[16] = x[K] @ A[K, 16] for bfloat16 A (K even): one 64-byte load holds inputs i and i + 1,
+// split into even and odd ranks by a shift and a mask (instead of two widenings and two
+// shifts) and multiplied by x[i] in the low half and x[i + 1] in the high half.
+inline void down_project_rank16_bf16_avx512(const float* __restrict x,
+                                            const uint16_t* __restrict a, int64_t k,
+                                            float* __restrict h) {
+  const __m512i high_half = _mm512_set1_epi32(int32_t(0xFFFF0000u));
+  __m512 even0 = _mm512_setzero_ps(), odd0 = even0, even1 = even0, odd1 = even0;
+  auto pair = [&](int64_t i, __m512& even, __m512& odd) {
+    const __m512i v = _mm512_loadu_si512(a + i * 16);
+    const __m512 xx = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(x[i])),
+                                         _mm256_set1_ps(x[i + 1]), 1);
+    even = _mm512_fmadd_ps(xx, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), even);
+    odd = _mm512_fmadd_ps(xx, _mm512_castsi512_ps(_mm512_and_si512(v, high_half)), odd);
+  };
+  int64_t i = 0;
+  for (; i + 3 < k; i += 4) {
+    pair(i, even0, odd0);
+    pair(i + 2, even1, odd1);
+  }
+  for (; i + 1 < k; i += 2) pair(i, even0, odd0);
+  const __m512 even = _mm512_add_ps(even0, even1), odd = _mm512_add_ps(odd0, odd1);
+  // Lanes j and j + 8 hold rank 2j (even) or 2j + 1 (odd) of inputs i and i + 1: add the
+  // halves, then interleave even and odd ranks.
+  const __m256 e = _mm256_add_ps(_mm512_castps512_ps256(even), _mm512_extractf32x8_ps(even, 1));
+  const __m256 o = _mm256_add_ps(_mm512_castps512_ps256(odd), _mm512_extractf32x8_ps(odd, 1));
+  const __m512i interleave = _mm512_set_epi32(15, 7, 14, 6, 13, 5, 12, 4, 11, 3, 10, 2, 9, 1, 8, 0);
+  _mm512_storeu_ps(h, _mm512_permutexvar_ps(
+                          interleave, _mm512_insertf32x8(_mm512_castps256_ps512(e), o, 1)));
+}
+#endif
+
 // h[R] = x[K] @ A[K, R]
 template <class W>
 void down_project(const float* __restrict x, const W* __restrict a, int64_t k, int64_t r,
                   float* __restrict h) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<W, uint16_t>) {
+    if (r == 16 && k % 2 == 0) return down_project_rank16_bf16_avx512(x, a, k, h);
+  }
+#endif
 #if defined(LIMINAL_LORA_VECTORS)
   if (r % Vec::kWidth == 0) {
     for (int64_t c = 0; c < r; c += Vec::kWidth) {
@@ -205,27 +243,33 @@ void add_rows(const Target<W>& t, const float* x, const RowAdapters& rows, float
 // longer than it computes.
 class SlotLines {
  public:
+  // Row by row (each row's targets together), so that the first share of the lines is the
+  // first rows' slots: a kernel that splits both its prefetching and the LoRA term's rows
+  // into shares in order leaves each thread's rows in its own core's cache.
   template <class W>
-  void add(const Target<W>& t, const RowAdapters& rows, int64_t m) {
-    std::vector<bool> seen(t.slots, false);
+  void add(const std::vector<Target<W>>& targets, const RowAdapters& rows, int64_t m) {
+    std::vector<std::vector<bool>> seen;
+    for (const auto& t : targets) seen.emplace_back(t.slots, false);
     for (int64_t row = 0; row < m; ++row) {
-      for (int64_t u = 0; u < rows.j; ++u) {
-        if (!rows.used(row, u, t.slots)) continue;
-        const int64_t s = rows.slot[row * rows.j + u];
-        if (seen[s]) continue;
-        seen[s] = true;
-        range(t.a + s * t.k * t.r, t.k * t.r * sizeof(W));
-        range(t.b + s * t.r * t.n, t.r * t.n * sizeof(W));
+      for (size_t i = 0; i < targets.size(); ++i) {
+        const Target<W>& t = targets[i];
+        for (int64_t u = 0; u < rows.j; ++u) {
+          if (!rows.used(row, u, t.slots)) continue;
+          const int64_t s = rows.slot[row * rows.j + u];
+          if (seen[i][s]) continue;
+          seen[i][s] = true;
+          range(t.a + s * t.k * t.r, t.k * t.r * sizeof(W));
+          range(t.b + s * t.r * t.n, t.r * t.n * sizeof(W));
+        }
       }
     }
   }
   int64_t lines() const { return total_; }
 
-  // The addresses of lines [from, to), padded with `pad` copies of the last so that a kernel
-  // can prefetch a fixed count per step without checking the end.
-  std::vector<const char*> addresses(int64_t from, int64_t to, int64_t pad) const {
+  // The addresses of lines [from, to).
+  std::vector<const char*> addresses(int64_t from, int64_t to) const {
     std::vector<const char*> out;
-    out.reserve(std::max<int64_t>(to - from, 0) + pad);
+    out.reserve(std::max<int64_t>(to - from, 0));
     int64_t skip = from;
     for (const Range& r : ranges_) {
       if (skip >= r.lines) {
@@ -236,9 +280,6 @@ class SlotLines {
         out.push_back(r.start + line * 64);
       skip = 0;
     }
-    const char* last = out.empty() ? nullptr : out.back();
-    if (last)
-      for (int64_t i = 0; i < pad; ++i) out.push_back(last);
     return out;
   }
 

@@ -418,11 +418,11 @@ struct Q8Panel {
 
 // R rows of G panels at a time: one accumulator per (panel, row). G * R >= 8 keeps enough
 // independent FMA chains in flight to cover the FMA latency.
-// Cache lines for a kernel to prefetch while its FMA units are busy (see SlotLines): `lines`
-// holds at least per_block * (the kernel's blocks) addresses.
+// Cache lines for a kernel to prefetch while its FMA units are busy (see SlotLines), one per
+// step of its loop until there are none left.
 struct Prefetch {
-  const char* const* lines = nullptr;
-  int64_t per_block = 0;
+  const char* const* next = nullptr;
+  const char* const* end = nullptr;
 };
 
 template <class Format, int R, int G, bool kPrefetch>
@@ -430,7 +430,6 @@ void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end,
                    Prefetch prefetch) {
   constexpr int S = Format::kInputsPerStep;
   const int64_t blocks = p.k / kBlock;
-  const char* const* line = prefetch.lines;
   int64_t g0 = begin;
   for (; g0 + G <= end; g0 += G) {
     __m512 acc[G][R];
@@ -441,7 +440,8 @@ void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end,
       for (int g = 0; g < G; ++g) blk[g] = f.block(g0 + g, b);
       const float* xb = p.xt + b * kBlock * kPanel;
       for (int step = 0; step < kBlock / S; ++step) {
-        if constexpr (kPrefetch) _mm_prefetch(*line++, _MM_HINT_T1);
+        if constexpr (kPrefetch)
+          if (prefetch.next != prefetch.end) _mm_prefetch(*prefetch.next++, _MM_HINT_T1);
         for (int g = 0; g < G; ++g) {
           __m512 w[S];
           Format::step(blk[g], step, w);
@@ -459,15 +459,7 @@ void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end,
       for (int r = 0; r < R; ++r)
         if (r < p.rows) _mm512_storeu_ps(p.y + r * p.n + (g0 + g) * kPanel, acc[g][r]);
   }
-  prefetch.lines = line;
   if (g0 < end) panels_avx512<Format, R, 1, kPrefetch>(f, p, g0, end, prefetch);
-}
-
-// How many R-row groups of G panels cover panels [begin, end) (and so how many blocks a
-// share of the kernel runs, for pacing its prefetches).
-inline int64_t panel_groups(int64_t rows, int64_t begin, int64_t end) {
-  const int64_t g = rows <= 2 ? 4 : rows <= 4 ? 2 : 1;
-  return (end - begin) / g + (end - begin) % g;
 }
 
 template <class Format, bool kPrefetch = false>
@@ -590,7 +582,7 @@ struct LoraTerm {
     if (auto error = liminal::lora::read_targets(slots, layer, k, n, targets); error.failure())
       return error;
     rows = {slot.typed_data(), weight.typed_data(), sd[1]};
-    for (const auto& t : targets) lines.add(t, rows, m);
+    lines.add(targets, rows, m);
     return ffi::Error::Success();
   }
 
@@ -657,12 +649,10 @@ ffi::Error Q4PanelMatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     parallel_panels(pool, panels, [&](int64_t begin, int64_t end) {
       const int64_t from = lines * begin / panels, to = lines * end / panels;
       // One line per step of the kernel (a burst would stall it on the memory system).
-      const int64_t steps =
-          panel_groups(p.rows, begin, end) * (p.k / kBlock) * (kBlock / Q4Panel::kInputsPerStep);
-      const auto addresses =
-          term.lines.addresses(from, std::min(to, from + steps), steps - std::min(to - from, steps));
+      const auto addresses = term.lines.addresses(from, to);
       if (addresses.empty()) return multiply_panels(call.f, p, begin, end);
-      multiply_panels<Q4Panel, true>(call.f, p, begin, end, {addresses.data(), 1});
+      multiply_panels<Q4Panel, true>(call.f, p, begin, end,
+                                     {addresses.data(), addresses.data() + addresses.size()});
     });
     term.add(pool, x.typed_data(), p.rows, p.y, p.n);
     return ffi::Error::Success();
