@@ -16,6 +16,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -250,7 +251,8 @@ class SlotLines {
   void add(const std::vector<Target<W>>& targets, const RowAdapters& rows, int64_t m) {
     std::vector<std::vector<bool>> seen;
     for (const auto& t : targets) seen.emplace_back(t.slots, false);
-    for (int64_t row = 0; row < m; ++row) {
+    row_ranges_.assign(1, 0);
+    for (int64_t row = 0; row < m; ++row, row_ranges_.push_back(ranges_.size())) {
       for (size_t i = 0; i < targets.size(); ++i) {
         const Target<W>& t = targets[i];
         for (int64_t u = 0; u < rows.j; ++u) {
@@ -264,38 +266,23 @@ class SlotLines {
       }
     }
   }
-  int64_t lines() const { return total_; }
-
-  // The addresses of lines [from, to).
-  std::vector<const char*> addresses(int64_t from, int64_t to) const {
-    std::vector<const char*> out;
-    out.reserve(std::max<int64_t>(to - from, 0));
-    int64_t skip = from;
-    for (const Range& r : ranges_) {
-      if (skip >= r.lines) {
-        skip -= r.lines;
-        continue;
-      }
-      for (int64_t line = skip; line < r.lines && int64_t(out.size()) < to - from; ++line)
-        out.push_back(r.start + line * 64);
-      skip = 0;
-    }
-    return out;
-  }
-
- private:
   struct Range {
     const char* start;  // 64-byte aligned
     int64_t lines;
   };
+  // The ranges of rows [begin, end) (of the rows given to `add`): [first, last).
+  std::pair<const Range*, const Range*> rows(int64_t begin, int64_t end) const {
+    return {ranges_.data() + row_ranges_[begin], ranges_.data() + row_ranges_[end]};
+  }
+
+ private:
   void range(const void* begin, int64_t bytes) {
     const uintptr_t first = reinterpret_cast<uintptr_t>(begin) & ~uintptr_t(63);
     const uintptr_t last = (reinterpret_cast<uintptr_t>(begin) + bytes + 63) & ~uintptr_t(63);
     ranges_.push_back({reinterpret_cast<const char*>(first), int64_t(last - first) / 64});
-    total_ += ranges_.back().lines;
   }
   std::vector<Range> ranges_;
-  int64_t total_ = 0;
+  std::vector<size_t> row_ranges_;  // row i's ranges: [row_ranges_[i], row_ranges_[i + 1])
 };
 
 // Reads the slot tables passed as (A, B) pairs after a kernel's fixed arguments: A [L, S, K, R]

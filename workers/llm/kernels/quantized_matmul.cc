@@ -421,8 +421,20 @@ struct Q8Panel {
 // Cache lines for a kernel to prefetch while its FMA units are busy (see SlotLines), one per
 // step of its loop until there are none left.
 struct Prefetch {
-  const char* const* next = nullptr;
-  const char* const* end = nullptr;
+  const liminal::lora::SlotLines::Range* range = nullptr;  // the next range to start
+  const liminal::lora::SlotLines::Range* last = nullptr;
+  const char* line = nullptr;
+  const char* end = nullptr;
+  __attribute__((always_inline)) void step() {
+    if (line != end) {
+      _mm_prefetch(line, _MM_HINT_T1);
+      line += 64;
+    } else if (range != last) {
+      line = range->start;
+      end = line + range->lines * 64;
+      ++range;
+    }
+  }
 };
 
 template <class Format, int R, int G, bool kPrefetch>
@@ -440,8 +452,7 @@ void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end,
       for (int g = 0; g < G; ++g) blk[g] = f.block(g0 + g, b);
       const float* xb = p.xt + b * kBlock * kPanel;
       for (int step = 0; step < kBlock / S; ++step) {
-        if constexpr (kPrefetch)
-          if (prefetch.next != prefetch.end) _mm_prefetch(*prefetch.next++, _MM_HINT_T1);
+        if constexpr (kPrefetch) prefetch.step();
         for (int g = 0; g < G; ++g) {
           __m512 w[S];
           Format::step(blk[g], step, w);
@@ -645,14 +656,13 @@ ffi::Error Q4PanelMatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     if (auto error = term.init(slots, slot, weight, layer.typed_data()[0], p.rows, p.k, p.n);
         error.failure())
       return error;
-    const int64_t lines = term.lines.lines(), panels = call.panels;
+    const int64_t panels = call.panels;
     parallel_panels(pool, panels, [&](int64_t begin, int64_t end) {
-      const int64_t from = lines * begin / panels, to = lines * end / panels;
-      // One line per step of the kernel (a burst would stall it on the memory system).
-      const auto addresses = term.lines.addresses(from, to);
-      if (addresses.empty()) return multiply_panels(call.f, p, begin, end);
-      multiply_panels<Q4Panel, true>(call.f, p, begin, end,
-                                     {addresses.data(), addresses.data() + addresses.size()});
+      // The slots of the rows this thread will compute the term of (see LoraTerm::add), one
+      // line per step of the kernel (a burst would stall it on the memory system).
+      const auto [first, last] = term.lines.rows(p.rows * begin / panels, p.rows * end / panels);
+      if (first == last) return multiply_panels(call.f, p, begin, end);
+      multiply_panels<Q4Panel, true>(call.f, p, begin, end, Prefetch{first, last});
     });
     term.add(pool, x.typed_data(), p.rows, p.y, p.n);
     return ffi::Error::Success();
