@@ -598,12 +598,16 @@ struct LoraTerm {
   }
 
   // y [m, n] += the terms, rows split across the pool.
+  // The work is split in (row, projection) units, row by row: a batch splits by rows (as the
+  // prefetching did), and a single row still spreads its projections over the threads.
   void add(ffi::ThreadPool& pool, const float* x, int64_t m, float* y, int64_t n) const {
-    liminal::run_in_shares(pool, m, pool.num_threads(), [&](int64_t begin, int64_t end) {
-      int64_t column = 0;
-      for (const auto& t : targets) {
-        liminal::lora::add_rows(t, x, rows, y + column, n, begin, end);
-        column += t.n;
+    const int64_t count = targets.size();
+    std::vector<int64_t> column(count, 0);
+    for (int64_t t = 1; t < count; ++t) column[t] = column[t - 1] + targets[t - 1].n;
+    liminal::run_in_shares(pool, m * count, pool.num_threads(), [&](int64_t begin, int64_t end) {
+      for (int64_t unit = begin; unit < end; ++unit) {
+        const int64_t row = unit / count, t = unit % count;
+        liminal::lora::add_rows(targets[t], x, rows, y + column[t], n, row, row + 1);
       }
     });
   }
