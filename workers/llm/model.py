@@ -150,7 +150,8 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     B·T ≤ kernels.fastest_rows() (wider calls keep XLA's float32 matmuls); params["layers"] must
     then hold the same weights dequantized, so both paths compute with the same weights.
     `native_lora` computes the LoRA terms with `kernels.lora_delta` when B·T ≤ kernels.MAX_ROWS
-    (many rows on different adapters; wider calls, i.e. prefill, keep XLA's gathers + einsums).
+    (many rows on different adapters; wider calls, i.e. prefill, keep XLA's gathers + einsums),
+    within the 4-bit matmul's own call (`kernels.q4_matmul_lora`) when `q4` runs it.
     `native_attention` runs attention with `kernels.attention` (reading each row's cache in
     place, up to its own position) when B·T ≤ kernels.MAX_ROWS; the cache must then be float32
     or float16. The cache may hold a narrower dtype than the computation (keys and values are

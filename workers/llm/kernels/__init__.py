@@ -7,8 +7,11 @@ product. `q8_matmul` does the same for the output head in 8-bit blocks (llama.cp
 GGUF files usually store the token embedding). On AVX-512 builds both also keep the weights in
 panels of 16 interleaved output columns (`q4_panels`, `q8_panels`), which a batch of rows
 multiplies as a GEMM micro-kernel does: a decode batch of 16 is bound by arithmetic, not bytes.
-`lora_delta` adds the LoRA term of rows that each use their own adapters, reading
-the adapter slots (float32 or bfloat16) in place (XLA copies every gathered slot first).
+`lora_delta` computes the LoRA term of rows that each use their own adapters, reading
+the adapter slots (float32 or bfloat16) in place (XLA copies every gathered slot first);
+`q4_matmul_lora` is `q4_matmul` plus the terms of the projections its matrix holds side by side,
+in one call whose panel version prefetches the rows' slots while it multiplies (a batch on many
+adapters is otherwise stalled reading them after the arithmetic, with memory idle before).
 `attention` is the decode/verify attention: each query reads its row's cache window (float32 or
 float16) in place, up to its own position. The sources (*.cc here) are compiled on first use
 with the machine's C++ compiler for the machine's CPU and cached under $LIMINAL_KERNEL_CACHE

@@ -7,12 +7,11 @@
 // LoRA batches far slower than base ones. Here each (row, adapter) pair reads its slot in place,
 // once, and slot 0 ("no adapter") or a zero weight costs nothing.
 //
-// Layout (the engine's slot table, see workers/llm/model.py: init_lora_state):
+// The row math is lora_term.h's (shared with the 4-bit matmuls that add the term in their own
+// call, the engine's path when its weights are 4-bit); this stand-alone call serves the others.
 //   x      float [M, K]
-//   a      [L, S, K, R]   slot s of layer l: the adapter's A, transposed
-//   b      [L, S, R, N]   with the adapter's alpha / r scaling folded in
-//          (a and b float32, or bfloat16: the target LiminalLoraDeltaBf16; half the bytes,
-//          and a decode batch of 16 rows on 16 adapters is bound by reading them)
+//   a, b   the slot table of one projection, [L, S, K, R] and [L, S, R, N] (lora_term.h), float32
+//          (target LiminalLoraDelta) or bfloat16 (LiminalLoraDeltaBf16)
 //   slot   int32 [M, J], weight float [M, J]: each row's adapters (slot 0 = none)
 //   layer  int32 scalar
 //   -> y   float [M, N]
