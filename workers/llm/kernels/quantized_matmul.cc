@@ -597,9 +597,9 @@ struct LoraTerm {
     return ffi::Error::Success();
   }
 
-  // y [m, n] += the terms, rows split across the pool.
-  // The work is split in (row, projection) units, row by row: a batch splits by rows (as the
-  // prefetching did), and a single row still spreads its projections over the threads.
+  // y [m, n] += the terms. The work is split in (row, projection) units, row by row: a batch
+  // splits by rows (as the prefetching did), and a single row still spreads its projections
+  // over the threads.
   void add(ffi::ThreadPool& pool, const float* x, int64_t m, float* y, int64_t n) const {
     const int64_t count = targets.size();
     std::vector<int64_t> column(count, 0);
