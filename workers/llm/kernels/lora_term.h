@@ -233,7 +233,9 @@ void add_rows(const Target<W>& t, const float* x, const RowAdapters& rows, float
       const int64_t s = rows.slot[m * rows.j + u];
       down_project(x + m * t.k, t.a + s * t.k * t.r, t.k, t.r, h.data());
       for (auto& v : h) v *= rows.weight[m * rows.j + u];
-      up_project(h.data(), t.b + s * t.r * t.n, t.r, t.n, y + m * y_stride);
+      int64_t rank = t.r;  // an adapter of a smaller rank than the table's is zero-padded
+      while (rank > 0 && h[rank - 1] == 0.0f) --rank;
+      up_project(h.data(), t.b + s * t.r * t.n, rank, t.n, y + m * y_stride);
     }
   }
 }

@@ -152,10 +152,12 @@ def test_lora_delta_refuses_mixed_slot_dtypes():
 
 def slot_table(rng, layers, slots, K, N, rank, dtype):
     """A LoRA slot table of random values that `dtype` holds exactly (so numpy computes with the
-    same weights), slot 0 zero ("no adapter"), and its float32 copy for numpy."""
+    same weights), slot 0 zero ("no adapter"), slot 1 holding an adapter of a smaller rank
+    (zero-padded, as the engine stores one), and its float32 copy for numpy."""
     a = np.array(jnp.asarray(rng.standard_normal((layers, slots, K, rank)), dtype), np.float32)
     b = np.array(jnp.asarray(rng.standard_normal((layers, slots, rank, N)), dtype), np.float32)
     a[:, 0], b[:, 0] = 0, 0
+    a[:, 1, :, rank // 2:], b[:, 1, rank // 2:] = 0, 0
     return {"A": jnp.asarray(a, dtype), "B": jnp.asarray(b, dtype)}, (a, b)
 
 
@@ -186,7 +188,9 @@ def test_q4_matmul_lora_adds_each_projections_term_to_its_columns(rows, dtype):
     x = rng.standard_normal((rows, K)).astype(np.float32)
     index = rng.integers(0, slots, (rows, 2)).astype(np.int32)
     weight = rng.uniform(-1, 2, (rows, 2)).astype(np.float32)
-    index[0] = 0  # a row without adapters
+    index[0] = [1, 2]  # slot 1: a zero-padded smaller rank
+    if rows > 1:
+        index[1] = 0  # a row without adapters
     if rows > 2:
         weight[2, 1] = 0.0  # a zero weight, and a row repeating one slot
         index[-1] = [slots - 1, slots - 1]
