@@ -613,12 +613,23 @@ struct LoraTerm {
   }
 };
 
-// Runs body(W{}) with W = float or uint16_t (bfloat16), the slot tables' element type.
+// Runs body(term) with the LoRA term of rows [0, m) read from the call's arguments, its W (float
+// or uint16_t for bfloat16) the slot tables' element type; or returns why they do not fit.
 template <class Body>
-ffi::Error with_slot_type(const ffi::RemainingArgs& slots, const Body& body) {
+ffi::Error with_lora_term(const ffi::RemainingArgs& slots, ffi::Buffer<ffi::S32>& slot,
+                          ffi::Buffer<ffi::F32>& weight, ffi::Buffer<ffi::S32>& layer, int64_t m,
+                          int64_t k, int64_t n, const Body& body) {
   const auto type = liminal::lora::slot_type(slots);
   if (!type.has_value()) return type.error();
-  return *type == ffi::DataType::BF16 ? body(uint16_t{}) : body(float{});
+  auto run = [&](auto w) {
+    LoraTerm<decltype(w)> term;
+    if (auto error = term.init(slots, slot, weight, layer.typed_data()[0], m, k, n);
+        error.failure())
+      return error;
+    body(term);
+    return ffi::Error::Success();
+  };
+  return *type == ffi::DataType::BF16 ? run(uint16_t{}) : run(float{});
 }
 
 ffi::Error Q4MatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
@@ -629,18 +640,12 @@ ffi::Error Q4MatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   Q4ColumnCall call;
   if (auto error = prepare_q4_columns(x, qs, scales, mins, layer, y, call); error.failure())
     return error;
-  return with_slot_type(slots, [&](auto w) {
-    using W = decltype(w);
-    const Problem& p = call.p;
-    LoraTerm<W> term;
-    if (auto error = term.init(slots, slot, weight, layer.typed_data()[0], p.rows, p.k, p.n);
-        error.failure())
-      return error;
+  const Problem& p = call.p;
+  return with_lora_term(slots, slot, weight, layer, p.rows, p.k, p.n, [&](const auto& term) {
     // A batch this narrow is bound by reading the weights: prefetching the slots as well
     // would only compete for the same bandwidth.
     parallel_columns(pool, p.n, [&p](int64_t begin, int64_t end) { columns(p, begin, end); });
     term.add(pool, p.x, p.rows, p.y, p.n);
-    return ffi::Error::Success();
   });
 }
 
@@ -653,13 +658,8 @@ ffi::Error Q4PanelMatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   if (auto error = prepare_q4_panels(x, qs, scales, mins, layer, y, call); error.failure())
     return error;
 #if defined(__AVX512F__)
-  return with_slot_type(slots, [&](auto w) {
-    using W = decltype(w);
-    const Panels& p = call.p;
-    LoraTerm<W> term;
-    if (auto error = term.init(slots, slot, weight, layer.typed_data()[0], p.rows, p.k, p.n);
-        error.failure())
-      return error;
+  const Panels& p = call.p;
+  return with_lora_term(slots, slot, weight, layer, p.rows, p.k, p.n, [&](const auto& term) {
     const int64_t panels = call.panels;
     parallel_panels(pool, panels, [&](int64_t begin, int64_t end) {
       // The slots of the rows this thread will compute the term of (see LoraTerm::add), one
@@ -669,7 +669,6 @@ ffi::Error Q4PanelMatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
       multiply_panels<Q4Panel, true>(call.f, p, begin, end, Prefetch{first, last});
     });
     term.add(pool, x.typed_data(), p.rows, p.y, p.n);
-    return ffi::Error::Success();
   });
 #else
   return ffi::Error::Success();  // prepare_q4_panels has already refused
