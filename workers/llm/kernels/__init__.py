@@ -39,7 +39,7 @@ MAX_ROWS = 16
 _SOURCES = tuple(Path(__file__).with_name(name)
                  for name in ("quantized_matmul.cc", "lora_delta.cc", "attention.cc"))
 # Included by the sources: part of the cache key.
-_HEADERS = tuple(Path(__file__).with_name(name) for name in ("parallel.h", "lora_term.h"))
+_HEADERS = tuple(Path(__file__).with_name(name) for name in ("parallel.h", "simd.h", "lora_term.h"))
 _TARGETS = {"liminal_q4_matmul": "LiminalQ4Matmul", "liminal_q8_matmul": "LiminalQ8Matmul",
             "liminal_q4_panel_matmul": "LiminalQ4PanelMatmul",
             "liminal_q8_panel_matmul": "LiminalQ8PanelMatmul",
@@ -160,25 +160,40 @@ def dequantize_q4(packed: dict[str, np.ndarray]) -> np.ndarray:
     return np.swapaxes(blocks.reshape(*lead, N, nb * BLOCK), -1, -2)
 
 
-def q4_matmul(x, packed: dict, layer):
-    """x [B, K] float32 @ the `layer`-th matrix of `packed` (stacked [L, ...]) → [B, N].
-
-    B ≤ column_rows() takes the column layout; wider batches the panels that `pack_layers`
-    adds on machines with the panel kernel."""
+def _q4_kernel(name: str, x, packed: dict, layer, row_args=(), tables=()):
+    """Calls the 4-bit kernel `name` ("q4_matmul" or "q4_matmul_lora") on x [B, K] and the
+    `layer`-th matrix of `packed`: B ≤ column_rows() takes the column layout, wider batches the
+    panels that `pack_layers` adds on machines with the panel kernel. `row_args` are per-row
+    arrays [B, ...] (padded like x where the column kernel pads), `tables` further operands."""
     import jax
     import jax.numpy as jnp
 
     rows = x.shape[0]
     if rows > MAX_ROWS:
-        raise ValueError(f"q4_matmul takes at most {MAX_ROWS} rows, got {rows}")
+        raise ValueError(f"{name} takes at most {MAX_ROWS} rows, got {rows}")
+    x = x.astype(jnp.float32)
+    layer = jnp.asarray(layer, jnp.int32)
     if rows > column_rows() and "panels" in packed:
-        return q4_panel_matmul(x, packed["panels"], layer)
+        panels = packed["panels"]
+        n = panels["qs"].shape[1] * PANEL
+        call = jax.ffi.ffi_call(f"liminal_{name.replace('q4_', 'q4_panel_')}",
+                                jax.ShapeDtypeStruct((rows, n), jnp.float32))
+        return call(x, panels["qs"], panels["scales"], panels["mins"], layer, *row_args,
+                    *tables)
     padded = 1 << (rows - 1).bit_length()  # the kernel is vectorised for 1, 2, 4, 8, 16 rows
-    x = jnp.pad(x.astype(jnp.float32), ((0, padded - rows), (0, 0)))
+    pad = ((0, padded - rows), (0, 0))  # padding rows name no adapter (slot 0, weight 0)
     n = packed["qs"].shape[1]
-    call = jax.ffi.ffi_call("liminal_q4_matmul", jax.ShapeDtypeStruct((padded, n), jnp.float32))
-    return call(x, packed["qs"], packed["scales"], packed["mins"],
-                jnp.asarray(layer, jnp.int32))[:rows]
+    call = jax.ffi.ffi_call(f"liminal_{name}", jax.ShapeDtypeStruct((padded, n), jnp.float32))
+    return call(jnp.pad(x, pad), packed["qs"], packed["scales"], packed["mins"], layer,
+                *(jnp.pad(a, pad) for a in row_args), *tables)[:rows]
+
+
+def q4_matmul(x, packed: dict, layer):
+    """x [B, K] float32 @ the `layer`-th matrix of `packed` (stacked [L, ...]) → [B, N].
+
+    B ≤ column_rows() takes the column layout; wider batches the panels that `pack_layers`
+    adds on machines with the panel kernel."""
+    return _q4_kernel("q4_matmul", x, packed, layer)
 
 
 def q4_matmul_lora(x, packed: dict, layer, tables: list[dict], index, weight):
@@ -188,34 +203,15 @@ def q4_matmul_lora(x, packed: dict, layer, tables: list[dict], index, weight):
     N) and index, weight [B, J] each row's adapter slots (0 = none) and weights, as for
     `lora_delta`. The panel version prefetches the slots the rows use while it multiplies, so
     a batch on many adapters reads them from cache."""
-    import jax
     import jax.numpy as jnp
 
-    rows = x.shape[0]
-    if rows > MAX_ROWS:
-        raise ValueError(f"q4_matmul_lora takes at most {MAX_ROWS} rows, got {rows}")
     dtypes = {table[part].dtype for table in tables for part in ("A", "B")}
     if len(dtypes) > 1 or not dtypes <= {jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)}:
         raise TypeError(f"q4_matmul_lora: slot tables must all be float32 or all bfloat16, "
                         f"not {sorted(map(str, dtypes))}")
     slots = [table[part] for table in tables for part in ("A", "B")]
-    index, weight = index.astype(jnp.int32), weight.astype(jnp.float32)
-    x = x.astype(jnp.float32)
-    if rows > column_rows() and "panels" in packed:
-        panels = packed["panels"]
-        n = panels["qs"].shape[1] * PANEL
-        call = jax.ffi.ffi_call("liminal_q4_panel_matmul_lora",
-                                jax.ShapeDtypeStruct((rows, n), jnp.float32))
-        return call(x, panels["qs"], panels["scales"], panels["mins"],
-                    jnp.asarray(layer, jnp.int32), index, weight, *slots)
-    padded = 1 << (rows - 1).bit_length()  # as in q4_matmul; padding rows name no adapter
-    pad = ((0, padded - rows), (0, 0))
-    n = packed["qs"].shape[1]
-    call = jax.ffi.ffi_call("liminal_q4_matmul_lora",
-                            jax.ShapeDtypeStruct((padded, n), jnp.float32))
-    return call(jnp.pad(x, pad), packed["qs"], packed["scales"], packed["mins"],
-                jnp.asarray(layer, jnp.int32), jnp.pad(index, pad), jnp.pad(weight, pad),
-                *slots)[:rows]
+    return _q4_kernel("q4_matmul_lora", x, packed, layer,
+                      (index.astype(jnp.int32), weight.astype(jnp.float32)), slots)
 
 
 def panels_available() -> bool:
@@ -231,7 +227,7 @@ def _interleave(values: np.ndarray) -> np.ndarray:
 
 
 def q4_panels(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The same 4-bit weights (from `quantize_q4`) in the panel layout of `q4_panel_matmul`:
+    """The same 4-bit weights (from `quantize_q4`) in the panel layout of the panel kernels:
     qs [..., N/16, K/2, 16] (inputs 2i, 2i + 1 of a column in one byte), scales and mins
     [..., N/16, K/32, 16]."""
     qs = packed["qs"]
@@ -249,18 +245,6 @@ def q8_panels(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     N, nb, _ = packed["qs"].shape
     return {"qs": _interleave(packed["qs"].reshape(N, nb * BLOCK)),
             "scales": _interleave(packed["scales"])}
-
-
-def q4_panel_matmul(x, panels: dict, layer):
-    """x [B, K] float32 (B ≤ 16) @ the `layer`-th matrix of `panels` (from `q4_panels`)."""
-    import jax
-    import jax.numpy as jnp
-
-    n = panels["qs"].shape[1] * PANEL
-    call = jax.ffi.ffi_call("liminal_q4_panel_matmul",
-                            jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))
-    return call(x.astype(jnp.float32), panels["qs"], panels["scales"], panels["mins"],
-                jnp.asarray(layer, jnp.int32))
 
 
 def q8_panel_matmul(x, panels: dict):

@@ -31,6 +31,7 @@
 #endif
 
 #include "parallel.h"
+#include "simd.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -49,23 +50,11 @@ struct AttentionProblem {
   float scale;
 };
 
+#if defined(LIMINAL_SIMD)
+struct Vec : liminal::simd::Floats {  // the cache's 16-bit format is float16
+  using Floats::load;
+  static T load(const uint16_t* a) { return load_f16(a); }
 #if defined(__AVX512F__)
-struct Vec {  // 16 floats
-  using T = __m512;
-  static constexpr int kWidth = 16;
-  static T zero() { return _mm512_setzero_ps(); }
-  static T load(const float* a) { return _mm512_loadu_ps(a); }
-  static T load(const uint16_t* a) {  // float16
-    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
-  }
-  static T broadcast(float x) { return _mm512_set1_ps(x); }
-  static T fma(T a, T b, T acc) { return _mm512_fmadd_ps(a, b, acc); }
-  static T add(T a, T b) { return _mm512_add_ps(a, b); }
-  static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
-  static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
-  static T max(T a, T b) { return _mm512_max_ps(a, b); }
-  static float sum(T a) { return _mm512_reduce_add_ps(a); }
-  static void store(float* a, T v) { _mm512_storeu_ps(a, v); }
   // exp(x) for x <= 0 (scores minus their maximum): 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2],
   // p a degree-6 polynomial (Cephes' expf coefficients, ~1 ulp). Below -87, 0.
   static T exp(T x) {
@@ -87,28 +76,7 @@ struct Vec {  // 16 floats
                                                             _mm512_set1_epi32(127)), 23);
     return _mm512_maskz_mul_ps(~underflow, p, _mm512_castsi512_ps(bits));
   }
-};
-#elif defined(__AVX2__) && defined(__FMA__)
-struct Vec {  // 8 floats
-  using T = __m256;
-  static constexpr int kWidth = 8;
-  static T zero() { return _mm256_setzero_ps(); }
-  static T load(const float* a) { return _mm256_loadu_ps(a); }
-  static T load(const uint16_t* a) {  // float16 (F16C comes with every AVX2 CPU)
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)));
-  }
-  static T broadcast(float x) { return _mm256_set1_ps(x); }
-  static T fma(T a, T b, T acc) { return _mm256_fmadd_ps(a, b, acc); }
-  static T add(T a, T b) { return _mm256_add_ps(a, b); }
-  static T sub(T a, T b) { return _mm256_sub_ps(a, b); }
-  static T mul(T a, T b) { return _mm256_mul_ps(a, b); }
-  static T max(T a, T b) { return _mm256_max_ps(a, b); }
-  static float sum(T a) {
-    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
-  }
-  static void store(float* a, T v) { _mm256_storeu_ps(a, v); }
+#else
   static T exp(T x) {  // as the AVX-512 version
     const T low = _mm256_set1_ps(-87.0f);
     const T underflow = _mm256_cmp_ps(x, low, _CMP_LT_OQ);
@@ -128,6 +96,7 @@ struct Vec {  // 8 floats
                                                             _mm256_set1_epi32(127)), 23);
     return _mm256_andnot_ps(underflow, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
   }
+#endif
 };
 #endif
 
@@ -153,7 +122,7 @@ inline float to_float(uint16_t h) {  // IEEE half to float, subnormals included
 
 template <class C>
 float dot(const float* a, const C* b, int64_t n) {
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#if defined(LIMINAL_SIMD)
   if (n % Vec::kWidth == 0) {
     typename Vec::T acc = Vec::zero();
     for (int64_t i = 0; i < n; i += Vec::kWidth) acc = Vec::fma(Vec::load(a + i), Vec::load(b + i), acc);
@@ -169,7 +138,7 @@ float dot(const float* a, const C* b, int64_t n) {
 float exp_minus_max(float* p, int64_t n, float max) {
   int64_t i = 0;
   float total = 0.0f;
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#if defined(LIMINAL_SIMD)
   typename Vec::T sum = Vec::zero();
   const typename Vec::T shift = Vec::broadcast(max);
   for (; i + Vec::kWidth <= n; i += Vec::kWidth) {
@@ -191,7 +160,7 @@ template <class C>
 void weighted_values(const float* p, const C* v, int64_t n, int64_t dim, float total,
                      float* out) {
   const float inverse = 1.0f / total;
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#if defined(LIMINAL_SIMD)
   if (dim % Vec::kWidth == 0 && dim <= 8 * Vec::kWidth) {
     typename Vec::T acc[8];
     const int64_t chunks = dim / Vec::kWidth;

@@ -24,6 +24,7 @@
 #include <immintrin.h>
 #endif
 
+#include "simd.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace liminal::lora {
@@ -37,38 +38,11 @@ inline float to_float(uint16_t v) {
   return f;
 }
 
-#if defined(__AVX512F__)
-struct Vec {  // 16 floats
-  using T = __m512;
-  static constexpr int kWidth = 16;
-  static T zero() { return _mm512_setzero_ps(); }
-  static T load(const float* a) { return _mm512_loadu_ps(a); }
-  static T load(const uint16_t* a) {
-    const __m256i half = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
-  }
-  static T fma(T a, T b, T acc) { return _mm512_fmadd_ps(a, b, acc); }
-  static T broadcast(float x) { return _mm512_set1_ps(x); }
-  static T add(T u, T v) { return _mm512_add_ps(u, v); }
-  static void store(float* h, T v) { _mm512_storeu_ps(h, v); }
+#if defined(LIMINAL_SIMD)
+struct Vec : simd::Floats {  // the slots' 16-bit format is bfloat16
+  using Floats::load;
+  static T load(const uint16_t* a) { return load_bf16(a); }
 };
-#define LIMINAL_LORA_VECTORS 1
-#elif defined(__AVX2__) && defined(__FMA__)
-struct Vec {  // 8 floats
-  using T = __m256;
-  static constexpr int kWidth = 8;
-  static T zero() { return _mm256_setzero_ps(); }
-  static T load(const float* a) { return _mm256_loadu_ps(a); }
-  static T load(const uint16_t* a) {
-    const __m128i half = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
-  }
-  static T fma(T a, T b, T acc) { return _mm256_fmadd_ps(a, b, acc); }
-  static T broadcast(float x) { return _mm256_set1_ps(x); }
-  static T add(T u, T v) { return _mm256_add_ps(u, v); }
-  static void store(float* h, T v) { _mm256_storeu_ps(h, v); }
-};
-#define LIMINAL_LORA_VECTORS 1
 #endif
 
 #if defined(__AVX512F__)
@@ -113,7 +87,7 @@ void down_project(const float* __restrict x, const W* __restrict a, int64_t k, i
     if (r == 16 && k % 2 == 0) return down_project_rank16_bf16_avx512(x, a, k, h);
   }
 #endif
-#if defined(LIMINAL_LORA_VECTORS)
+#if defined(LIMINAL_SIMD)
   if (r % Vec::kWidth == 0) {
     for (int64_t c = 0; c < r; c += Vec::kWidth) {
       // Four accumulators so that the FMA latency does not serialise the loop over inputs.
@@ -193,7 +167,7 @@ void up_project(const float* __restrict h, const W* __restrict b, int64_t r, int
     if (hc == 0.0f) continue;  // zero-padded ranks of smaller adapters
     const W* row = b + c * n;
     int64_t o = done;
-#if defined(LIMINAL_LORA_VECTORS)
+#if defined(LIMINAL_SIMD)
     const typename Vec::T scale = Vec::broadcast(hc);
     for (; o + Vec::kWidth <= n; o += Vec::kWidth)
       Vec::store(y + o, Vec::fma(scale, Vec::load(row + o), Vec::load(y + o)));

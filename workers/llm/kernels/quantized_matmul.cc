@@ -689,55 +689,37 @@ extern "C" int LiminalQ4VectorBits() {
 #endif
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalQ4Matmul, Q4MatmulImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::U8>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalQ8Matmul, Q8MatmulImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S8>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalQ4PanelMatmul, Q4PanelMatmulImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::U8>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LiminalQ8PanelMatmul, Q8PanelMatmulImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S8>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
-
-#define LIMINAL_Q4_LORA_HANDLER(name, impl)                \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, impl,                \
-                                ffi::Ffi::Bind()           \
-                                    .Ctx<ffi::ThreadPool>() \
+// The 4-bit kernels' common arguments: x, qs, scales, mins, layer. The LoRA versions add
+// slot, weight and the slot tables.
+#define LIMINAL_Q4_ARGS                  \
+  ffi::Ffi::Bind()                       \
+      .Ctx<ffi::ThreadPool>()            \
+      .Arg<ffi::Buffer<ffi::F32>>()      \
+      .Arg<ffi::Buffer<ffi::U8>>()       \
+      .Arg<ffi::Buffer<ffi::F32>>()      \
+      .Arg<ffi::Buffer<ffi::F32>>()      \
+      .Arg<ffi::Buffer<ffi::S32>>()
+#define LIMINAL_Q4_HANDLER(name, impl) \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, impl, LIMINAL_Q4_ARGS.Ret<ffi::Buffer<ffi::F32>>());
+#define LIMINAL_Q4_LORA_HANDLER(name, impl)                                            \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, impl,                                            \
+                                LIMINAL_Q4_ARGS.Arg<ffi::Buffer<ffi::S32>>()           \
+                                    .Arg<ffi::Buffer<ffi::F32>>()                      \
+                                    .RemainingArgs()                                   \
+                                    .Ret<ffi::Buffer<ffi::F32>>());
+// x, qs, scales.
+#define LIMINAL_Q8_HANDLER(name, impl)                          \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, impl,                     \
+                                ffi::Ffi::Bind()                \
+                                    .Ctx<ffi::ThreadPool>()     \
                                     .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Arg<ffi::Buffer<ffi::U8>>()  \
+                                    .Arg<ffi::Buffer<ffi::S8>>()  \
                                     .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Arg<ffi::Buffer<ffi::S32>>() \
-                                    .Arg<ffi::Buffer<ffi::S32>>() \
-                                    .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .RemainingArgs()              \
                                     .Ret<ffi::Buffer<ffi::F32>>());
 
+LIMINAL_Q4_HANDLER(LiminalQ4Matmul, Q4MatmulImpl)
+LIMINAL_Q4_HANDLER(LiminalQ4PanelMatmul, Q4PanelMatmulImpl)
 LIMINAL_Q4_LORA_HANDLER(LiminalQ4MatmulLora, Q4MatmulLoraImpl)
 LIMINAL_Q4_LORA_HANDLER(LiminalQ4PanelMatmulLora, Q4PanelMatmulLoraImpl)
+LIMINAL_Q8_HANDLER(LiminalQ8Matmul, Q8MatmulImpl)
+LIMINAL_Q8_HANDLER(LiminalQ8PanelMatmul, Q8PanelMatmulImpl)
