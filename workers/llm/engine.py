@@ -223,8 +223,7 @@ class Engine:
         self.params = jax.tree.map(lambda a: jnp.asarray(a, self.dtype), host_params)
         # Decode batches read each row's adapter slots and cache in place (XLA:CPU copies
         # gathered slots and cache windows first).
-        self.native_lora = (self.dtype == jnp.float32 and jax.default_backend() == "cpu"
-                            and kernels.available())
+        self.native_lora = native_kernels_apply(self.dtype)
         self.native_attention = self.native_lora
         self.kv_dtype = self._choose_kv_dtype(kv_dtype)
         self.lora_dtype = self._choose_lora_dtype(lora_dtype)
@@ -437,11 +436,11 @@ class Engine:
         GGUF, so nothing is lost) and the kernel builds on this machine."""
         if requested not in ("auto", "q4", "float"):
             raise ValueError(f"decode_weights must be auto, q4 or float, not {requested!r}")
-        if requested == "float" or self.dtype != jnp.float32 or jax.default_backend() != "cpu":
+        if requested == "float" or not native_kernels_apply(self.dtype):
             return "float"
         if requested == "auto" and not kernels.is_four_bit(host_params["layers"]):
             return "float"
-        return "q4" if kernels.available() else "float"
+        return "q4"
 
     def _prefill_impl(self, params, lora, cache, seen, tokens, start, length, slot, rows_lora,
                       sampling, *, kv_len, lora_width):
@@ -887,12 +886,18 @@ def _pending_stop_prefix(text: str, stops) -> int:
     return longest
 
 
+def native_kernels_apply(dtype) -> bool:
+    """Whether an engine computing in `dtype` reads adapter slots and the KV cache with the
+    native kernels (float32 on CPU, when they build here)."""
+    return (jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu"
+            and kernels.available())
+
+
 def default_kv_dtype(dtype=jnp.float32, native_attention=None):
     """The KV cache dtype an engine computing in `dtype` picks when not told (see
     Engine._choose_kv_dtype)."""
     if native_attention is None:
-        native_attention = (jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu"
-                            and kernels.available())
+        native_attention = native_kernels_apply(dtype)
     return jnp.dtype(jnp.float16) if native_attention else jnp.dtype(dtype)
 
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 
 from .config import ModelConfig
@@ -185,9 +186,7 @@ def save_peft_adapter(path: str | os.PathLike, adapter: LoraAdapter, *,
 
 def _bfloat16_exact(values: np.ndarray) -> np.ndarray:
     """float32 values rounded to the nearest bfloat16 (kept as float32)."""
-    bits = np.ascontiguousarray(values, np.float32).view(np.uint32)
-    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000  # round half to even
-    return rounded.view(np.float32)
+    return np.asarray(values, np.float32).astype(jnp.bfloat16).astype(np.float32)
 
 
 def random_adapter(config: ModelConfig, *, rank: int = 8, alpha: float | None = None,
