@@ -83,16 +83,9 @@ def rope(x, positions, theta):
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
-def _lora_delta(x, slots, layer, rows_lora, native=False):
-    """Sum over a row's adapters of w · (x A) B. x: [B, T, in]; result [B, T, out].
-
-    native: use the kernel that reads each row's slots in place (decode-sized calls)."""
+def _lora_delta(x, slots, layer, rows_lora):
+    """Sum over a row's adapters of w · (x A) B. x: [B, T, in]; result [B, T, out]."""
     index, weight = rows_lora
-    if native:
-        B, T, _ = x.shape
-        delta = kernels.lora_delta(x.reshape(B * T, -1), slots, layer,
-                                   jnp.repeat(index, T, axis=0), jnp.repeat(weight, T, axis=0))
-        return delta.reshape(B, T, -1).astype(x.dtype)
     a = slots["A"][layer, index]  # [B, k, in, r]
     b = slots["B"][layer, index]  # [B, k, r, out]
     h = jnp.einsum("bti,bkir->btkr", x, a) * weight[:, None, :, None].astype(x.dtype)
@@ -171,8 +164,14 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     native_lora = native_lora and B * T <= kernels.MAX_ROWS
     native_attention = native_attention and B * T <= kernels.MAX_ROWS
 
+    if use_lora and native_lora:  # the kernels take each token's (slots, weights) as a row
+        token_adapters = tuple(jnp.repeat(a, T, axis=0) for a in rows_lora)
+
     def lora_delta(x, target, layer):
-        return _lora_delta(x, lora[target], layer, rows_lora, native_lora)
+        if not native_lora:
+            return _lora_delta(x, lora[target], layer, rows_lora)
+        delta = kernels.lora_delta(x.reshape(B * T, -1), lora[target], layer, *token_adapters)
+        return delta.reshape(B, T, -1).astype(x.dtype)
 
     def mm(x, w):
         if matmul_dtype is None:
@@ -191,10 +190,9 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
         if not use_lora:
             return project(x, lp, name, layer)
         if q4 is not None and native_lora:  # one kernel call for the matmul and its terms
-            index, weight = rows_lora
             rows = x.reshape(B * T, x.shape[-1])
             y = kernels.q4_matmul_lora(rows, q4[name], layer, [lora[t] for t in targets],
-                                       jnp.repeat(index, T, axis=0), jnp.repeat(weight, T, axis=0))
+                                       *token_adapters)
             return y.reshape(B, T, -1).astype(x.dtype)
         deltas = [lora_delta(x, t, layer) for t in targets]
         return project(x, lp, name, layer) + jnp.concatenate(deltas, axis=-1)
