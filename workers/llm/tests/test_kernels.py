@@ -110,46 +110,6 @@ def test_q4_matmul_refuses_more_than_16_rows():
         kernels.q4_matmul(jnp.zeros((17, 32)), packed, 0)
 
 
-@needs_kernel
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("rank", [16, 5])  # the vectorised path and the generic one
-def test_lora_delta_matches_numpy_for_rows_on_different_adapters(rank, dtype):
-    rng = np.random.default_rng(rank)
-    layers, slots, K, N = 3, 5, 64, 43  # 43 outputs: vector loops and their scalar tails
-    # Values the slot dtype holds exactly, so numpy computes with the same weights.
-    a = np.array(jnp.asarray(rng.standard_normal((layers, slots, K, rank)), dtype), np.float32)
-    b = np.array(jnp.asarray(rng.standard_normal((layers, slots, rank, N)), dtype), np.float32)
-    a[:, 0], b[:, 0] = 0, 0  # slot 0 is "no adapter"
-    x = rng.standard_normal((7, K)).astype(np.float32)
-    # Rows with one, two, three, no adapters, a zero weight and a repeated slot.
-    index = np.array([[1, 0, 0], [2, 3, 0], [4, 1, 2], [0, 0, 0], [3, 0, 0], [2, 2, 0],
-                      [4, 0, 0]], np.int32)
-    weight = np.array([[1, 0, 0], [0.5, 0.25, 0], [1, -1, 2], [0, 0, 0], [0, 0, 0],
-                       [1, 1, 0], [0.3, 0, 0]], np.float32)
-    slots_table = {"A": jnp.asarray(a, dtype), "B": jnp.asarray(b, dtype)}
-
-    @jax.jit
-    def every_layer(x, slots_table):
-        return jax.lax.scan(
-            lambda c, layer: (c, kernels.lora_delta(x, slots_table, layer, index, weight)),
-            0, jnp.arange(layers))[1]
-
-    got = np.asarray(every_layer(x, slots_table))
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    expected = np.einsum("mj,mk,lmjkr,lmjrn->lmn", weight.astype(np.float64), x.astype(np.float64),
-                         a64[:, index], b64[:, index])
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
-    assert not got[:, 3].any() and not got[:, 4].any()
-
-
-@needs_kernel
-def test_lora_delta_refuses_mixed_slot_dtypes():
-    slots_table = {"A": jnp.zeros((1, 2, 32, 4), jnp.bfloat16), "B": jnp.zeros((1, 2, 4, 8))}
-    with pytest.raises(TypeError, match="float32 or bfloat16"):
-        kernels.lora_delta(jnp.zeros((1, 32)), slots_table, 0, jnp.zeros((1, 1), jnp.int32),
-                           jnp.ones((1, 1)))
-
-
 def slot_table(rng, layers, slots, K, N, rank, dtype):
     """A LoRA slot table of random values that `dtype` holds exactly (so numpy computes with the
     same weights), slot 0 zero ("no adapter"), slot 1 holding an adapter of a smaller rank
@@ -169,6 +129,40 @@ def numpy_lora_terms(x, tables, index, weight):
         terms.append(np.einsum("mj,mk,lmjkr,lmjrn->lmn", weight.astype(np.float64),
                                x.astype(np.float64), a64[:, index], b64[:, index]))
     return np.concatenate(terms, axis=-1)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("rank", [16, 5])  # the vectorised path and the generic one
+def test_lora_delta_matches_numpy_for_rows_on_different_adapters(rank, dtype):
+    rng = np.random.default_rng(rank)
+    layers, slots, K, N = 3, 5, 64, 43  # 43 outputs: vector loops and their scalar tails
+    slots_table, copy = slot_table(rng, layers, slots, K, N, rank, dtype)
+    x = rng.standard_normal((7, K)).astype(np.float32)
+    # Rows with one, two, three, no adapters, a zero weight and a repeated slot.
+    index = np.array([[1, 0, 0], [2, 3, 0], [4, 1, 2], [0, 0, 0], [3, 0, 0], [2, 2, 0],
+                      [4, 0, 0]], np.int32)
+    weight = np.array([[1, 0, 0], [0.5, 0.25, 0], [1, -1, 2], [0, 0, 0], [0, 0, 0],
+                       [1, 1, 0], [0.3, 0, 0]], np.float32)
+
+    @jax.jit
+    def every_layer(x, slots_table):
+        return jax.lax.scan(
+            lambda c, layer: (c, kernels.lora_delta(x, slots_table, layer, index, weight)),
+            0, jnp.arange(layers))[1]
+
+    got = np.asarray(every_layer(x, slots_table))
+    expected = numpy_lora_terms(x, [copy], index, weight)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    assert not got[:, 3].any() and not got[:, 4].any()
+
+
+@needs_kernel
+def test_lora_delta_refuses_mixed_slot_dtypes():
+    slots_table = {"A": jnp.zeros((1, 2, 32, 4), jnp.bfloat16), "B": jnp.zeros((1, 2, 4, 8))}
+    with pytest.raises(TypeError, match="float32 or bfloat16"):
+        kernels.lora_delta(jnp.zeros((1, 32)), slots_table, 0, jnp.zeros((1, 1), jnp.int32),
+                           jnp.ones((1, 1)))
 
 
 @needs_kernel
