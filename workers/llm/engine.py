@@ -225,6 +225,9 @@ class Engine:
         # gathered slots and cache windows first).
         self.native_lora = native_kernels_apply(self.dtype)
         self.native_attention = self.native_lora
+        # Prompts take the 4-bit panels too where they beat XLA's GEMM (see kernels.fastest_rows);
+        # the opt-in narrower prefill matmuls are XLA's.
+        self._prefill_q4 = self.q4 if self.prefill_matmul_dtype is None else None
         self.kv_dtype = self._choose_kv_dtype(kv_dtype)
         self.lora_dtype = self._choose_lora_dtype(lora_dtype)
         self.lora = llama.init_lora_state(config, lora_slots, max_lora_rank, self.lora_dtype)
@@ -233,7 +236,7 @@ class Engine:
 
         self.compile_count = 0
         self.compiled: list[tuple] = []
-        self._prefill_jit = jax.jit(self._prefill_impl, donate_argnums=(2, 3),
+        self._prefill_jit = jax.jit(self._prefill_impl, donate_argnums=(3, 4),
                                     static_argnames=("kv_len", "lora_width"))
         self._verify_jit = jax.jit(self._verify_impl, donate_argnums=(4,),
                                    static_argnames=("kv_len", "lora_width"))
@@ -442,7 +445,7 @@ class Engine:
             return "float"
         return "q4"
 
-    def _prefill_impl(self, params, lora, cache, seen, tokens, start, length, slot, rows_lora,
+    def _prefill_impl(self, params, q4, lora, cache, seen, tokens, start, length, slot, rows_lora,
                       sampling, *, kv_len, lora_width):
         self._count_compile(("prefill", tokens.shape[1], kv_len, lora_width))
         use_lora = lora_width > 0
@@ -451,7 +454,7 @@ class Engine:
         hidden, cache = llama.forward_hidden(
             self.config, params, lora if use_lora else None, tokens, positions, cache,
             slot_ids=slot[None], kv_len=kv_len, rows_lora=rows_lora if use_lora else None,
-            matmul_dtype=self.prefill_matmul_dtype, native_lora=self.native_lora)
+            matmul_dtype=self.prefill_matmul_dtype, q4=q4, native_lora=self.native_lora)
         last = jax.lax.dynamic_index_in_dim(hidden[0], jnp.clip(length - 1 - start, 0, T - 1),
                                             keepdims=False)
         logits = llama.logits_from_hidden(params, last)[None, :]
@@ -559,7 +562,7 @@ class Engine:
         kv_len = bucket if start == 0 else self._kv_bucket(start + bucket)
         sampling, rows_lora = self._row_sampling([request], lora_width)
         token, logprob, self.cache, self.seen = self._prefill_jit(
-            self.params, self.lora, self.cache, self.seen, tokens, np.int32(start),
+            self.params, self._prefill_q4, self.lora, self.cache, self.seen, tokens, np.int32(start),
             np.int32(length), np.int32(slot), rows_lora, sampling, kv_len=kv_len,
             lora_width=rows_lora[0].shape[1])
         return token, logprob

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -358,7 +359,7 @@ ffi::Error Q8MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
 constexpr int64_t kPanel = 16;
 
 struct Panels {
-  const float* xt;  // [k, kPanel]
+  const float* xt;  // [k, kPanel]: x transposed (rows <= kPanel)
   float* y;         // [rows, n]
   int64_t rows, k, n;
 };
@@ -490,6 +491,82 @@ void multiply_panels(const Format& f, const Panels& p, int64_t begin, int64_t en
 }
 #endif
 
+#if defined(__AVX512F__)
+// Panel g of f's matrix as float32, [k, kPanel].
+template <class Format>
+void dequantize_panel(const Format& f, int64_t g, int64_t k, float* out) {
+  constexpr int S = Format::kInputsPerStep;
+  for (int64_t b = 0; b < k / kBlock; ++b) {
+    const typename Format::Block blk = f.block(g, b);
+    for (int step = 0; step < kBlock / S; ++step) {
+      __m512 w[S];
+      Format::step(blk, step, w);
+      for (int s = 0; s < S; ++s)
+        _mm512_storeu_ps(out + (b * kBlock + step * S + s) * kPanel, w[s]);
+    }
+  }
+}
+
+// y [R rows, G panels] = x [R rows, k] (row-major, rows `stride` apart) times G dequantized
+// panels w [G, k, kPanel]; rows from valid_rows on are computed but not stored. Broadcasting an
+// input to G panels and loading a weight vector for R rows keeps the loop to FMAs and loads.
+template <int R, int G>
+void prompt_tile(const float* w, const float* x, int64_t stride, int64_t k, float* y, int64_t n,
+                 int64_t valid_rows) {
+  const float* row[R];
+  for (int r = 0; r < R; ++r) row[r] = x + (r < valid_rows ? r : 0) * stride;
+  __m512 acc[G][R];
+  for (auto& panel : acc)
+    for (auto& a : panel) a = _mm512_setzero_ps();
+  for (int64_t i = 0; i < k; ++i) {
+    __m512 wv[G];
+    for (int g = 0; g < G; ++g) wv[g] = _mm512_loadu_ps(w + (g * k + i) * kPanel);
+    for (int r = 0; r < R; ++r) {
+      const __m512 xb = _mm512_set1_ps(row[r][i]);
+      for (int g = 0; g < G; ++g) acc[g][r] = _mm512_fmadd_ps(wv[g], xb, acc[g][r]);
+    }
+  }
+  for (int g = 0; g < G; ++g)
+    for (int r = 0; r < R; ++r)
+      if (r < valid_rows) _mm512_storeu_ps(y + r * n + g * kPanel, acc[g][r]);
+}
+
+// Panels [begin, end) for a prompt's many rows of x [rows, k]. The kernels above dequantize
+// each weight once per 16 rows; here a thread dequantizes a few panels once into a buffer that
+// stays in its cache and passes every row over it, so a prompt's matmul is FMAs and loads.
+template <class Format>
+void multiply_prompt_rows(const Format& f, const float* x, const Panels& p, int64_t begin,
+                          int64_t end) {
+  constexpr int G = 3, R = 8;
+  // Reused across calls: a fresh buffer of this size would be mapped and zeroed every call.
+  thread_local std::vector<float> w;
+  w.resize(G * p.k * kPanel);
+  for (int64_t g0 = begin; g0 < end; g0 += G) {
+    const int64_t count = std::min<int64_t>(G, end - g0);
+    for (int64_t g = 0; g < count; ++g) dequantize_panel(f, g0 + g, p.k, w.data() + g * p.k * kPanel);
+    for (int64_t r = 0; r < p.rows; r += R) {
+      const float* xr = x + r * p.k;
+      float* y = p.y + r * p.n + g0 * kPanel;
+      if (count == G) {
+        prompt_tile<R, G>(w.data(), xr, p.k, p.k, y, p.n, p.rows - r);
+      } else {
+        for (int64_t g = 0; g < count; ++g)
+          prompt_tile<R, 1>(w.data() + g * p.k * kPanel, xr, p.k, p.k, y + g * kPanel, p.n,
+                            p.rows - r);
+      }
+    }
+  }
+}
+
+// Panels [begin, end) for any number of rows of x (p.xt holds them transposed up to kPanel rows).
+template <class Format>
+void multiply_row_blocks(const Format& f, const float* x, const Panels& p, int64_t begin,
+                         int64_t end) {
+  if (p.rows <= kPanel) return multiply_panels(f, p, begin, end);
+  multiply_prompt_rows(f, x, p, begin, end);
+}
+#endif
+
 // One share of the panels per thread, but no share under 4 panels.
 template <class Work>
 void parallel_panels(ffi::ThreadPool& pool, int64_t panels, const Work& work) {
@@ -510,7 +587,7 @@ struct Q4PanelCall {
 ffi::Error prepare_q4_panels(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::U8>& qs,
                              ffi::Buffer<ffi::F32>& scales, ffi::Buffer<ffi::F32>& mins,
                              ffi::Buffer<ffi::S32>& layer, ffi::ResultBuffer<ffi::F32>& y,
-                             Q4PanelCall& call) {
+                             int64_t max_rows, Q4PanelCall& call) {
 #if defined(__AVX512F__)
   const auto x_dims = x.dimensions();
   const auto q_dims = qs.dimensions();
@@ -520,11 +597,12 @@ ffi::Error prepare_q4_panels(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::U8>& qs,
   const int64_t stack = q_dims[0], panels = q_dims[1];
   if (k != q_dims[2] * 2 || k % kBlock)
     return ffi::Error::InvalidArgument("q4_panel_matmul: K != 2 * pairs or not whole blocks");
-  if (rows > kPanel) return ffi::Error::InvalidArgument("q4_panel_matmul: at most 16 rows");
+  if (rows > max_rows) return ffi::Error::InvalidArgument("q4_panel_matmul_lora: at most 16 rows");
   const int64_t l = layer.typed_data()[0];
   if (l < 0 || l >= stack) return ffi::Error::InvalidArgument("q4_panel_matmul: layer out of range");
   const int64_t n = panels * kPanel, blocks = k / kBlock;
-  call.xt = transposed_rows(x.typed_data(), rows, k);
+  // The prompt path (over kPanel rows) reads x as it is.
+  if (rows <= kPanel) call.xt = transposed_rows(x.typed_data(), rows, k);
   call.f = Q4Panel{qs.typed_data() + l * panels * (k / 2) * kPanel,
                    scales.typed_data() + l * panels * blocks * kPanel,
                    mins.typed_data() + l * panels * blocks * kPanel, k};
@@ -541,11 +619,14 @@ ffi::Error Q4PanelMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                              ffi::Buffer<ffi::F32> mins, ffi::Buffer<ffi::S32> layer,
                              ffi::ResultBuffer<ffi::F32> y) {
   Q4PanelCall call;
-  if (auto error = prepare_q4_panels(x, qs, scales, mins, layer, y, call); error.failure())
+  const int64_t any_rows = std::numeric_limits<int64_t>::max();
+  if (auto error = prepare_q4_panels(x, qs, scales, mins, layer, y, any_rows, call);
+      error.failure())
     return error;
 #if defined(__AVX512F__)
-  parallel_panels(pool, call.panels,
-                  [&](int64_t begin, int64_t end) { multiply_panels(call.f, call.p, begin, end); });
+  parallel_panels(pool, call.panels, [&](int64_t begin, int64_t end) {
+    multiply_row_blocks(call.f, x.typed_data(), call.p, begin, end);
+  });
 #endif
   return ffi::Error::Success();
 }
@@ -655,7 +736,8 @@ ffi::Error Q4PanelMatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                                  ffi::Buffer<ffi::S32> slot, ffi::Buffer<ffi::F32> weight,
                                  ffi::RemainingArgs slots, ffi::ResultBuffer<ffi::F32> y) {
   Q4PanelCall call;
-  if (auto error = prepare_q4_panels(x, qs, scales, mins, layer, y, call); error.failure())
+  if (auto error = prepare_q4_panels(x, qs, scales, mins, layer, y, kPanel, call);
+      error.failure())
     return error;
 #if defined(__AVX512F__)
   const Panels& p = call.p;

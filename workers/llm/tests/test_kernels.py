@@ -85,6 +85,20 @@ def test_batches_take_the_panels_and_match_numpy(rows):
 
 
 @needs_panels
+@pytest.mark.parametrize("rows", [17, 29, 64])
+def test_prompts_of_any_length_take_the_panels_and_match_numpy(rows):
+    # 13 panels: two threads' shares of 7 and 6, each of passes of 3 panels and a shorter last
+    # one; 17 and 29 rows end in a partial tile of 8.
+    layers, K, N = 2, 96, 13 * 16
+    w = four_bit_weights((layers, K, N), seed=rows)
+    packed = jax.tree.map(jnp.asarray, kernels.with_panels(kernels.quantize_q4(w),
+                                                           kernels.q4_panels))
+    x = np.random.default_rng(rows).standard_normal((rows, K)).astype(np.float32)
+    assert "liminal_q4_panel_matmul" in jax.jit(kernels.q4_matmul).lower(x, packed, 0).as_text()
+    assert_q4_matmul_matches_numpy_for_every_layer(x, packed, w)
+
+
+@needs_panels
 @pytest.mark.parametrize("rows", [1, 5, 16])
 def test_q8_panels_match_numpy(rows):
     K, N = 96, 64
@@ -104,7 +118,7 @@ def test_outputs_not_in_whole_panels_keep_the_column_layout_only():
 
 
 @needs_kernel
-def test_q4_matmul_refuses_more_than_16_rows():
+def test_the_column_layout_refuses_more_than_16_rows():
     packed = jax.tree.map(jnp.asarray, kernels.quantize_q4(four_bit_weights((1, 32, 32))))
     with pytest.raises(ValueError, match="at most 16 rows"):
         kernels.q4_matmul(jnp.zeros((17, 32)), packed, 0)
@@ -218,6 +232,17 @@ def test_q4_matmul_lora_refuses_tables_that_do_not_fit():
     half, _ = slot_table(rng, 1, 2, 32, 16, 4, jnp.bfloat16)
     with pytest.raises(TypeError, match="must all be float32 or all bfloat16"):
         kernels.q4_matmul_lora(jnp.ones((2, 32)), packed, 0, [narrow, half], index, weight)
+
+
+@needs_panels
+def test_q4_matmul_lora_refuses_more_than_16_rows_even_with_panels():
+    w = four_bit_weights((1, 32, 32))
+    packed = jax.tree.map(jnp.asarray, kernels.with_panels(kernels.quantize_q4(w),
+                                                           kernels.q4_panels))
+    table, _ = slot_table(np.random.default_rng(0), 1, 2, 32, 32, 4, jnp.float32)
+    index, weight = jnp.ones((17, 1), jnp.int32), jnp.ones((17, 1))
+    with pytest.raises(ValueError, match="at most 16 rows"):
+        kernels.q4_matmul_lora(jnp.ones((17, 32)), packed, 0, [table], index, weight)
 
 
 def eight_bit_weights(shape, seed=0):
