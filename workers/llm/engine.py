@@ -12,6 +12,7 @@ import bisect
 import itertools
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -199,28 +200,10 @@ class Engine:
         self._prefill_buckets = _prefill_buckets(self.prefill_chunk, min(16, self.prefill_chunk))
         self._kv_buckets = _buckets(self.max_seq_len, min(128, self.max_seq_len))
 
-        host_params = llama.serving_params(loaded.params)
-        self.decode_weights = self._choose_decode_weights(decode_weights, host_params)
-        self.q4 = None
-        if self.decode_weights == "q4":
-            # Every path then computes with the same weights: prefill and wide batches use the
-            # packed weights dequantized, so a row's tokens do not depend on its batch's width.
-            packed = kernels.pack_layers(host_params["layers"])
-            layers = {**host_params["layers"],
-                      **{name: kernels.dequantize_q4(p) for name, p in packed.items()}}
-            host_params = {**host_params, "layers": layers}
-            self.q4 = jax.tree.map(jnp.asarray, packed)
-        # The output head is read once per decoded token like the layers; it takes the 8-bit
-        # kernel when its weights already are 8-bit blocks (the GGUF's Q8_0 token embedding).
-        self.q8_head = None
-        head = (kernels.pack_q8_losslessly(host_params["lm_head"])
-                if self.decode_weights == "q4" else None)
-        if head is not None:
-            packed_head, head_weights = head
-            host_params = {**host_params, "lm_head": head_weights}
-            self.q8_head = jax.tree.map(jnp.asarray,
-                                        kernels.with_panels(packed_head, kernels.q8_panels))
-        self.params = jax.tree.map(lambda a: jnp.asarray(a, self.dtype), host_params)
+        # Host copies made on the way (packed, dequantized, transposed) are freed when this
+        # returns, before the cache and adapter slots are allocated: they would otherwise add
+        # about 0.6 GB to the process's peak.
+        self._place_weights(loaded.params, decode_weights)
         # Decode batches read each row's adapter slots and cache in place (XLA:CPU copies
         # gathered slots and cache windows first).
         self.native_lora = native_kernels_apply(self.dtype)
@@ -444,6 +427,53 @@ class Engine:
         if requested == "auto" and not kernels.is_four_bit(host_params["layers"]):
             return "float"
         return "q4"
+
+    def _place_weights(self, params: dict, decode_weights: str) -> None:
+        """The weights on the device: self.params (float), and self.q4 / self.q8_head (packed
+        for the native kernels) where they apply."""
+        host_params = llama.serving_params(params)
+        self.decode_weights = self._choose_decode_weights(decode_weights, host_params)
+        self.q4 = None
+        if self.decode_weights == "q4":
+            packed = kernels.pack_layers(host_params["layers"])
+            if self._q4_takes_every_call():
+                # The float copies would never be read (~0.4 GB for SmolLM2-135M).
+                layers = {k: v for k, v in host_params["layers"].items() if k not in packed}
+            else:
+                # Every path computes with the same weights: XLA's float matmuls (prompts, or
+                # the opt-in narrower prefill) use the packed weights dequantized, so a row's
+                # tokens do not depend on which path ran it.
+                layers = {**host_params["layers"],
+                          **{name: kernels.dequantize_q4(p) for name, p in packed.items()}}
+            host_params = {**host_params, "layers": layers}
+            self.q4 = jax.tree.map(jnp.asarray, packed)
+        # The output head is read once per decoded token like the layers; it takes the 8-bit
+        # kernel when its weights already are 8-bit blocks (the GGUF's Q8_0 token embedding).
+        self.q8_head = None
+        head = (kernels.pack_q8_losslessly(host_params["lm_head"])
+                if self.decode_weights == "q4" else None)
+        if head is not None:
+            packed_head, head_weights = head
+            host_params = {**host_params, "lm_head": head_weights}
+            self.q8_head = jax.tree.map(jnp.asarray,
+                                        kernels.with_panels(packed_head, kernels.q8_panels))
+        self.params = jax.tree.map(lambda a: jnp.asarray(a, self.dtype), host_params)
+
+    def _q4_takes_every_call(self) -> bool:
+        """Whether the 4-bit kernels run every matmul of the decoder's layers: any number of rows
+        (the panel kernels) and no opt-in narrower prefill matmuls, which are XLA's."""
+        return kernels.fastest_rows() == sys.maxsize and self.prefill_matmul_dtype is None
+
+    def host_weights(self) -> dict:
+        """The weights this engine computes with, as float32 numpy arrays in the model's layout
+        (packed matrices dequantized where the engine holds no float copy)."""
+        params = jax.tree.map(np.asarray, self.params)
+        if self.q4 is not None:
+            layers = dict(params["layers"])
+            for name, packed in self.q4.items():
+                layers.setdefault(name, kernels.dequantize_q4(jax.tree.map(np.asarray, packed)))
+            params = {**params, "layers": layers}
+        return params
 
     def _prefill_impl(self, params, q4, lora, cache, seen, tokens, start, length, slot, rows_lora,
                       sampling, *, kv_len, lora_width):

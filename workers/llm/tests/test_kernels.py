@@ -297,14 +297,26 @@ def q4_engine(tiny_model):
     engine.shutdown()
 
 
+@needs_panels
+def test_engines_keep_no_float_copies_of_what_the_panels_compute(q4_engine, tiny_model):
+    assert not set(kernels.Q4_MATRICES) & set(q4_engine.params["layers"])
+    weights = q4_engine.host_weights()["layers"]
+    for name in kernels.Q4_MATRICES:
+        expected = kernels.dequantize_q4(kernels.quantize_q4(tiny_model.params["layers"][name]))
+        np.testing.assert_array_equal(weights[name], expected)
+    # The opt-in narrower prefill matmuls are XLA's: they need the float weights.
+    narrow = Engine(tiny_model, max_batch_slots=2, max_seq_len=64, lora_slots=1,
+                    decode_weights="q4", prefill_matmul_dtype="bfloat16")
+    try:
+        assert set(kernels.Q4_MATRICES) <= set(narrow.params["layers"])
+    finally:
+        narrow.shutdown()
+
+
 def test_random_weights_stay_float_unless_asked(tiny_engine, tiny_model):
     assert tiny_engine.decode_weights == "float"  # packing them would lose precision
     with pytest.raises(ValueError, match="decode_weights"):
         Engine(tiny_model, decode_weights="int3")
-
-
-def _host_params(engine):
-    return jax.tree.map(np.asarray, engine.params)
 
 
 @pytest.mark.parametrize("length", [5, 40])
@@ -312,7 +324,7 @@ def test_q4_decoding_matches_the_uncached_forward_on_the_same_weights(q4_engine,
     prompt = prompt_ids(length, seed=length)
     result = q4_engine.submit(prompt, params=SamplingParams(
         greedy=True, max_tokens=30, ignore_eos=True)).result()
-    assert result.token_ids == reference_greedy(_host_params(q4_engine), prompt, 30,
+    assert result.token_ids == reference_greedy(q4_engine.host_weights(), prompt, 30,
                                                 ignore_eos=True)
 
 
