@@ -219,7 +219,7 @@ class Engine:
 
         self.compile_count = 0
         self.compiled: list[tuple] = []
-        self._prefill_jit = jax.jit(self._prefill_impl, donate_argnums=(3, 4),
+        self._prefill_jit = jax.jit(self._prefill_impl, donate_argnums=(4, 5),
                                     static_argnames=("kv_len", "lora_width"))
         self._verify_jit = jax.jit(self._verify_impl, donate_argnums=(4,),
                                    static_argnames=("kv_len", "lora_width"))
@@ -475,8 +475,8 @@ class Engine:
             params = {**params, "layers": layers}
         return params
 
-    def _prefill_impl(self, params, q4, lora, cache, seen, tokens, start, length, slot, rows_lora,
-                      sampling, *, kv_len, lora_width):
+    def _prefill_impl(self, params, q4, q8_head, lora, cache, seen, tokens, start, length, slot,
+                      rows_lora, sampling, *, kv_len, lora_width):
         self._count_compile(("prefill", tokens.shape[1], kv_len, lora_width))
         use_lora = lora_width > 0
         T = tokens.shape[1]
@@ -487,7 +487,7 @@ class Engine:
             matmul_dtype=self.prefill_matmul_dtype, q4=q4, native_lora=self.native_lora)
         last = jax.lax.dynamic_index_in_dim(hidden[0], jnp.clip(length - 1 - start, 0, T - 1),
                                             keepdims=False)
-        logits = llama.logits_from_hidden(params, last)[None, :]
+        logits = llama.logits_from_hidden(params, last[None, :], q8_head=q8_head)
         row = jnp.where(start == 0, jnp.zeros_like(seen[slot]), seen[slot])
         valid = jnp.arange(T) < (length - start)
         row = row.at[jnp.where(valid, tokens[0], self.config.vocab_size)].set(True, mode="drop")
@@ -592,7 +592,7 @@ class Engine:
         kv_len = bucket if start == 0 else self._kv_bucket(start + bucket)
         sampling, rows_lora = self._row_sampling([request], lora_width)
         token, logprob, self.cache, self.seen = self._prefill_jit(
-            self.params, self._prefill_q4, self.lora, self.cache, self.seen, tokens, np.int32(start),
+            self.params, self._prefill_q4, self.q8_head, self.lora, self.cache, self.seen, tokens, np.int32(start),
             np.int32(length), np.int32(slot), rows_lora, sampling, kv_len=kv_len,
             lora_width=rows_lora[0].shape[1])
         return token, logprob

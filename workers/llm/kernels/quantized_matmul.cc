@@ -560,7 +560,7 @@ void multiply_prompt_rows(const Format& f, const float* x, const Panels& p, int6
 
 // Panels [begin, end) for any number of rows of x (p.xt holds them transposed up to kPanel rows).
 template <class Format>
-void multiply_row_blocks(const Format& f, const float* x, const Panels& p, int64_t begin,
+void multiply_any_rows(const Format& f, const float* x, const Panels& p, int64_t begin,
                          int64_t end) {
   if (p.rows <= kPanel) return multiply_panels(f, p, begin, end);
   multiply_prompt_rows(f, x, p, begin, end);
@@ -625,7 +625,7 @@ ffi::Error Q4PanelMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     return error;
 #if defined(__AVX512F__)
   parallel_panels(pool, call.panels, [&](int64_t begin, int64_t end) {
-    multiply_row_blocks(call.f, x.typed_data(), call.p, begin, end);
+    multiply_any_rows(call.f, x.typed_data(), call.p, begin, end);
   });
 #endif
   return ffi::Error::Success();
