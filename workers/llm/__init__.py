@@ -27,8 +27,8 @@ Loading
         prefill_matmul_dtype: opt-in, e.g. "bfloat16": prompt (prefill) weight matmuls are
         XLA's with bfloat16 inputs and float32 accumulation (logits then differ from float32 at
         bfloat16 input precision; on a Zen 4 CPU with bf16 dot units 1020 tok/s for a 100-token
-        prompt against 770 with the default float32 panels below). Decode, attention, norms and LoRA deltas keep `dtype`. None (default) = exact
-        `dtype` everywhere.
+        prompt against 770 with the default float32 panels below). Decode, attention, norms
+        and LoRA deltas keep `dtype`. None (default) = exact `dtype` everywhere.
         decode_weights: "q4" decodes batches of up to 16 rows through native 4-bit kernels (on
         AVX-512 CPUs batches of 2+ rows take a GEMM-style kernel over panels of interleaved
         columns), and the output head through an 8-bit one when it already is 8-bit blocks

@@ -436,7 +436,7 @@ class Engine:
         self.q4 = None
         if self.decode_weights == "q4":
             packed = kernels.pack_layers(host_params["layers"])
-            if self._q4_takes_every_call():
+            if self._q4_takes_every_call(packed):
                 # The float copies would never be read (~0.4 GB for SmolLM2-135M).
                 layers = {k: v for k, v in host_params["layers"].items() if k not in packed}
             else:
@@ -459,10 +459,10 @@ class Engine:
                                         kernels.with_panels(packed_head, kernels.q8_panels))
         self.params = jax.tree.map(lambda a: jnp.asarray(a, self.dtype), host_params)
 
-    def _q4_takes_every_call(self) -> bool:
+    def _q4_takes_every_call(self, packed: dict) -> bool:
         """Whether the 4-bit kernels run every matmul of the decoder's layers: any number of rows
         (the panel kernels) and no opt-in narrower prefill matmuls, which are XLA's."""
-        return kernels.fastest_rows() == sys.maxsize and self.prefill_matmul_dtype is None
+        return kernels.fastest_rows(packed) == sys.maxsize and self.prefill_matmul_dtype is None
 
     def host_weights(self) -> dict:
         """The weights this engine computes with, as float32 numpy arrays in the model's layout

@@ -140,8 +140,8 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     inputs rounded to that dtype and float32 accumulation (opt-in: faster prefill on CPUs with
     bfloat16 dot units, at bfloat16 input precision); attention and norms stay as they are.
     `q4` (from `kernels.pack_layers`) runs the decoder's matrices through the 4-bit kernel when
-    B·T ≤ kernels.fastest_rows() (any number with the panel kernels; wider calls otherwise keep
-    XLA's float32 matmuls), and LoRA terms then add to its output; params["layers"] must
+    B·T ≤ kernels.fastest_rows(q4) (any number with the panel kernels; wider calls otherwise
+    keep XLA's float32 matmuls); params["layers"] must
     then hold the same weights dequantized, so both paths compute with the same weights.
     `native_lora` computes the LoRA terms with `kernels.lora_delta` when B·T ≤ kernels.MAX_ROWS
     (many rows on different adapters; wider calls, i.e. prefill, keep XLA's gathers + einsums),
@@ -154,7 +154,7 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     """
     c = config
     B, T = tokens.shape
-    if q4 is not None and B * T > kernels.fastest_rows():
+    if q4 is not None and B * T > kernels.fastest_rows(q4):
         q4 = None
     dtype = params["embed"].dtype
     h = params["embed"][tokens]

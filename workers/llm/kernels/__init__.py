@@ -129,18 +129,19 @@ def column_rows() -> int:
     return 1 if panels_available() else MAX_ROWS
 
 
-def fastest_rows() -> int:
-    """Up to how many rows `q4_matmul` (given `pack_layers`' packing) beats XLA's float32
-    matmul on this machine.
+def fastest_rows(packed: dict) -> int:
+    """Up to how many rows `q4_matmul` beats XLA's float32 matmul on this machine for every
+    matrix of `packed` (`pack_layers`' output).
 
-    With the panels, any number: over 16 rows (a prompt) a thread dequantizes a few panels once
-    and passes every row over them at close to the FMA units' peak. Measured on a 2-core
-    AVX-512 machine (the four decoder matmuls of 30 layers; peak 230 GFLOP/s): 179 / 180 / 177 /
-    175 GFLOP/s at 32 / 112 / 256 / 512 rows against XLA's 110 / 139 / 148 / 172, which also
-    repacks the weights every call."""
-    if panels_available():
+    Any number where all of them have panels: over 16 rows (a prompt) a thread dequantizes a
+    few panels once and passes every row over them at close to the FMA units' peak. Measured
+    on a 2-core AVX-512 machine (the four decoder matmuls of 30 layers; peak 230 GFLOP/s): 179 /
+    180 / 177 / 175 GFLOP/s at 32 / 112 / 256 / 512 rows against XLA's 110 / 139 / 148 / 172,
+    which also repacks the weights every call. A matrix without panels (outputs not in whole
+    panels) limits them all to what the column layout takes."""
+    if panels_available() and all("panels" in matrix for matrix in packed.values()):
         return sys.maxsize
-    return column_rows()
+    return MAX_ROWS if panels_available() else column_rows()
 
 
 def quantize_q4(weight: np.ndarray) -> dict[str, np.ndarray]:

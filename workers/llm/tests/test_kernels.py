@@ -2,6 +2,7 @@
 that use them."""
 
 import dataclasses
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -96,6 +97,16 @@ def test_prompts_of_any_length_take_the_panels_and_match_numpy(rows):
     x = np.random.default_rng(rows).standard_normal((rows, K)).astype(np.float32)
     assert "liminal_q4_panel_matmul" in jax.jit(kernels.q4_matmul).lower(x, packed, 0).as_text()
     assert_q4_matmul_matches_numpy_for_every_layer(x, packed, w)
+
+
+@needs_panels
+def test_a_matrix_without_panels_keeps_prompts_off_the_4_bit_kernels():
+    whole = kernels.with_panels(kernels.quantize_q4(four_bit_weights((1, 32, 32))),
+                                kernels.q4_panels)
+    partial = kernels.with_panels(kernels.quantize_q4(four_bit_weights((1, 32, 40))),
+                                  kernels.q4_panels)
+    assert kernels.fastest_rows({"wo": whole}) == sys.maxsize
+    assert kernels.fastest_rows({"wo": whole, "w_down": partial}) == kernels.MAX_ROWS
 
 
 @needs_panels
