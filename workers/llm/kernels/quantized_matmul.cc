@@ -21,7 +21,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <limits>
 #include <vector>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -587,7 +586,7 @@ struct Q4PanelCall {
 ffi::Error prepare_q4_panels(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::U8>& qs,
                              ffi::Buffer<ffi::F32>& scales, ffi::Buffer<ffi::F32>& mins,
                              ffi::Buffer<ffi::S32>& layer, ffi::ResultBuffer<ffi::F32>& y,
-                             int64_t max_rows, Q4PanelCall& call) {
+                             Q4PanelCall& call) {
 #if defined(__AVX512F__)
   const auto x_dims = x.dimensions();
   const auto q_dims = qs.dimensions();
@@ -597,7 +596,6 @@ ffi::Error prepare_q4_panels(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::U8>& qs,
   const int64_t stack = q_dims[0], panels = q_dims[1];
   if (k != q_dims[2] * 2 || k % kBlock)
     return ffi::Error::InvalidArgument("q4_panel_matmul: K != 2 * pairs or not whole blocks");
-  if (rows > max_rows) return ffi::Error::InvalidArgument("q4_panel_matmul_lora: at most 16 rows");
   const int64_t l = layer.typed_data()[0];
   if (l < 0 || l >= stack) return ffi::Error::InvalidArgument("q4_panel_matmul: layer out of range");
   const int64_t n = panels * kPanel, blocks = k / kBlock;
@@ -619,9 +617,7 @@ ffi::Error Q4PanelMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                              ffi::Buffer<ffi::F32> mins, ffi::Buffer<ffi::S32> layer,
                              ffi::ResultBuffer<ffi::F32> y) {
   Q4PanelCall call;
-  const int64_t any_rows = std::numeric_limits<int64_t>::max();
-  if (auto error = prepare_q4_panels(x, qs, scales, mins, layer, y, any_rows, call);
-      error.failure())
+  if (auto error = prepare_q4_panels(x, qs, scales, mins, layer, y, call); error.failure())
     return error;
 #if defined(__AVX512F__)
   parallel_panels(pool, call.panels, [&](int64_t begin, int64_t end) {
@@ -736,11 +732,12 @@ ffi::Error Q4PanelMatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                                  ffi::Buffer<ffi::S32> slot, ffi::Buffer<ffi::F32> weight,
                                  ffi::RemainingArgs slots, ffi::ResultBuffer<ffi::F32> y) {
   Q4PanelCall call;
-  if (auto error = prepare_q4_panels(x, qs, scales, mins, layer, y, kPanel, call);
-      error.failure())
+  if (auto error = prepare_q4_panels(x, qs, scales, mins, layer, y, call); error.failure())
     return error;
 #if defined(__AVX512F__)
   const Panels& p = call.p;
+  // The term's prefetching and the panels' transposed x are written for one block of rows.
+  if (p.rows > kPanel) return ffi::Error::InvalidArgument("q4_panel_matmul_lora: at most 16 rows");
   return with_lora_term(slots, slot, weight, layer, p.rows, p.k, p.n, [&](const auto& term) {
     const int64_t panels = call.panels;
     parallel_panels(pool, panels, [&](int64_t begin, int64_t end) {
