@@ -418,8 +418,8 @@ struct Q8Panel {
 
 // R rows of G panels at a time: one accumulator per (panel, row). G * R >= 8 keeps enough
 // independent FMA chains in flight to cover the FMA latency.
-// Cache lines for a kernel to prefetch while its FMA units are busy (see SlotLines), one per
-// step of its loop until there are none left.
+// Cache lines for a kernel to prefetch while its FMA units are busy (see SlotLines), one or
+// two per step of its loop until there are none left.
 struct Prefetch {
   const liminal::lora::SlotLines::Range* range = nullptr;  // the next range to start
   const liminal::lora::SlotLines::Range* last = nullptr;
@@ -437,7 +437,7 @@ struct Prefetch {
   }
 };
 
-template <class Format, int R, int G, bool kPrefetch>
+template <class Format, int R, int G, int kPrefetch>
 void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end,
                    Prefetch prefetch) {
   constexpr int S = Format::kInputsPerStep;
@@ -451,8 +451,7 @@ void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end,
       typename Format::Block blk[G];
       for (int g = 0; g < G; ++g) blk[g] = f.block(g0 + g, b);
       const float* xb = p.xt + b * kBlock * kPanel;
-      for (int step = 0; step < kBlock / S; ++step) {
-        if constexpr (kPrefetch) prefetch.step();
+      auto multiply = [&](int step) __attribute__((always_inline)) {
         for (int g = 0; g < G; ++g) {
           __m512 w[S];
           Format::step(blk[g], step, w);
@@ -461,6 +460,22 @@ void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end,
             for (int r = 0; r < R; ++r)
               acc[g][r] = _mm512_fmadd_ps(w[s], _mm512_set1_ps(xi[r]), acc[g][r]);
           }
+        }
+      };
+      constexpr int kBlockLines = kBlock / S * kPrefetch;
+      if (kPrefetch > 0 && prefetch.end - prefetch.line >= kBlockLines * 64) {
+        // The block's lines are all in the current range: no checks between them (in a loop
+        // this tight, the checks cost about as much as the prefetches themselves).
+        for (int step = 0; step < kBlock / S; ++step) {
+          for (int line = 0; line < kPrefetch; ++line)
+            _mm_prefetch(prefetch.line + (step * kPrefetch + line) * 64, _MM_HINT_T1);
+          multiply(step);
+        }
+        prefetch.line += kBlockLines * 64;
+      } else {
+        for (int step = 0; step < kBlock / S; ++step) {
+          for (int line = 0; line < kPrefetch; ++line) prefetch.step();
+          multiply(step);
         }
       }
     }
@@ -473,7 +488,7 @@ void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end,
   if (g0 < end) panels_avx512<Format, R, 1, kPrefetch>(f, p, g0, end, prefetch);
 }
 
-template <class Format, bool kPrefetch = false>
+template <class Format, int kPrefetch = 0>
 void multiply_panels(const Format& f, const Panels& p, int64_t begin, int64_t end,
                      Prefetch prefetch = {}) {
   switch (p.rows) {
@@ -567,9 +582,13 @@ void multiply_any_rows(const Format& f, const float* x, const Panels& p, int64_t
 #endif
 
 // One share of the panels per thread, but no share under 4 panels.
+int64_t panel_shares(ffi::ThreadPool& pool, int64_t panels) {
+  return std::min<int64_t>(pool.num_threads(), panels / 4);
+}
+
 template <class Work>
 void parallel_panels(ffi::ThreadPool& pool, int64_t panels, const Work& work) {
-  liminal::run_in_shares(pool, panels, std::min<int64_t>(pool.num_threads(), panels / 4), work);
+  liminal::run_in_shares(pool, panels, panel_shares(pool, panels), work);
 }
 
 // A 4-bit panel matmul's operands, checked: the chosen layer's panels and the rows of x
@@ -674,8 +693,8 @@ struct LoraTerm {
     return ffi::Error::Success();
   }
 
-  // y [m, n] += the terms. The work is split in (row, projection) units, row by row: a batch
-  // splits by rows (as the prefetching did), and a single row still spreads its projections
+  // y [m, n] += the terms (the column kernel's way). The work is split in (row, projection)
+  // units, row by row: a batch splits by rows, and a single row still spreads its projections
   // over the threads.
   void add(ffi::ThreadPool& pool, const float* x, int64_t m, float* y, int64_t n) const {
     const int64_t count = targets.size();
@@ -687,6 +706,22 @@ struct LoraTerm {
         liminal::lora::add_rows(targets[t], x, rows, y + column[t], n, row, row + 1);
       }
     });
+  }
+
+  // out[row, 0:n] = row `row`'s terms (out rows n apart); false, with out untouched, when the
+  // row uses no adapter.
+  bool row_term(const float* x, int64_t row, float* out, int64_t n) const {
+    bool used = false;
+    for (const auto& t : targets)
+      for (int64_t u = 0; u < rows.j; ++u) used = used || rows.used(row, u, t.slots);
+    if (!used) return false;
+    std::fill(out + row * n, out + (row + 1) * n, 0.0f);
+    int64_t column = 0;
+    for (const auto& t : targets) {
+      liminal::lora::add_rows(t, x, rows, out + column, n, row, row + 1);
+      column += t.n;
+    }
+    return true;
   }
 };
 
@@ -739,15 +774,56 @@ ffi::Error Q4PanelMatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   // The term's prefetching and the panels' transposed x are written for one block of rows.
   if (p.rows > kPanel) return ffi::Error::InvalidArgument("q4_panel_matmul_lora: at most 16 rows");
   return with_lora_term(slots, slot, weight, layer, p.rows, p.k, p.n, [&](const auto& term) {
-    const int64_t panels = call.panels;
-    parallel_panels(pool, panels, [&](int64_t begin, int64_t end) {
-      // The slots of the rows this thread will compute the term of (see LoraTerm::add), one
-      // line per step of the kernel (a burst would stall it on the memory system).
-      const auto [first, last] = term.lines.rows(p.rows * begin / panels, p.rows * end / panels);
-      if (first == last) return multiply_panels(call.f, p, begin, end);
-      multiply_panels<Q4Panel, true>(call.f, p, begin, end, Prefetch{first, last});
+    // Each thread computes the terms of its share of the rows (see SlotLines::rows) while it
+    // multiplies its share of the panels, a row at a time: the panels run in chunks, one per
+    // row, each prefetching the next row's slots (a line per step of the kernel, or two where
+    // that would not cover them; a burst would stall it on the memory system) and followed by
+    // the term of the row fetched during the previous chunk. So each row's slots are read soon
+    // after they arrive, from this core's L2; all of a share's slots (up to 1 MB for gate/up)
+    // did not stay there until the end of the call.
+    // The terms go to a buffer first: y's columns are not all written until every thread is
+    // done, so the rows are added in a second pass, split as the first.
+    const int64_t panels = call.panels, rows = p.rows, n = p.n;
+    thread_local std::vector<float> buffer;  // the calling thread's: XLA calls from few threads
+    buffer.resize(rows * n);
+    float* const terms = buffer.data();  // (a lambda naming `buffer` would get its own thread's)
+    std::vector<char> has_term(rows, 0);
+    const int64_t shares = panel_shares(pool, panels);
+    const float* xs = x.typed_data();
+    liminal::run_in_shares(pool, panels, shares, [&](int64_t begin, int64_t end) {
+      const int64_t first_row = rows * begin / panels, share_rows = rows * end / panels - first_row;
+      if (share_rows == 0) return multiply_panels(call.f, p, begin, end);
+      for (int64_t chunk = 0; chunk <= share_rows; ++chunk) {
+        const int64_t chunk_begin = begin + (end - begin) * chunk / (share_rows + 1);
+        const int64_t chunk_end = begin + (end - begin) * (chunk + 1) / (share_rows + 1);
+        if (chunk < share_rows) {
+          const auto [first, last] = term.lines.rows(first_row + chunk, first_row + chunk + 1);
+          int64_t lines = 0;
+          for (auto* range = first; range != last; ++range) lines += range->lines;
+          const int64_t steps = (chunk_end - chunk_begin) * (p.k / Q4Panel::kInputsPerStep);
+          if (lines > steps)  // q/k/v: a row's slots outnumber the steps of its chunk
+            multiply_panels<Q4Panel, 2>(call.f, p, chunk_begin, chunk_end, Prefetch{first, last});
+          else
+            multiply_panels<Q4Panel, 1>(call.f, p, chunk_begin, chunk_end, Prefetch{first, last});
+        } else {
+          multiply_panels(call.f, p, chunk_begin, chunk_end);
+        }
+        if (chunk > 0) {
+          const int64_t row = first_row + chunk - 1;
+          has_term[row] = term.row_term(xs, row, terms, n);
+        }
+      }
     });
-    term.add(pool, x.typed_data(), p.rows, p.y, p.n);
+    liminal::run_in_shares(pool, panels, shares, [&](int64_t begin, int64_t end) {
+      for (int64_t row = rows * begin / panels; row < rows * end / panels; ++row) {
+        if (!has_term[row]) continue;
+        float* out = p.y + row * n;
+        const float* add = terms + row * n;
+        for (int64_t o = 0; o < n; o += kPanel)  // n is whole panels
+          _mm512_storeu_ps(out + o,
+                           _mm512_add_ps(_mm512_loadu_ps(out + o), _mm512_loadu_ps(add + o)));
+      }
+    });
   });
 #else
   return ffi::Error::Success();  // prepare_q4_panels has already refused

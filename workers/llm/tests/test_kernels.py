@@ -193,12 +193,14 @@ def test_lora_delta_refuses_mixed_slot_dtypes():
 @needs_kernel
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("rows", [1, 3, 7, 16])
-def test_q4_matmul_lora_adds_each_projections_term_to_its_columns(rows, dtype):
+# 4 panels: one thread's share; 8: two shares, whose rows (and terms) split unevenly
+@pytest.mark.parametrize("widths", [(20, 12, 32), (80, 16, 32)])
+def test_q4_matmul_lora_adds_each_projections_term_to_its_columns(rows, dtype, widths):
     """One call computes x @ W plus the terms of q, k, v-like projections side by side: widths
     that are not whole vectors, ranks of their own, rows on different adapters or none."""
     rng = np.random.default_rng(rows)
     layers, slots, K = 3, 6, 64
-    widths, ranks = (20, 12, 32), (16, 5, 8)
+    ranks = (16, 5, 8)
     w = four_bit_weights((layers, K, sum(widths)), seed=rows)
     packed = jax.tree.map(jnp.asarray, kernels.with_panels(kernels.quantize_q4(w),
                                                            kernels.q4_panels))
