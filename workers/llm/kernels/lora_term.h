@@ -200,16 +200,20 @@ struct RowAdapters {
 template <class W>
 void add_rows(const Target<W>& t, const float* x, const RowAdapters& rows, float* y,
               int64_t y_stride, int64_t begin, int64_t end) {
-  std::vector<float> h(t.r);
+  // On the stack for the usual ranks: this runs per row and projection, thousands of times
+  // per decode step.
+  float stack_h[64];
+  std::vector<float> heap_h(t.r > 64 ? t.r : 0);
+  float* const h = t.r > 64 ? heap_h.data() : stack_h;
   for (int64_t m = begin; m < end; ++m) {
     for (int64_t u = 0; u < rows.j; ++u) {
       if (!rows.used(m, u, t.slots)) continue;
       const int64_t s = rows.slot[m * rows.j + u];
-      down_project(x + m * t.k, t.a + s * t.k * t.r, t.k, t.r, h.data());
-      for (auto& v : h) v *= rows.weight[m * rows.j + u];
+      down_project(x + m * t.k, t.a + s * t.k * t.r, t.k, t.r, h);
+      for (int64_t c = 0; c < t.r; ++c) h[c] *= rows.weight[m * rows.j + u];
       int64_t rank = t.r;  // an adapter of a smaller rank than the table's is zero-padded
       while (rank > 0 && h[rank - 1] == 0.0f) --rank;
-      up_project(h.data(), t.b + s * t.r * t.n, rank, t.n, y + m * y_stride);
+      up_project(h, t.b + s * t.r * t.n, rank, t.n, y + m * y_stride);
     }
   }
 }

@@ -451,7 +451,8 @@ void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end,
       typename Format::Block blk[G];
       for (int g = 0; g < G; ++g) blk[g] = f.block(g0 + g, b);
       const float* xb = p.xt + b * kBlock * kPanel;
-      auto multiply = [&](int step) __attribute__((always_inline)) {
+      for (int step = 0; step < kBlock / S; ++step) {
+        for (int line = 0; line < kPrefetch; ++line) prefetch.step();
         for (int g = 0; g < G; ++g) {
           __m512 w[S];
           Format::step(blk[g], step, w);
@@ -460,22 +461,6 @@ void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end,
             for (int r = 0; r < R; ++r)
               acc[g][r] = _mm512_fmadd_ps(w[s], _mm512_set1_ps(xi[r]), acc[g][r]);
           }
-        }
-      };
-      constexpr int kBlockLines = kBlock / S * kPrefetch;
-      if (kPrefetch > 0 && prefetch.end - prefetch.line >= kBlockLines * 64) {
-        // The block's lines are all in the current range: no checks between them (in a loop
-        // this tight, the checks cost about as much as the prefetches themselves).
-        for (int step = 0; step < kBlock / S; ++step) {
-          for (int line = 0; line < kPrefetch; ++line)
-            _mm_prefetch(prefetch.line + (step * kPrefetch + line) * 64, _MM_HINT_T1);
-          multiply(step);
-        }
-        prefetch.line += kBlockLines * 64;
-      } else {
-        for (int step = 0; step < kBlock / S; ++step) {
-          for (int line = 0; line < kPrefetch; ++line) prefetch.step();
-          multiply(step);
         }
       }
     }
