@@ -450,6 +450,7 @@ class Engine:
         # The output head is read once per decoded token like the layers; it takes the 8-bit
         # kernel when its weights already are 8-bit blocks (the GGUF's Q8_0 token embedding).
         self.q8_head = None
+        self._verify_limit = sys.maxsize  # tokens one speculative verify may check
         head = (kernels.pack_q8_losslessly(host_params["lm_head"])
                 if self.decode_weights == "q4" else None)
         if head is not None:
@@ -457,6 +458,13 @@ class Engine:
             host_params = {**host_params, "lm_head": head_weights}
             self.q8_head = jax.tree.map(jnp.asarray,
                                         kernels.with_panels(packed_head, kernels.q8_panels))
+            if self.config.tie_word_embeddings and self.max_batch_slots <= kernels.MAX_ROWS:
+                # The 8-bit kernel then computes every decode batch's and prompt's logits, and
+                # speculative verifies are held to as many tokens (_speculative_round), so the
+                # float head (the embedding transposed: 113 MB for SmolLM2-135M) would never
+                # be read. (logits_from_hidden would fall back to the embedding.)
+                host_params = {k: v for k, v in host_params.items() if k != "lm_head"}
+                self._verify_limit = kernels.MAX_ROWS
         self.params = jax.tree.map(lambda a: jnp.asarray(a, self.dtype), host_params)
 
     def _q4_takes_every_call(self, packed: dict) -> bool:
@@ -466,8 +474,11 @@ class Engine:
 
     def host_weights(self) -> dict:
         """The weights this engine computes with, as float32 numpy arrays in the model's layout
-        (packed matrices dequantized where the engine holds no float copy)."""
+        (packed matrices and the 8-bit head dequantized where the engine holds no float copy)."""
         params = jax.tree.map(np.asarray, self.params)
+        if self.q8_head is not None and "lm_head" not in params:
+            head = {k: np.asarray(v) for k, v in self.q8_head.items() if k != "panels"}
+            params["lm_head"] = kernels.dequantize_q8(head)
         if self.q4 is not None:
             layers = dict(params["layers"])
             for name, packed in self.q4.items():
@@ -727,7 +738,7 @@ class Engine:
         followed the latest earlier occurrence of the sequence's last n-gram and check them all
         in one forward pass (decoding one sequence is bound by reading the weights, so checking
         several tokens costs about as much as producing one). Returns False when not applicable."""
-        k = self.speculative_tokens
+        k = min(self.speculative_tokens, self._verify_limit - 1)
         active = [r for r in self._rows if r is not None]
         if k <= 0 or len(active) != 1 or self._pending:
             return False

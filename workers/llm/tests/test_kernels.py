@@ -326,6 +326,40 @@ def test_engines_keep_no_float_copies_of_what_the_panels_compute(q4_engine, tiny
         narrow.shutdown()
 
 
+def test_a_tied_eight_bit_head_keeps_no_float_copy_where_it_serves_every_call(tiny_model):
+    """With tied embeddings stored as 8-bit blocks (SmolLM2's GGUF) and batches of at most
+    MAX_ROWS rows, every call's logits come from the 8-bit kernel: the float head is dropped,
+    and speculative verifies are held to as many tokens. Wider batches keep it."""
+    embed = kernels.dequantize_q8(kernels.quantize_q8(tiny_model.params["embed"].T)).T
+    params = {k: v for k, v in tiny_model.params.items() if k != "lm_head"}
+    model = dataclasses.replace(
+        tiny_model, config=dataclasses.replace(TINY_CONFIG, tie_word_embeddings=True),
+        params={**params, "embed": embed})
+    narrow = Engine(model, max_batch_slots=4, max_seq_len=256, lora_slots=1, max_lora_rank=4,
+                    decode_weights="q4", speculative_tokens=40)
+    wide = Engine(model, max_batch_slots=kernels.MAX_ROWS + 1, max_seq_len=64, lora_slots=1,
+                  max_lora_rank=4, decode_weights="q4")
+    try:
+        if narrow.q8_head is None:
+            pytest.skip("the 8-bit kernel did not build")
+        assert "lm_head" not in narrow.params
+        assert "lm_head" in wide.params
+        head = narrow.host_weights()["lm_head"]
+        np.testing.assert_allclose(head, embed.T, rtol=0, atol=1e-6 * np.abs(embed).max())
+
+        prompt = prompt_ids(12, seed=3) * 4  # repeats: the n-gram lookup has drafts to offer
+        greedy = SamplingParams(greedy=True, max_tokens=24, ignore_eos=True)
+        speculated = narrow.submit(prompt, params=greedy).result()
+        assert narrow.speculation["proposed"] > 0
+        verified = [key[1] for key in narrow.compiled if key[0] == "verify"]
+        assert verified and max(verified) <= kernels.MAX_ROWS
+        assert speculated.token_ids == reference_greedy(narrow.host_weights(), prompt, 24,
+                                                        ignore_eos=True)
+    finally:
+        narrow.shutdown()
+        wide.shutdown()
+
+
 def test_random_weights_stay_float_unless_asked(tiny_engine, tiny_model):
     assert tiny_engine.decode_weights == "float"  # packing them would lose precision
     with pytest.raises(ValueError, match="decode_weights"):
