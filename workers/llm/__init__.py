@@ -39,7 +39,9 @@ Loading
         batches, q4 decode) uses the same 4-bit weights; `engine.decode_weights` says which. On
         AVX-512 CPUs prompts take the panels too (any number of rows, float32 arithmetic), and
         the engine then keeps no float copy of the packed matrices (`engine.host_weights()`
-        dequantizes them).
+        dequantizes them), nor of a tied 8-bit head when max_batch_slots <= 16 (speculative
+        verifies are then held to 16 tokens, so the 8-bit kernel computes every call's
+        logits).
         Float32 CPU engines whose kernels build also read adapter slots and the KV cache in
         place in decode and verify steps (native LoRA and attention kernels), and by default
         store them narrower, since reading them bounds batched decode:
