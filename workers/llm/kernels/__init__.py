@@ -216,7 +216,7 @@ def q4_matmul_lora(x, packed: dict, layer, tables: list[dict], index, weight):
     N) and index, weight [B, J] each row's adapter slots (0 = none) and weights, as for
     `lora_delta`. The panel version prefetches the slots the rows use while it multiplies, a
     row at a time, and computes each row's term soon after its slots arrive, so a batch on many
-    adapters reads them from this core's cache."""
+    adapters reads them from cache."""
     import jax.numpy as jnp
 
     dtypes = {table[part].dtype for table in tables for part in ("A", "B")}

@@ -447,7 +447,7 @@ struct Prefetch {
 
  private:
   __attribute__((always_inline)) void next() {
-    if (line == end) {
+    while (line == end) {  // (a range has lines, but an empty one must not derail the rest)
       if (range == last) return;
       line = range->start;
       end = line + range->lines * 64;
@@ -496,9 +496,21 @@ void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end,
   if (g0 < end) panels_avx512<Format, R, 1, kPrefetch>(f, p, g0, end, prefetch);
 }
 
+// How many panels multiply_panels takes at a time for `rows` rows (its G, below).
+constexpr int64_t panels_per_group(int64_t rows) { return rows <= 2 ? 4 : rows <= 4 ? 2 : 1; }
+
+// The steps of multiply_panels' loop over panels [begin, end), at each of which it prefetches:
+// one per kInputsPerStep inputs for each group of panels, and for each panel left over.
+template <class Format>
+int64_t panel_steps(const Panels& p, int64_t begin, int64_t end) {
+  const int64_t group = panels_per_group(p.rows), panels = end - begin;
+  return (panels / group + panels % group) * (p.k / Format::kInputsPerStep);
+}
+
 template <class Format, bool kPrefetch = false>
 void multiply_panels(const Format& f, const Panels& p, int64_t begin, int64_t end,
                      Prefetch prefetch = {}) {
+  // Each case's G is panels_per_group(rows).
   switch (p.rows) {
     case 1: return panels_avx512<Format, 1, 4, kPrefetch>(f, p, begin, end, prefetch);
     case 2: return panels_avx512<Format, 2, 4, kPrefetch>(f, p, begin, end, prefetch);
@@ -784,10 +796,12 @@ ffi::Error Q4PanelMatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   return with_lora_term(slots, slot, weight, layer, p.rows, p.k, p.n, [&](const auto& term) {
     // Each thread computes the terms of its share of the rows (see SlotLines::rows) while it
     // multiplies its share of the panels, a row at a time: the panels run in chunks, one per
-    // row, each prefetching the next row's slots (spread over the chunk's steps, see Prefetch)
-    // and followed by the term of the row fetched during the previous chunk. So each row's
-    // slots are read soon after they arrive, from this core's L2; all of a share's slots (up to
-    // 1 MB for gate/up) did not stay there until the end of the call.
+    // row and one more. Each chunk but the last prefetches the next row's slots (spread over
+    // the chunk's steps, see Prefetch), and each but the first is followed by the term of the
+    // row fetched during the chunk before. So each row's slots are read soon after they
+    // arrive, from this core's L2 (but for a slot that an earlier row of another share uses:
+    // SlotLines lists it once, and the other core fetches it); all of a share's slots at once
+    // (up to 1 MB for gate/up) did not stay there until the end of the call.
     // The terms go to a buffer first: y's columns are not all written until every thread is
     // done, so the rows are added in a second pass, split as the first.
     const int64_t panels = call.panels, rows = p.rows, n = p.n;
@@ -805,7 +819,7 @@ ffi::Error Q4PanelMatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
         const int64_t chunk_end = begin + (end - begin) * (chunk + 1) / (share_rows + 1);
         if (chunk < share_rows) {
           const auto [first, last] = term.lines.rows(first_row + chunk, first_row + chunk + 1);
-          const int64_t steps = (chunk_end - chunk_begin) * (p.k / Q4Panel::kInputsPerStep);
+          const int64_t steps = panel_steps<Q4Panel>(p, chunk_begin, chunk_end);
           multiply_panels<Q4Panel, true>(call.f, p, chunk_begin, chunk_end,
                                          Prefetch::spread(first, last, steps));
         } else {

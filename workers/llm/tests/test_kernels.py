@@ -193,7 +193,8 @@ def test_lora_delta_refuses_mixed_slot_dtypes():
 @needs_kernel
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("rows", [1, 3, 7, 16])
-# 4 panels: one thread's share; 8: two shares, whose rows (and terms) split unevenly
+# 4 panels: one thread's share; 8: two shares (where XLA's pool has two threads or more),
+# whose rows (and terms) split unevenly
 @pytest.mark.parametrize("widths", [(20, 12, 32), (80, 16, 32)])
 def test_q4_matmul_lora_adds_each_projections_term_to_its_columns(rows, dtype, widths):
     """One call computes x @ W plus the terms of q, k, v-like projections side by side: widths
