@@ -697,6 +697,7 @@ ffi::Error Q8PanelMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 template <class W>
 struct LoraTerm {
   std::vector<liminal::lora::Target<W>> targets;
+  std::vector<int64_t> columns;  // where each target's outputs start in y's rows
   liminal::lora::RowAdapters rows;
   liminal::lora::SlotLines lines;
 
@@ -708,6 +709,11 @@ struct LoraTerm {
       return ffi::Error::InvalidArgument("lora: slot/weight must be [B, J] for the B rows of x");
     if (auto error = liminal::lora::read_targets(slots, layer, k, n, targets); error.failure())
       return error;
+    int64_t column = 0;
+    for (const auto& t : targets) {
+      columns.push_back(column);
+      column += t.n;
+    }
     rows = {slot.typed_data(), weight.typed_data(), sd[1]};
     lines.add(targets, rows, m);
     return ffi::Error::Success();
@@ -718,12 +724,10 @@ struct LoraTerm {
   // over the threads.
   void add(ffi::ThreadPool& pool, const float* x, int64_t m, float* y, int64_t n) const {
     const int64_t count = targets.size();
-    std::vector<int64_t> column(count, 0);
-    for (int64_t t = 1; t < count; ++t) column[t] = column[t - 1] + targets[t - 1].n;
     liminal::run_in_shares(pool, m * count, pool.num_threads(), [&](int64_t begin, int64_t end) {
       for (int64_t unit = begin; unit < end; ++unit) {
         const int64_t row = unit / count, t = unit % count;
-        liminal::lora::add_rows(targets[t], x, rows, y + column[t], n, row, row + 1);
+        liminal::lora::add_rows(targets[t], x, rows, y + columns[t], n, row, row + 1);
       }
     });
   }
@@ -736,11 +740,8 @@ struct LoraTerm {
       for (int64_t u = 0; u < rows.j; ++u) used = used || rows.used(row, u, t.slots);
     if (!used) return false;
     std::fill(out + row * n, out + (row + 1) * n, 0.0f);
-    int64_t column = 0;
-    for (const auto& t : targets) {
-      liminal::lora::add_rows(t, x, rows, out + column, n, row, row + 1);
-      column += t.n;
-    }
+    for (size_t t = 0; t < targets.size(); ++t)
+      liminal::lora::add_rows(targets[t], x, rows, out + columns[t], n, row, row + 1);
     return true;
   }
 };
