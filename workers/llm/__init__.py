@@ -45,9 +45,9 @@ Loading
         Float32 CPU engines whose kernels build also read adapter slots and the KV cache in
         place in decode and verify steps (native LoRA and attention kernels), and by default
         store them narrower, since reading them bounds batched decode:
-        lora_dtype: adapter slots, None = bfloat16 there (A and B·alpha/r rounded to bfloat16,
-        the LoRA term computed in float32), else the engine's dtype; "float32" for full
-        precision. kv_dtype: the KV cache, None = float16 there (as llama.cpp's default cache),
+        lora_dtype: adapter slots, None = int8 there (A and B·alpha/r as 8-bit multiples of a
+        step per rank, the LoRA term computed in float32 to within ~1% of float32 slots'), else
+        the engine's dtype; "bfloat16", or "float32" for full precision. kv_dtype: the KV cache, None = float16 there (as llama.cpp's default cache),
         else the engine's dtype; "float32" for full precision.
 
 Engine attributes

@@ -50,11 +50,17 @@ def init_params(config: ModelConfig, seed: int = 0, *, scale: float = 0.08) -> d
 
 
 def init_lora_state(config: ModelConfig, num_slots: int, max_rank: int, dtype=jnp.float32) -> dict:
-    """Zeroed adapter slots: per target A [L, slots+1, in, r], B [L, slots+1, r, out]."""
+    """Zeroed adapter slots: per target A [L, slots+1, in, r], B [L, slots+1, r, out]; int8
+    slots also have scale [L, slots+1, r] (float32, see lora.quantize_slot_arrays): the term is
+    then Σ_c (x A[:, c]) · scale[c] · B[c]."""
     dims = config.target_dims()
     L, S = config.num_layers, num_slots + 1
-    return {t: {"A": jnp.zeros((L, S, dims[t][0], max_rank), dtype),
-                "B": jnp.zeros((L, S, max_rank, dims[t][1]), dtype)} for t in LORA_TARGETS}
+    state = {t: {"A": jnp.zeros((L, S, dims[t][0], max_rank), dtype),
+                 "B": jnp.zeros((L, S, max_rank, dims[t][1]), dtype)} for t in LORA_TARGETS}
+    if jnp.dtype(dtype) == jnp.int8:
+        for slots in state.values():
+            slots["scale"] = jnp.zeros((L, S, max_rank), jnp.float32)
+    return state
 
 
 def serving_params(params: dict) -> dict:
@@ -88,7 +94,11 @@ def _lora_delta(x, slots, layer, rows_lora):
     index, weight = rows_lora
     a = slots["A"][layer, index]  # [B, k, in, r]
     b = slots["B"][layer, index]  # [B, k, r, out]
-    h = jnp.einsum("bti,bkir->btkr", x, a) * weight[:, None, :, None].astype(x.dtype)
+    factor = weight[:, :, None]  # [B, k, 1]
+    if "scale" in slots:  # int8 slots
+        a, b = a.astype(x.dtype), b.astype(x.dtype)
+        factor = factor * slots["scale"][layer, index]  # [B, k, r]
+    h = jnp.einsum("bti,bkir->btkr", x, a) * factor[:, None].astype(x.dtype)
     return jnp.einsum("btkr,bkro->bto", h, b)
 
 

@@ -10,7 +10,8 @@ multiplies as a GEMM micro-kernel does: a decode batch of 16 is bound by arithme
 A prompt's many rows take the panels too, dequantized once per call into a per-thread buffer
 (XLA's float32 GEMM is slower on them and repacks its float weights on every call).
 `lora_delta` computes the LoRA term of rows that each use their own adapters, reading
-the adapter slots (float32 or bfloat16) in place (XLA copies every gathered slot first);
+the adapter slots (float32, bfloat16, or int8 with a scale per rank) in place (XLA copies every
+gathered slot first);
 `q4_matmul_lora` is `q4_matmul` plus the terms of the projections its matrix holds side by side,
 in one call whose panel version prefetches the rows' slots while it multiplies (a batch on many
 adapters is otherwise stalled reading them after the arithmetic, with memory idle before).
@@ -49,7 +50,6 @@ _TARGETS = {"liminal_q4_matmul": "LiminalQ4Matmul", "liminal_q8_matmul": "Limina
             "liminal_q4_matmul_lora": "LiminalQ4MatmulLora",
             "liminal_q4_panel_matmul_lora": "LiminalQ4PanelMatmulLora",
             "liminal_lora_delta": "LiminalLoraDelta",
-            "liminal_lora_delta_bf16": "LiminalLoraDeltaBf16",
             "liminal_attention": "LiminalAttention",
             "liminal_attention_f16": "LiminalAttentionF16"}
 PANEL = 16  # output columns per panel (the layout for all but single-row calls on AVX-512)
@@ -209,21 +209,34 @@ def q4_matmul(x, packed: dict, layer):
     return _q4_kernel("q4_matmul", x, packed, layer)
 
 
-def q4_matmul_lora(x, packed: dict, layer, tables: list[dict], index, weight):
-    """`q4_matmul(x, packed, layer)` plus the LoRA terms of the projections whose outputs the
-    matrix holds side by side (e.g. q, k, v), in one call: `tables` are their slot tables
-    ({"A": [L, S, K, R], "B": [L, S, R, N_t]}, all float32 or all bfloat16, the N_t adding up to
-    N) and index, weight [B, J] each row's adapter slots (0 = none) and weights, as for
-    `lora_delta`. The panel version prefetches the slots the rows use while it multiplies, a
-    row at a time, and computes each row's term soon after its slots arrive, so a batch on many
-    adapters reads them from cache."""
+def slot_operands(tables: list[dict], caller: str) -> list:
+    """The kernels' operands for slot tables (`model.init_lora_state`'s layout): A and B of each,
+    all float32 or all bfloat16, or A, B and scale of each when all are int8."""
     import jax.numpy as jnp
 
     dtypes = {table[part].dtype for table in tables for part in ("A", "B")}
-    if len(dtypes) > 1 or not dtypes <= {jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)}:
-        raise TypeError(f"q4_matmul_lora: slot tables must all be float32 or all bfloat16, "
+    allowed = {jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.int8)}
+    if len(dtypes) > 1 or not dtypes <= allowed:
+        raise TypeError(f"{caller}: slot tables must all be float32, all bfloat16 or all int8, "
                         f"not {sorted(map(str, dtypes))}")
-    slots = [table[part] for table in tables for part in ("A", "B")]
+    if dtypes == {jnp.dtype(jnp.int8)}:
+        if not all("scale" in table and table["scale"].dtype == jnp.float32 for table in tables):
+            raise TypeError(f"{caller}: int8 slot tables need their float32 scale [L, S, R]")
+        return [table[part] for table in tables for part in ("A", "B", "scale")]
+    return [table[part] for table in tables for part in ("A", "B")]
+
+
+def q4_matmul_lora(x, packed: dict, layer, tables: list[dict], index, weight):
+    """`q4_matmul(x, packed, layer)` plus the LoRA terms of the projections whose outputs the
+    matrix holds side by side (e.g. q, k, v), in one call: `tables` are their slot tables
+    ({"A": [L, S, K, R], "B": [L, S, R, N_t]}, all float32 or all bfloat16, or all int8 with
+    "scale" [L, S, R]; the N_t adding up to N) and index, weight [B, J] each row's adapter slots
+    (0 = none) and weights, as for `lora_delta`. The panel version prefetches the slots the
+    rows use while it multiplies, a row at a time, and computes each row's term soon after its
+    slots arrive, so a batch on many adapters reads them from cache."""
+    import jax.numpy as jnp
+
+    slots = slot_operands(tables, "q4_matmul_lora")
     return _q4_kernel("q4_matmul_lora", x, packed, layer,
                       (index.astype(jnp.int32), weight.astype(jnp.float32)), slots)
 
@@ -312,21 +325,17 @@ def q8_matmul(x, packed: dict):
 def lora_delta(x, slots: dict, layer, index, weight):
     """Σ_j weight[m, j] · x[m] @ A[slot j] @ B[slot j] for rows x [M, K] (float32), reading the
     `layer`-th entry of the slot table {"A": [L, S, K, R], "B": [L, S, R, N]} (float32 or
-    bfloat16) in place. index, weight: [M, J] each row's adapter slots (0 = none) and their
-    weights → [M, N], computed in float32."""
+    bfloat16, or int8 with "scale" [L, S, R]: see `model.init_lora_state`) in place. index,
+    weight: [M, J] each row's adapter slots (0 = none) and their weights → [M, N], computed in
+    float32."""
     import jax
     import jax.numpy as jnp
 
-    n = slots["B"].shape[-1]
-    if slots["A"].dtype != slots["B"].dtype or slots["A"].dtype not in (jnp.float32,
-                                                                         jnp.bfloat16):
-        raise TypeError(f"lora_delta: slots must both be float32 or bfloat16, not "
-                        f"{slots['A'].dtype} and {slots['B'].dtype}")
-    target = "liminal_lora_delta_bf16" if slots["A"].dtype == jnp.bfloat16 else "liminal_lora_delta"
-    call = jax.ffi.ffi_call(target,
-                            jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))
-    return call(x.astype(jnp.float32), slots["A"], slots["B"], index.astype(jnp.int32),
-                weight.astype(jnp.float32), jnp.asarray(layer, jnp.int32))
+    operands = slot_operands([slots], "lora_delta")
+    call = jax.ffi.ffi_call("liminal_lora_delta",
+                            jax.ShapeDtypeStruct((x.shape[0], slots["B"].shape[-1]), jnp.float32))
+    return call(x.astype(jnp.float32), index.astype(jnp.int32), weight.astype(jnp.float32),
+                jnp.asarray(layer, jnp.int32), *operands)
 
 
 def attention(q, cache_k, cache_v, slot, position, layer, scale: float):

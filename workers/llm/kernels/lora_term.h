@@ -4,10 +4,15 @@
 //   y[m] += sum_j weight[m, j] * (x[m] @ A[layer, slot[m, j]]) @ B[layer, slot[m, j]]
 //
 // Slot table layout (the engine's, see workers/llm/model.py: init_lora_state):
-//   a   [L, S, K, R]   slot s of layer l: the adapter's A, transposed
-//   b   [L, S, R, N]   with the adapter's alpha / r scaling folded in
-//   float32, or bfloat16 (half the bytes: a decode batch of 16 rows on 16 adapters is bound by
-//   reading them); the arithmetic is float32 either way.
+//   a      [L, S, K, R]   slot s of layer l: the adapter's A, transposed
+//   b      [L, S, R, N]   with the adapter's alpha / r scaling folded in
+//   float32, bfloat16 (half the bytes: a decode batch of 16 rows on 16 adapters is bound by
+//   reading them), or int8 (a quarter) with
+//   scale  [L, S, R]      float32: rank c's A column and B row are int8 multiples of their own
+//                         steps, and scale is the product of the two steps (lora.py:
+//                         quantize_slot_arrays), applied to the rank vector between the two
+//                         products, so it costs R multiplies per row;
+//   the arithmetic is float32 in every case.
 // Slot 0 means "no adapter"; it and zero weights cost nothing.
 #pragma once
 
@@ -29,8 +34,9 @@
 
 namespace liminal::lora {
 
-// Adapter weights are float32 or bfloat16 (uint16_t here: the upper half of a float32).
+// Adapter weights are float32, bfloat16 (uint16_t here: the upper half of a float32) or int8.
 inline float to_float(float v) { return v; }
+inline float to_float(int8_t v) { return float(v); }
 inline float to_float(uint16_t v) {
   const uint32_t bits = uint32_t(v) << 16;
   float f;
@@ -43,6 +49,32 @@ struct Vec : simd::Floats {  // the slots' 16-bit format is bfloat16
   using Floats::load;
   static T load(const uint16_t* a) { return load_bf16(a); }
 };
+
+// y[0:columns] += h[R] @ B[R, 0:columns] (rows n apart), 4 vectors of outputs at a time,
+// accumulated in registers over the ranks and added to y once (the plain loop below reads and
+// writes y once per rank).
+template <class W>
+int64_t up_project_blocked(const float* __restrict h, const W* __restrict b, int64_t r,
+                           int64_t n, float* __restrict y) {
+  constexpr int64_t kStep = 4 * Vec::kWidth;
+  int64_t o = 0;
+  for (; o + kStep <= n; o += kStep) {
+    typename Vec::T acc0 = Vec::zero(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (int64_t c = 0; c < r; ++c) {
+      const W* row = b + c * n + o;
+      const typename Vec::T hc = Vec::broadcast(h[c]);
+      acc0 = Vec::fma(hc, Vec::load(row), acc0);
+      acc1 = Vec::fma(hc, Vec::load(row + Vec::kWidth), acc1);
+      acc2 = Vec::fma(hc, Vec::load(row + 2 * Vec::kWidth), acc2);
+      acc3 = Vec::fma(hc, Vec::load(row + 3 * Vec::kWidth), acc3);
+    }
+    Vec::store(y + o, Vec::add(Vec::load(y + o), acc0));
+    Vec::store(y + o + Vec::kWidth, Vec::add(Vec::load(y + o + Vec::kWidth), acc1));
+    Vec::store(y + o + 2 * Vec::kWidth, Vec::add(Vec::load(y + o + 2 * Vec::kWidth), acc2));
+    Vec::store(y + o + 3 * Vec::kWidth, Vec::add(Vec::load(y + o + 3 * Vec::kWidth), acc3));
+  }
+  return o;
+}
 #endif
 
 #if defined(__AVX512F__)
@@ -162,6 +194,9 @@ void up_project(const float* __restrict h, const W* __restrict b, int64_t r, int
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<W, uint16_t>) done = up_project_bf16_avx512(h, b, r, n, y);
 #endif
+#if defined(LIMINAL_SIMD)
+  if constexpr (std::is_same_v<W, int8_t>) done = up_project_blocked(h, b, r, n, y);
+#endif
   for (int64_t c = 0; c < r && done < n; ++c) {
     const float hc = h[c];
     if (hc == 0.0f) continue;  // zero-padded ranks of smaller adapters
@@ -182,7 +217,12 @@ struct Target {
   const W* a;  // [S, K, R]
   const W* b;  // [S, R, N]
   int64_t slots, k, r, n;
+  const float* scale = nullptr;  // [S, R] for int8 tables, else none
 };
+
+// The slot tables' element types: W of the Target<W> that reads them.
+template <class W>
+constexpr bool kScaled = std::is_same_v<W, int8_t>;  // int8 tables come with a scale
 
 // Each row's adapters: slot [M, J] (0 = none) and weight [M, J].
 struct RowAdapters {
@@ -210,7 +250,12 @@ void add_rows(const Target<W>& t, const float* x, const RowAdapters& rows, float
       if (!rows.used(m, u, t.slots)) continue;
       const int64_t s = rows.slot[m * rows.j + u];
       down_project(x + m * t.k, t.a + s * t.k * t.r, t.k, t.r, h);
-      for (int64_t c = 0; c < t.r; ++c) h[c] *= rows.weight[m * rows.j + u];
+      const float weight = rows.weight[m * rows.j + u];
+      if (t.scale != nullptr) {
+        for (int64_t c = 0; c < t.r; ++c) h[c] *= weight * t.scale[s * t.r + c];
+      } else {
+        for (int64_t c = 0; c < t.r; ++c) h[c] *= weight;
+      }
       int64_t rank = t.r;  // an adapter of a smaller rank than the table's is zero-padded
       while (rank > 0 && h[rank - 1] == 0.0f) --rank;
       up_project(h, t.b + s * t.r * t.n, rank, t.n, y + m * y_stride);
@@ -242,6 +287,7 @@ class SlotLines {
           seen[i][s] = true;
           range(t.a + s * t.k * t.r, t.k * t.r * sizeof(W));
           range(t.b + s * t.r * t.n, t.r * t.n * sizeof(W));
+          if (t.scale != nullptr) range(t.scale + s * t.r, t.r * sizeof(float));
         }
       }
     }
@@ -265,16 +311,20 @@ class SlotLines {
   std::vector<size_t> row_ranges_;  // row i's ranges: [row_ranges_[i], row_ranges_[i + 1])
 };
 
-// Reads the slot tables passed as (A, B) pairs after a kernel's fixed arguments: A [L, S, K, R]
-// and B [L, S, R, N_t], all float32 or all bfloat16 (W = float or uint16_t), at `layer`; the
-// N_t must add up to `n` (the targets' outputs side by side).
+// Reads the slot tables passed after a kernel's fixed arguments, at `layer`: one (A, B) pair
+// per target, A [L, S, K, R] and B [L, S, R, N_t], all float32 or all bfloat16 (W = float or
+// uint16_t), or one (A, B, scale) triple per target for int8 tables (W = int8_t), scale
+// [L, S, R] float32. The N_t must add up to `n` (the targets' outputs side by side).
 template <class W>
 xla::ffi::Error read_targets(const xla::ffi::RemainingArgs& args, int64_t layer, int64_t k,
                              int64_t n, std::vector<Target<W>>& targets) {
   namespace ffi = xla::ffi;
-  if (args.size() % 2) return ffi::Error::InvalidArgument("lora: slot tables come as (A, B) pairs");
+  constexpr size_t per_target = kScaled<W> ? 3 : 2;
+  if (args.size() % per_target)
+    return ffi::Error::InvalidArgument(kScaled<W> ? "lora: int8 slot tables come as (A, B, scale) triples"
+                                                  : "lora: slot tables come as (A, B) pairs");
   int64_t width = 0;
-  for (size_t i = 0; i < args.size(); i += 2) {
+  for (size_t i = 0; i < args.size(); i += per_target) {
     auto a = args.get<ffi::AnyBuffer>(i);
     auto b = args.get<ffi::AnyBuffer>(i + 1);
     if (!a.has_value() || !b.has_value()) return ffi::Error::InvalidArgument("lora: bad slot table");
@@ -284,31 +334,45 @@ xla::ffi::Error read_targets(const xla::ffi::RemainingArgs& args, int64_t layer,
       return ffi::Error::InvalidArgument("lora: A [L, S, K, R] and B [L, S, R, N] disagree");
     if (layer < 0 || layer >= ad[0]) return ffi::Error::InvalidArgument("lora: layer out of range");
     const int64_t slots = ad[1], r = ad[3], n_t = bd[3];
+    const float* scale = nullptr;
+    if constexpr (kScaled<W>) {
+      auto s = args.get<ffi::AnyBuffer>(i + 2);
+      if (!s.has_value()) return ffi::Error::InvalidArgument("lora: bad slot table");
+      const auto sd = s->dimensions();
+      if (sd.size() != 3 || sd[0] != ad[0] || sd[1] != slots || sd[2] != r)
+        return ffi::Error::InvalidArgument("lora: the scale of an int8 table is not [L, S, R]");
+      scale = reinterpret_cast<const float*>(s->untyped_data()) + layer * slots * r;
+    }
     const W* a_data = reinterpret_cast<const W*>(a->untyped_data());
     const W* b_data = reinterpret_cast<const W*>(b->untyped_data());
     targets.push_back({a_data + layer * slots * k * r, b_data + layer * slots * r * n_t, slots, k,
-                       r, n_t});
+                       r, n_t, scale});
     width += n_t;
   }
   if (width != n) return ffi::Error::InvalidArgument("lora: the targets' outputs do not add up to N");
   return ffi::Error::Success();
 }
 
-// The element type of the slot tables in `args` (all must share it): F32, BF16, or an error.
+// The element type of the slot tables in `args`: F32 or BF16 (every operand of that type), S8
+// ((A, B, scale) triples: S8, S8, F32), or an error.
 inline xla::ffi::ErrorOr<xla::ffi::DataType> slot_type(const xla::ffi::RemainingArgs& args) {
   namespace ffi = xla::ffi;
   if (args.size() == 0) return ffi::DataType::F32;
-  std::optional<ffi::DataType> type;
+  std::vector<ffi::DataType> types;
   for (size_t i = 0; i < args.size(); ++i) {
     auto buffer = args.get<ffi::AnyBuffer>(i);
     if (!buffer.has_value()) return ffi::Error::InvalidArgument("lora: bad slot table");
-    if (type && *type != buffer->element_type())
-      return ffi::Error::InvalidArgument("lora: slot tables of mixed dtypes");
-    type = buffer->element_type();
+    types.push_back(buffer->element_type());
   }
-  if (*type != ffi::DataType::F32 && *type != ffi::DataType::BF16)
-    return ffi::Error::InvalidArgument("lora: slot tables must be float32 or bfloat16");
-  return *type;
+  const ffi::DataType type = types[0];
+  if (type != ffi::DataType::F32 && type != ffi::DataType::BF16 && type != ffi::DataType::S8)
+    return ffi::Error::InvalidArgument("lora: slot tables must be float32, bfloat16 or int8");
+  for (size_t i = 0; i < types.size(); ++i) {
+    const bool scale = type == ffi::DataType::S8 && i % 3 == 2;
+    if (types[i] != (scale ? ffi::DataType::F32 : type))
+      return ffi::Error::InvalidArgument("lora: slot tables of mixed dtypes");
+  }
+  return type;
 }
 
 }  // namespace liminal::lora

@@ -691,7 +691,7 @@ ffi::Error Q8PanelMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 // The 4-bit matmuls with the LoRA terms of the projections that W holds side by side (e.g. q, k
 // and v) added in the same call: y = x @ W + [term_1 | term_2 | ...] (see lora_term.h).
 // Arguments after the matmul's: slot int32 [B, J], weight float [B, J] (each row's adapters),
-// then one (A, B) slot table pair per projection, in output order. One call instead of one per
+// then one (A, B) slot table pair per projection, in output order ((A, B, scale) for int8). One call instead of one per
 // projection plus XLA's concatenate and add; and the panel version prefetches the slots the
 // rows use while its arithmetic runs, so the term reads them from cache.
 template <class W>
@@ -746,8 +746,9 @@ struct LoraTerm {
   }
 };
 
-// Runs body(term) with the LoRA term of rows [0, m) read from the call's arguments, its W (float
-// or uint16_t for bfloat16) the slot tables' element type; or returns why they do not fit.
+// Runs body(term) with the LoRA term of rows [0, m) read from the call's arguments, its W (float,
+// uint16_t for bfloat16, or int8_t) the slot tables' element type; or returns why they do not
+// fit.
 template <class Body>
 ffi::Error with_lora_term(const ffi::RemainingArgs& slots, ffi::Buffer<ffi::S32>& slot,
                           ffi::Buffer<ffi::F32>& weight, ffi::Buffer<ffi::S32>& layer, int64_t m,
@@ -762,7 +763,14 @@ ffi::Error with_lora_term(const ffi::RemainingArgs& slots, ffi::Buffer<ffi::S32>
     body(term);
     return ffi::Error::Success();
   };
-  return *type == ffi::DataType::BF16 ? run(uint16_t{}) : run(float{});
+  switch (*type) {
+    case ffi::DataType::BF16:
+      return run(uint16_t{});
+    case ffi::DataType::S8:
+      return run(int8_t{});
+    default:
+      return run(float{});
+  }
 }
 
 ffi::Error Q4MatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,

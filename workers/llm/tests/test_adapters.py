@@ -14,7 +14,8 @@ from workers.llm import (
     save_peft_adapter,
 )
 from workers.llm.engine import Engine
-from workers.llm.lora import AdapterSlotTable
+from workers.llm.lora import (AdapterSlotTable, dequantize_slot_arrays, quantize_slot_arrays,
+                              slot_arrays)
 
 from .conftest import TINY_CONFIG
 
@@ -128,3 +129,48 @@ def test_engine_lru_eviction(tiny_model):
         assert engine.adapter_versions()["second"] == 2
     finally:
         engine.shutdown()
+
+
+def lora_term(slots: dict, x: np.ndarray) -> np.ndarray:
+    """Every layer's x A B for each target's float32 tables, targets side by side."""
+    return np.concatenate([np.einsum("mk,lkr,lrn->lmn", x, t["A"], t["B"], dtype=np.float64)
+                           for t in slots.values()], axis=-1)
+
+
+@pytest.mark.parametrize("outliers", [False, True])
+def test_eight_bit_slots_keep_the_lora_term_within_a_percent(outliers):
+    """Per-rank 8-bit steps move a LoRA term by ~1% (L2) of its size, also where a few
+    outputs' weights are ten times the rest (which coarsens their rank's step)."""
+    rng = np.random.default_rng(7)
+    adapter = random_adapter(TINY_CONFIG, rank=8, seed=3)
+    # Off the 8-bit grid that random_adapter uses: values quantizing really rounds.
+    adapter.weights = {t: (a + rng.standard_normal(a.shape).astype(np.float32) * 0.01,
+                           b + rng.standard_normal(b.shape).astype(np.float32) * 0.01)
+                       for t, (a, b) in adapter.weights.items()}
+    if outliers:
+        for a, b in adapter.weights.values():
+            b[:, :2] *= 10.0
+    slots = slot_arrays(adapter, TINY_CONFIG, 16)
+    quantized = quantize_slot_arrays(slots)
+    assert all(t["A"].dtype == np.int8 and t["B"].dtype == np.int8 for t in quantized.values())
+    x = rng.standard_normal((32, TINY_CONFIG.hidden_size)).astype(np.float32)
+    exact = lora_term({t: slots[t] for t in ("q_proj", "o_proj", "gate_proj")}, x)
+    stored = dequantize_slot_arrays({t: quantized[t] for t in ("q_proj", "o_proj", "gate_proj")})
+    error = np.linalg.norm(lora_term(stored, x) - exact) / np.linalg.norm(exact)
+    assert 1e-4 < error < 0.02  # rounded, but by little
+
+
+def test_eight_bit_slots_hold_grid_adapters_exactly_and_zero_ranks_as_zero():
+    """random_adapter's values are 8-bit multiples of a power-of-two step per rank: quantizing
+    them loses nothing. The padding ranks beyond an adapter's rank get a zero scale."""
+    adapter = random_adapter(TINY_CONFIG, rank=4, seed=5)
+    slots = slot_arrays(adapter, TINY_CONFIG, 8)
+    quantized = quantize_slot_arrays(slots)
+    restored = dequantize_slot_arrays(quantized)
+    for target, table in slots.items():
+        # Each rank's A column and B row come back up to powers of two that cancel.
+        a, b = restored[target]["A"], restored[target]["B"]
+        np.testing.assert_array_equal(np.einsum("lkr,lrn->lkrn", a, b),
+                                      np.einsum("lkr,lrn->lkrn", table["A"], table["B"]))
+        assert not quantized[target]["scale"][:, 4:].any()
+        assert quantized[target]["scale"][:, :4].all()

@@ -8,7 +8,9 @@ import pytest
 
 from workers.llm import AdapterNotFoundError, ContextOverflowError, SamplingParams, random_adapter
 from workers.llm.engine import Engine, default_kv_dtype
-from workers.llm.lora import merge_adapter
+from workers.llm import kernels
+from workers.llm.lora import (dequantize_slot_arrays, merge_adapter, quantize_slot_arrays,
+                              slot_arrays)
 from workers.llm.model import full_logits as _full_logits
 
 from .conftest import TINY_CONFIG, as_device
@@ -68,28 +70,62 @@ def test_adapter_generation_matches_merged_weights(tiny_engine, tiny_model):
     assert result.token_ids != reference_greedy(tiny_model.params, prompt, 16, ignore_eos=True)
 
 
-def test_adapter_slots_round_to_bfloat16_where_the_kernel_reads_them(tiny_engine, tiny_model):
+def stored_adapter(adapter, slots: dict):
+    """The adapter that float32 slot tables (`slot_arrays`' layout) hold: A and B with the
+    scaling folded back out of B."""
+    weights = {}
+    for target in adapter.weights:
+        a = slots[target]["A"].transpose(0, 2, 1)[:, :adapter.rank]
+        b = slots[target]["B"].transpose(0, 2, 1)[:, :, :adapter.rank] / adapter.scaling
+        weights[target] = (a, b)
+    return dataclasses.replace(adapter, weights=weights)
+
+
+def off_grid_adapter(seed):
+    """Values that neither bfloat16 nor int8 slots hold (and alpha / r = 3)."""
+    adapter = random_adapter(TINY_CONFIG, rank=4, alpha=12.0, seed=seed, scale=0.2)
+    adapter.weights = {t: (a * 1.001, b * 0.999) for t, (a, b) in adapter.weights.items()}
+    return adapter
+
+
+def test_adapter_slots_are_eight_bit_where_the_kernel_reads_them(tiny_engine, tiny_model):
     if not tiny_engine.native_lora:
         pytest.skip("float32 slots without the native LoRA kernel")
-    assert tiny_engine.lora_dtype == jnp.bfloat16
-    # Values bfloat16 does not hold: the slots keep them rounded, so the engine generates what
-    # the merged weights of the rounded adapter generate.
-    adapter = random_adapter(TINY_CONFIG, rank=4, alpha=12.0, seed=22, scale=0.2)  # alpha/r = 3
-    adapter.weights = {t: (a * 1.001, b * 0.999) for t, (a, b) in adapter.weights.items()}
+    assert tiny_engine.lora_dtype == jnp.int8
+    assert tiny_engine.lora["q_proj"]["A"].dtype == jnp.int8
+    assert tiny_engine.lora["q_proj"]["scale"].dtype == jnp.float32
+    # The slots keep the adapter quantized, so the engine generates what the merged weights of
+    # the quantized adapter generate, with and without a prefill on the adapter.
+    adapter = off_grid_adapter(22)
     tiny_engine.load_adapter("rounded", adapter)
-
-    def rounded(values):
-        return np.asarray(jnp.asarray(values, jnp.bfloat16), np.float32)
-
-    # What the slots hold: A and B·scaling, each rounded (scaling folded back out of B).
-    stored = dataclasses.replace(adapter, weights={
-        t: (rounded(a), rounded(b * adapter.scaling) / adapter.scaling)
-        for t, (a, b) in adapter.weights.items()})
-    prompt = prompt_ids(12, seed=4)
-    result = tiny_engine.submit(prompt, params=greedy(16, ignore_eos=True),
-                                adapters=[("rounded", 1.0)]).result()
+    quantized = quantize_slot_arrays(slot_arrays(adapter, TINY_CONFIG, tiny_engine.max_lora_rank))
+    stored = stored_adapter(adapter, dequantize_slot_arrays(quantized))
     merged = merge_adapter(TINY_CONFIG, tiny_model.params, stored)
-    assert result.token_ids == reference_greedy(merged, prompt, 16, ignore_eos=True)
+    for seed in (4, 5):
+        prompt = prompt_ids(12, seed=seed)
+        result = tiny_engine.submit(prompt, params=greedy(16, ignore_eos=True),
+                                    adapters=[("rounded", 1.0)]).result()
+        assert result.token_ids == reference_greedy(merged, prompt, 16, ignore_eos=True)
+
+
+def test_adapter_slots_in_bfloat16_on_request(tiny_model):
+    if not kernels.available():
+        pytest.skip("bfloat16 slots on a float32 engine need the native LoRA kernel")
+    engine = Engine(tiny_model, max_batch_slots=2, max_seq_len=128, lora_dtype="bfloat16")
+    try:
+        assert engine.lora["q_proj"]["A"].dtype == jnp.bfloat16 and "scale" not in engine.lora["q_proj"]
+        adapter = off_grid_adapter(23)
+        engine.load_adapter("rounded", adapter)
+        slots = slot_arrays(adapter, TINY_CONFIG, engine.max_lora_rank)
+        rounded = jax.tree.map(lambda v: np.asarray(v).astype(jnp.bfloat16).astype(np.float32),
+                               slots)
+        merged = merge_adapter(TINY_CONFIG, tiny_model.params, stored_adapter(adapter, rounded))
+        prompt = prompt_ids(12, seed=4)
+        result = engine.submit(prompt, params=greedy(16, ignore_eos=True),
+                               adapters=[("rounded", 1.0)]).result()
+        assert result.token_ids == reference_greedy(merged, prompt, 16, ignore_eos=True)
+    finally:
+        engine.shutdown()
 
 
 def test_kv_cache_is_float16_where_the_attention_kernel_reads_it(tiny_engine, tiny_model):

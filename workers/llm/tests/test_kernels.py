@@ -138,12 +138,24 @@ def test_the_column_layout_refuses_more_than_16_rows():
 def slot_table(rng, layers, slots, K, N, rank, dtype):
     """A LoRA slot table of random values that `dtype` holds exactly (so numpy computes with the
     same weights), slot 0 zero ("no adapter"), slot 1 holding an adapter of a smaller rank
-    (zero-padded, as the engine stores one), and its float32 copy for numpy."""
-    a = np.array(jnp.asarray(rng.standard_normal((layers, slots, K, rank)), dtype), np.float32)
-    b = np.array(jnp.asarray(rng.standard_normal((layers, slots, rank, N)), dtype), np.float32)
-    a[:, 0], b[:, 0] = 0, 0
-    a[:, 1, :, rank // 2:], b[:, 1, rank // 2:] = 0, 0
-    return {"A": jnp.asarray(a, dtype), "B": jnp.asarray(b, dtype)}, (a, b)
+    (zero-padded, as the engine stores one), and its float32 copy for numpy. int8 tables hold
+    integers and a random scale per rank, which the copy folds into B."""
+    if dtype == jnp.int8:
+        a = rng.integers(-127, 128, (layers, slots, K, rank)).astype(np.float32)
+        b = rng.integers(-127, 128, (layers, slots, rank, N)).astype(np.float32)
+        scale = rng.uniform(1e-4, 1e-2, (layers, slots, rank)).astype(np.float32)
+    else:
+        a = np.array(jnp.asarray(rng.standard_normal((layers, slots, K, rank)), dtype),
+                     np.float32)
+        b = np.array(jnp.asarray(rng.standard_normal((layers, slots, rank, N)), dtype),
+                     np.float32)
+        scale = np.ones((layers, slots, rank), np.float32)
+    a[:, 0], b[:, 0], scale[:, 0] = 0, 0, 0
+    a[:, 1, :, rank // 2:], b[:, 1, rank // 2:], scale[:, 1, rank // 2:] = 0, 0, 0
+    table = {"A": jnp.asarray(a, dtype), "B": jnp.asarray(b, dtype)}
+    if dtype == jnp.int8:
+        table["scale"] = jnp.asarray(scale)
+    return table, (a, b * scale[..., None])
 
 
 def numpy_lora_terms(x, tables, index, weight):
@@ -157,7 +169,7 @@ def numpy_lora_terms(x, tables, index, weight):
 
 
 @needs_kernel
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.int8])
 @pytest.mark.parametrize("rank", [16, 5])  # the vectorised path and the generic one
 def test_lora_delta_matches_numpy_for_rows_on_different_adapters(rank, dtype):
     rng = np.random.default_rng(rank)
@@ -183,15 +195,24 @@ def test_lora_delta_matches_numpy_for_rows_on_different_adapters(rank, dtype):
 
 
 @needs_kernel
-def test_lora_delta_refuses_mixed_slot_dtypes():
-    slots_table = {"A": jnp.zeros((1, 2, 32, 4), jnp.bfloat16), "B": jnp.zeros((1, 2, 4, 8))}
-    with pytest.raises(TypeError, match="float32 or bfloat16"):
-        kernels.lora_delta(jnp.zeros((1, 32)), slots_table, 0, jnp.zeros((1, 1), jnp.int32),
-                           jnp.ones((1, 1)))
+def test_lora_delta_refuses_mixed_slot_dtypes_and_int8_without_scale():
+    def call(slots_table):
+        return kernels.lora_delta(jnp.zeros((1, 32)), slots_table, 0,
+                                  jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1)))
+
+    mixed = {"A": jnp.zeros((1, 2, 32, 4), jnp.bfloat16), "B": jnp.zeros((1, 2, 4, 8))}
+    with pytest.raises(TypeError, match="must all be float32, all bfloat16 or all int8"):
+        call(mixed)
+    unscaled = {"A": jnp.zeros((1, 2, 32, 4), jnp.int8), "B": jnp.zeros((1, 2, 4, 8), jnp.int8)}
+    with pytest.raises(TypeError, match="need their float32 scale"):
+        call(unscaled)
+    misshapen = {**unscaled, "scale": jnp.zeros((1, 2, 3))}
+    with pytest.raises(Exception, match=r"not \[L, S, R\]"):
+        jax.block_until_ready(call(misshapen))
 
 
 @needs_kernel
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.int8])
 @pytest.mark.parametrize("rows", [1, 3, 7, 16])
 # 4 panels: one thread's share; 8: two shares (where XLA's pool has two threads or more),
 # whose rows (and terms) split unevenly
@@ -244,7 +265,7 @@ def test_q4_matmul_lora_refuses_tables_that_do_not_fit():
         jax.block_until_ready(kernels.q4_matmul_lora(jnp.ones((2, 32)), packed, 0, [narrow],
                                                      index, weight))
     half, _ = slot_table(rng, 1, 2, 32, 16, 4, jnp.bfloat16)
-    with pytest.raises(TypeError, match="must all be float32 or all bfloat16"):
+    with pytest.raises(TypeError, match="must all be float32, all bfloat16 or all int8"):
         kernels.q4_matmul_lora(jnp.ones((2, 32)), packed, 0, [narrow, half], index, weight)
 
 
