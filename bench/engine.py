@@ -146,13 +146,13 @@ def run_engine(args, lengths) -> dict:
                          lora_slots=max(streams), max_lora_rank=16,
                          decode_steps=args.decode_steps,
                          prefill_matmul_dtype=args.prefill_matmul_dtype,
-                         decode_weights=args.decode_weights)
+                         decode_weights=args.decode_weights, lora_dtype=args.lora_dtype)
     load_time = time.perf_counter() - started
     for i in range(max(streams)):
         engine.load_adapter(f"bench-{i}", random_adapter(engine.config, rank=16, seed=i,
                                                          scale=0.01))
     out = {"rounds": args.rounds, "load_s": load_time, "prefill": {}, "ttft": {}, "decode": {}, "base": {}, "lora": {},
-           "decode_weights": engine.decode_weights}
+           "decode_weights": engine.decode_weights, "lora_dtype": str(engine.lora_dtype)}
 
     def one(n):
         return SamplingParams(greedy=True, max_tokens=n, ignore_eos=True)
@@ -257,7 +257,7 @@ def report(ours: dict, ref: dict | None, lengths, streams) -> None:
         print(f"LoRA / base throughput, {n:2d} streams: {ours['lora'][n] / ours['base'][n]:.2f}")
     print(f"engine peak RSS: {ours['peak_rss_mb']:.0f} MB"
           + (f" (llama.cpp child: {ref['peak_rss_mb']:.0f} MB)" if ref else ""))
-    print(f"engine decode weights: {ours['decode_weights']}")
+    print(f"engine decode weights: {ours['decode_weights']}, adapter slots: {ours['lora_dtype']}")
     print(f"engine compile count: {ours['compile_count']} (first-call compile time for the "
           f"prefill buckets: {ours['first_compiles_s']:.1f}s); load time {ours['load_s']:.1f}s")
     print("(time-to-first-token ratio is llama.cpp's time / the engine's: >1 means faster; "
@@ -279,6 +279,8 @@ def main() -> int:
                         help="e.g. bfloat16: opt-in reduced-precision prefill matmuls")
     parser.add_argument("--decode-weights", default="auto", choices=("auto", "q4", "float"),
                         help="decode through the 4-bit kernel (q4) or float32 matmuls")
+    parser.add_argument("--lora-dtype", default=None, choices=("int8", "bfloat16", "float32"),
+                        help="adapter slots (default: the engine's, int8 on CPU)")
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--no-install", action="store_true")
     parser.add_argument("--llama-cpp-child", action="store_true", help=argparse.SUPPRESS)

@@ -419,8 +419,18 @@ class Engine:
             if dtype != jnp.float32 and self.dtype == jnp.float32 and not self.native_lora:
                 raise ValueError(f"{dtype} adapter slots on a float32 engine need the native "
                                  "LoRA kernel (kernels.available() is False)")
+            if dtype == jnp.int8 and not self._pairs_fit():
+                raise ValueError("lora_dtype int8 needs an even max_lora_rank and even "
+                                 "projection input sizes")
             return dtype
-        return jnp.dtype(jnp.int8) if self.native_lora else self.dtype
+        if not self.native_lora:
+            return self.dtype
+        return jnp.dtype(jnp.int8) if self._pairs_fit() else jnp.dtype(jnp.bfloat16)
+
+    def _pairs_fit(self) -> bool:
+        """Whether int8 slots' pairs (of inputs in A, of ranks in B) fit this model's shapes."""
+        return self.max_lora_rank % 2 == 0 and all(
+            fan_in % 2 == 0 for fan_in, _ in self.config.target_dims().values())
 
     def _choose_decode_weights(self, requested: str, host_params: dict) -> str:
         """"q4": decode through the 4-bit kernel (float32 CPU engines only); "float": plain

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import ModelConfig
-from .model import LORA_TARGETS
+from .model import LORA_TARGETS, unpair_slot_tables
 
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -238,35 +238,50 @@ def slot_arrays(adapter: LoraAdapter, config: ModelConfig, max_rank: int):
 
 
 def quantize_slot_arrays(arrays: dict) -> dict:
-    """`slot_arrays`' float tables in 8 bits: per target A and B int8 and scale [L, R] float32.
+    """`slot_arrays`' float tables in 8 bits, per target: A int8 [L, in/2, R, 2] (inputs 2i and
+    2i + 1 of a rank side by side), B int8 [L, R/2, out, 2] (ranks 2c and 2c + 1 of an output
+    side by side) and scale [L, R] float32; `in` and R must be even.
 
     Rank c's A column and B row each get their own step (max |value| / 127, as llama.cpp's Q8_0
     scales its blocks), and scale[c] is the product of the two steps, so the term
     (x A) B = Σ_c (x A_q[:, c]) · scale[c] · B_q[c] needs R multiplies for the scales. Each
-    value is off by at most half its rank's step: ~0.4% of the rank's largest value, against
-    bfloat16's 0.4% of each value, so a LoRA term comes out to within ~1% (L2) of float32's,
-    against the ~5% by which 4-bit base weights already move a projection."""
+    value is off by at most half its rank's step (~0.4% of the rank's largest value), and a
+    LoRA term comes out within ~1% (L2) of float32's, against the ~5% by which 4-bit base
+    weights already move a projection. The pairs are the layout of the kernels' 16-bit
+    multiply-adds (kernels/lora_term.h), which take two terms of a sum per 32-bit lane."""
     quantized = {}
     for target, slot in arrays.items():
         a, b = np.asarray(slot["A"], np.float32), np.asarray(slot["B"], np.float32)
+        (layers, fan_in, rank), fan_out = a.shape, b.shape[2]
+        if fan_in % 2 or rank % 2:
+            raise ValueError(f"int8 slots need an even input size and rank, not {fan_in} and "
+                             f"{rank} ({target})")
         a_step = np.abs(a).max(axis=1) / 127.0  # [L, R], over the inputs
         b_step = np.abs(b).max(axis=2) / 127.0  # [L, R], over the outputs
         a_safe = np.where(a_step > 0, a_step, 1.0)
         b_safe = np.where(b_step > 0, b_step, 1.0)
+        a_q = np.clip(np.rint(a / a_safe[:, None, :]), -127, 127).astype(np.int8)
+        b_q = np.clip(np.rint(b / b_safe[:, :, None]), -127, 127).astype(np.int8)
         quantized[target] = {
-            "A": np.clip(np.rint(a / a_safe[:, None, :]), -127, 127).astype(np.int8),
-            "B": np.clip(np.rint(b / b_safe[:, :, None]), -127, 127).astype(np.int8),
+            "A": np.ascontiguousarray(
+                a_q.reshape(layers, fan_in // 2, 2, rank).transpose(0, 1, 3, 2)),
+            "B": np.ascontiguousarray(
+                b_q.reshape(layers, rank // 2, 2, fan_out).transpose(0, 1, 3, 2)),
             "scale": (a_step * b_step).astype(np.float32)}
     return quantized
 
 
 def dequantize_slot_arrays(quantized: dict) -> dict:
-    """Float32 tables whose term equals that of `quantize_slot_arrays`' output: A its integers,
-    B its integers times the scale (each rank's A column and B row are off by inverse factors
-    from the tables that were quantized, which the term does not see)."""
-    return {target: {"A": slot["A"].astype(np.float32),
-                     "B": slot["B"].astype(np.float32) * slot["scale"][:, :, None]}
-            for target, slot in quantized.items()}
+    """Float32 tables [L, in, R] and [L, R, out] whose term equals that of
+    `quantize_slot_arrays`' output: A its integers, B its integers times the scale (each rank's
+    A column and B row are off by inverse factors from the tables that were quantized, which
+    the term does not see)."""
+    tables = {}
+    for target, slot in quantized.items():
+        a, b = unpair_slot_tables(slot["A"], slot["B"])
+        tables[target] = {"A": a.astype(np.float32),
+                          "B": b.astype(np.float32) * slot["scale"][:, :, None]}
+    return tables
 
 
 def merge_adapter(config: ModelConfig, params: dict, adapter: LoraAdapter,

@@ -51,16 +51,16 @@ def init_params(config: ModelConfig, seed: int = 0, *, scale: float = 0.08) -> d
 
 def init_lora_state(config: ModelConfig, num_slots: int, max_rank: int, dtype=jnp.float32) -> dict:
     """Zeroed adapter slots: per target A [L, slots+1, in, r], B [L, slots+1, r, out]; int8
-    slots also have scale [L, slots+1, r] (float32, see lora.quantize_slot_arrays): the term is
-    then Σ_c (x A[:, c]) · scale[c] · B[c]."""
+    slots are in pairs, A [L, slots+1, in/2, r, 2] and B [L, slots+1, r/2, out, 2], with scale
+    [L, slots+1, r] (float32): see lora.quantize_slot_arrays."""
     dims = config.target_dims()
     L, S = config.num_layers, num_slots + 1
-    state = {t: {"A": jnp.zeros((L, S, dims[t][0], max_rank), dtype),
-                 "B": jnp.zeros((L, S, max_rank, dims[t][1]), dtype)} for t in LORA_TARGETS}
     if jnp.dtype(dtype) == jnp.int8:
-        for slots in state.values():
-            slots["scale"] = jnp.zeros((L, S, max_rank), jnp.float32)
-    return state
+        return {t: {"A": jnp.zeros((L, S, dims[t][0] // 2, max_rank, 2), dtype),
+                    "B": jnp.zeros((L, S, max_rank // 2, dims[t][1], 2), dtype),
+                    "scale": jnp.zeros((L, S, max_rank), jnp.float32)} for t in LORA_TARGETS}
+    return {t: {"A": jnp.zeros((L, S, dims[t][0], max_rank), dtype),
+                "B": jnp.zeros((L, S, max_rank, dims[t][1]), dtype)} for t in LORA_TARGETS}
 
 
 def serving_params(params: dict) -> dict:
@@ -89,14 +89,23 @@ def rope(x, positions, theta):
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
+def unpair_slot_tables(a, b):
+    """int8 tables in pairs, A [..., in/2, R, 2] and B [..., R/2, out, 2], as A [..., in, R] and
+    B [..., R, out] (numpy or jax arrays, any leading axes)."""
+    *lead, half_in, rank, _ = a.shape
+    *_, half_rank, fan_out, _ = b.shape
+    return (a.swapaxes(-1, -2).reshape(*lead, 2 * half_in, rank),
+            b.swapaxes(-1, -2).reshape(*lead, 2 * half_rank, fan_out))
+
+
 def _lora_delta(x, slots, layer, rows_lora):
     """Sum over a row's adapters of w · (x A) B. x: [B, T, in]; result [B, T, out]."""
     index, weight = rows_lora
     a = slots["A"][layer, index]  # [B, k, in, r]
     b = slots["B"][layer, index]  # [B, k, r, out]
     factor = weight[:, :, None]  # [B, k, 1]
-    if "scale" in slots:  # int8 slots
-        a, b = a.astype(x.dtype), b.astype(x.dtype)
+    if "scale" in slots:  # int8 slots, in pairs
+        a, b = unpair_slot_tables(a.astype(x.dtype), b.astype(x.dtype))
         factor = factor * slots["scale"][layer, index]  # [B, k, r]
     h = jnp.einsum("bti,bkir->btkr", x, a) * factor[:, None].astype(x.dtype)
     return jnp.einsum("btkr,bkro->bto", h, b)

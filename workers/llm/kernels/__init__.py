@@ -229,8 +229,8 @@ def slot_operands(tables: list[dict], caller: str) -> list:
 def q4_matmul_lora(x, packed: dict, layer, tables: list[dict], index, weight):
     """`q4_matmul(x, packed, layer)` plus the LoRA terms of the projections whose outputs the
     matrix holds side by side (e.g. q, k, v), in one call: `tables` are their slot tables
-    ({"A": [L, S, K, R], "B": [L, S, R, N_t]}, all float32 or all bfloat16, or all int8 with
-    "scale" [L, S, R]; the N_t adding up to N) and index, weight [B, J] each row's adapter slots
+    ({"A": [L, S, K, R], "B": [L, S, R, N_t]}, all float32 or all bfloat16, or all int8 in
+    pairs with "scale" [L, S, R], see `model.init_lora_state`; the N_t adding up to N) and index, weight [B, J] each row's adapter slots
     (0 = none) and weights, as for `lora_delta`. The panel version prefetches the slots the
     rows use while it multiplies, a row at a time, and computes each row's term soon after its
     slots arrive, so a batch on many adapters reads them from cache."""
@@ -325,15 +325,16 @@ def q8_matmul(x, packed: dict):
 def lora_delta(x, slots: dict, layer, index, weight):
     """Σ_j weight[m, j] · x[m] @ A[slot j] @ B[slot j] for rows x [M, K] (float32), reading the
     `layer`-th entry of the slot table {"A": [L, S, K, R], "B": [L, S, R, N]} (float32 or
-    bfloat16, or int8 with "scale" [L, S, R]: see `model.init_lora_state`) in place. index,
+    bfloat16, or int8 in pairs with "scale" [L, S, R]: see `model.init_lora_state`) in place. index,
     weight: [M, J] each row's adapter slots (0 = none) and their weights → [M, N], computed in
     float32."""
     import jax
     import jax.numpy as jnp
 
     operands = slot_operands([slots], "lora_delta")
-    call = jax.ffi.ffi_call("liminal_lora_delta",
-                            jax.ShapeDtypeStruct((x.shape[0], slots["B"].shape[-1]), jnp.float32))
+    paired = slots["B"].dtype == jnp.int8  # B [L, S, R/2, N, 2]
+    n = slots["B"].shape[-2] if paired else slots["B"].shape[-1]
+    call = jax.ffi.ffi_call("liminal_lora_delta", jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))
     return call(x.astype(jnp.float32), index.astype(jnp.int32), weight.astype(jnp.float32),
                 jnp.asarray(layer, jnp.int32), *operands)
 

@@ -6,17 +6,22 @@
 // Slot table layout (the engine's, see workers/llm/model.py: init_lora_state):
 //   a      [L, S, K, R]   slot s of layer l: the adapter's A, transposed
 //   b      [L, S, R, N]   with the adapter's alpha / r scaling folded in
-//   float32, bfloat16 (half the bytes: a decode batch of 16 rows on 16 adapters is bound by
-//   reading them), or int8 (a quarter) with
-//   scale  [L, S, R]      float32: rank c's A column and B row are int8 multiples of their own
-//                         steps, and scale is the product of the two steps (lora.py:
-//                         quantize_slot_arrays), applied to the rank vector between the two
-//                         products, so it costs R multiplies per row;
-//   the arithmetic is float32 in every case.
+//   float32 or bfloat16 (half the bytes: a decode batch of 16 rows on 16 adapters is bound by
+//   reading them), computed in float32; or int8 (a quarter), in pairs:
+//   a      [L, S, K/2, R, 2]   inputs 2i and 2i + 1 of rank c side by side
+//   b      [L, S, R/2, N, 2]   ranks 2c and 2c + 1 of output o side by side
+//   scale  [L, S, R]           float32: rank c's A column and B row are int8 multiples of their
+//                              own steps, and scale is the product of the two (lora.py:
+//                              quantize_slot_arrays)
+//   computed in integers: x (per row) and the rank vector h go to 16-bit integers, and one
+//   16-bit multiply-add (vpmaddwd, or AVX512-VNNI's vpdpwssd) takes a pair of the sum's terms
+//   per 32-bit lane, 2 instructions per 32 products where widening int8 to float32 for FMAs
+//   took 4 per 16.
 // Slot 0 means "no adapter"; it and zero weights cost nothing.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -34,9 +39,8 @@
 
 namespace liminal::lora {
 
-// Adapter weights are float32, bfloat16 (uint16_t here: the upper half of a float32) or int8.
+// Float adapter weights are float32 or bfloat16 (uint16_t here: the upper half of a float32).
 inline float to_float(float v) { return v; }
-inline float to_float(int8_t v) { return float(v); }
 inline float to_float(uint16_t v) {
   const uint32_t bits = uint32_t(v) << 16;
   float f;
@@ -50,31 +54,6 @@ struct Vec : simd::Floats {  // the slots' 16-bit format is bfloat16
   static T load(const uint16_t* a) { return load_bf16(a); }
 };
 
-// y[0:columns] += h[R] @ B[R, 0:columns] (rows n apart), 4 vectors of outputs at a time,
-// accumulated in registers over the ranks and added to y once (the plain loop below reads and
-// writes y once per rank).
-template <class W>
-int64_t up_project_blocked(const float* __restrict h, const W* __restrict b, int64_t r,
-                           int64_t n, float* __restrict y) {
-  constexpr int64_t kStep = 4 * Vec::kWidth;
-  int64_t o = 0;
-  for (; o + kStep <= n; o += kStep) {
-    typename Vec::T acc0 = Vec::zero(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    for (int64_t c = 0; c < r; ++c) {
-      const W* row = b + c * n + o;
-      const typename Vec::T hc = Vec::broadcast(h[c]);
-      acc0 = Vec::fma(hc, Vec::load(row), acc0);
-      acc1 = Vec::fma(hc, Vec::load(row + Vec::kWidth), acc1);
-      acc2 = Vec::fma(hc, Vec::load(row + 2 * Vec::kWidth), acc2);
-      acc3 = Vec::fma(hc, Vec::load(row + 3 * Vec::kWidth), acc3);
-    }
-    Vec::store(y + o, Vec::add(Vec::load(y + o), acc0));
-    Vec::store(y + o + Vec::kWidth, Vec::add(Vec::load(y + o + Vec::kWidth), acc1));
-    Vec::store(y + o + 2 * Vec::kWidth, Vec::add(Vec::load(y + o + 2 * Vec::kWidth), acc2));
-    Vec::store(y + o + 3 * Vec::kWidth, Vec::add(Vec::load(y + o + 3 * Vec::kWidth), acc3));
-  }
-  return o;
-}
 #endif
 
 #if defined(__AVX512F__)
@@ -194,9 +173,6 @@ void up_project(const float* __restrict h, const W* __restrict b, int64_t r, int
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<W, uint16_t>) done = up_project_bf16_avx512(h, b, r, n, y);
 #endif
-#if defined(LIMINAL_SIMD)
-  if constexpr (std::is_same_v<W, int8_t>) done = up_project_blocked(h, b, r, n, y);
-#endif
   for (int64_t c = 0; c < r && done < n; ++c) {
     const float hc = h[c];
     if (hc == 0.0f) continue;  // zero-padded ranks of smaller adapters
@@ -208,6 +184,166 @@ void up_project(const float* __restrict h, const W* __restrict b, int64_t r, int
       Vec::store(y + o, Vec::fma(scale, Vec::load(row + o), Vec::load(y + o)));
 #endif
     for (; o < n; ++o) y[o] += hc * to_float(row[o]);
+  }
+}
+
+// --- int8 tables in pairs --------------------------------------------------------------------
+
+// q[0:n] = v / step rounded to nearest (even on ties), |q| <= limit, and returns step (0 for an
+// all-zero v, q then 0). Vectorised: it runs per row and projection, and a scalar loop over
+// the inputs took longer than the 16-bit products it feeds.
+inline float quantize_to_int16(const float* __restrict v, int64_t n, int32_t limit,
+                               int16_t* __restrict q) {
+  float largest = 0.0f;
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  __m512 top = _mm512_setzero_ps();
+  for (; i + 16 <= n; i += 16) top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_loadu_ps(v + i)));
+  largest = _mm512_reduce_max_ps(top);
+#endif
+  for (; i < n; ++i) largest = std::max(largest, std::fabs(v[i]));
+  if (largest == 0.0f) {
+    std::fill(q, q + n, int16_t{0});
+    return 0.0f;
+  }
+  const float inverse = float(limit) / largest;
+  i = 0;
+#if defined(__AVX512F__)
+  const __m512 inverse16 = _mm512_set1_ps(inverse);
+  for (; i + 16 <= n; i += 16)  // |v · inverse| <= limit: the narrowing never saturates
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i),
+                        _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(
+                            _mm512_mul_ps(_mm512_loadu_ps(v + i), inverse16))));
+#endif
+  for (; i < n; ++i) q[i] = int16_t(std::nearbyint(v[i] * inverse));
+  return largest / float(limit);
+}
+
+// The largest |x| step count for which a sum of k products of x and int8 values stays within
+// int32: 16-bit integers up to k = 516, fewer bits beyond (13 for 1536 inputs, 11 for 8192).
+inline int32_t input_limit(int64_t k) {
+  return int32_t(std::min<int64_t>(32767, std::max<int64_t>(1, 2147483647 / (127 * std::max<int64_t>(k, 1)))));
+}
+
+inline int32_t load_pair(const int16_t* p) {  // two 16-bit integers as one 32-bit lane
+  int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+#if defined(__AVX512BW__)
+// acc + the sums of each 32-bit lane's two 16-bit products
+inline __m512i add_pair_products(__m512i acc, __m512i a, __m512i b) {
+#if defined(__AVX512VNNI__)
+  return _mm512_dpwssd_epi32(acc, a, b);
+#else
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+#endif
+}
+inline __m512i widen_pairs512(const int8_t* p) {  // 32 int8 → 32 int16 (16 lanes of pairs)
+  return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+#endif
+#if defined(__AVX2__)
+inline __m256i add_pair_products(__m256i acc, __m256i a, __m256i b) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+}
+inline __m256i widen_pairs256(const int8_t* p) {  // 16 int8 → 16 int16 (8 lanes of pairs)
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+#endif
+
+// acc[c] = sum_i xq[i] * A[i, c], A [K/2, R, 2] (k even)
+inline void down_project_pairs(const int16_t* __restrict xq, const int8_t* __restrict a,
+                               int64_t k, int64_t r, int32_t* __restrict acc) {
+  const int64_t pairs = k / 2;
+  int64_t c = 0;
+#if defined(__AVX512BW__)
+  for (; c + 16 <= r; c += 16) {
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0;  // two chains: the adds' latency
+    int64_t p = 0;
+    for (; p + 1 < pairs; p += 2) {
+      s0 = add_pair_products(s0, widen_pairs512(a + (p * r + c) * 2),
+                             _mm512_set1_epi32(load_pair(xq + 2 * p)));
+      s1 = add_pair_products(s1, widen_pairs512(a + ((p + 1) * r + c) * 2),
+                             _mm512_set1_epi32(load_pair(xq + 2 * p + 2)));
+    }
+    if (p < pairs)
+      s0 = add_pair_products(s0, widen_pairs512(a + (p * r + c) * 2),
+                             _mm512_set1_epi32(load_pair(xq + 2 * p)));
+    _mm512_storeu_si512(acc + c, _mm512_add_epi32(s0, s1));
+  }
+#endif
+#if defined(__AVX2__)
+  for (; c + 8 <= r; c += 8) {
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+    int64_t p = 0;
+    for (; p + 1 < pairs; p += 2) {
+      s0 = add_pair_products(s0, widen_pairs256(a + (p * r + c) * 2),
+                             _mm256_set1_epi32(load_pair(xq + 2 * p)));
+      s1 = add_pair_products(s1, widen_pairs256(a + ((p + 1) * r + c) * 2),
+                             _mm256_set1_epi32(load_pair(xq + 2 * p + 2)));
+    }
+    if (p < pairs)
+      s0 = add_pair_products(s0, widen_pairs256(a + (p * r + c) * 2),
+                             _mm256_set1_epi32(load_pair(xq + 2 * p)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + c), _mm256_add_epi32(s0, s1));
+  }
+#endif
+  for (; c < r; ++c) {
+    int32_t sum = 0;
+    for (int64_t p = 0; p < pairs; ++p)
+      sum += int32_t(xq[2 * p]) * a[(p * r + c) * 2] + int32_t(xq[2 * p + 1]) * a[(p * r + c) * 2 + 1];
+    acc[c] = sum;
+  }
+}
+
+// y[o] += step * sum_c hq[c] * B[c, o] over ranks [0, 2 * rank_pairs), B [R/2, N, 2]
+inline void up_project_pairs(const int16_t* __restrict hq, float step, const int8_t* __restrict b,
+                             int64_t rank_pairs, int64_t n, float* __restrict y) {
+  int64_t o = 0;
+#if defined(__AVX512BW__)
+  const __m512 step16 = _mm512_set1_ps(step);
+  auto add_to_y = [&](float* out, __m512i sum) {
+    _mm512_storeu_ps(out, _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), step16, _mm512_loadu_ps(out)));
+  };
+  for (; o + 64 <= n; o += 64) {  // four accumulators of 16 outputs over the ranks
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t c = 0; c < rank_pairs; ++c) {
+      const int8_t* row = b + (c * n + o) * 2;
+      const __m512i h = _mm512_set1_epi32(load_pair(hq + 2 * c));
+      s0 = add_pair_products(s0, widen_pairs512(row), h);
+      s1 = add_pair_products(s1, widen_pairs512(row + 32), h);
+      s2 = add_pair_products(s2, widen_pairs512(row + 64), h);
+      s3 = add_pair_products(s3, widen_pairs512(row + 96), h);
+    }
+    add_to_y(y + o, s0);
+    add_to_y(y + o + 16, s1);
+    add_to_y(y + o + 32, s2);
+    add_to_y(y + o + 48, s3);
+  }
+  for (; o + 16 <= n; o += 16) {
+    __m512i s0 = _mm512_setzero_si512();
+    for (int64_t c = 0; c < rank_pairs; ++c)
+      s0 = add_pair_products(s0, widen_pairs512(b + (c * n + o) * 2),
+                             _mm512_set1_epi32(load_pair(hq + 2 * c)));
+    add_to_y(y + o, s0);
+  }
+#elif defined(__AVX2__)
+  const __m256 step8 = _mm256_set1_ps(step);
+  for (; o + 8 <= n; o += 8) {
+    __m256i s0 = _mm256_setzero_si256();
+    for (int64_t c = 0; c < rank_pairs; ++c)
+      s0 = add_pair_products(s0, widen_pairs256(b + (c * n + o) * 2),
+                             _mm256_set1_epi32(load_pair(hq + 2 * c)));
+    _mm256_storeu_ps(y + o, _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), step8, _mm256_loadu_ps(y + o)));
+  }
+#endif
+  for (; o < n; ++o) {
+    int32_t sum = 0;
+    for (int64_t c = 0; c < rank_pairs; ++c)
+      sum += int32_t(hq[2 * c]) * b[(c * n + o) * 2] + int32_t(hq[2 * c + 1]) * b[(c * n + o) * 2 + 1];
+    y[o] += step * float(sum);
   }
 }
 
@@ -235,11 +371,51 @@ struct RowAdapters {
   }
 };
 
-// y[m, 0:N] += the term of rows [begin, end); x rows are K apart, y rows y_stride apart (so y
-// may be a column range of a wider output).
+// add_rows for int8 tables (in pairs, see the top): x's row and then each rank vector go to
+// 16-bit integers with a step of their own, the products are summed in int32.
+inline void add_rows_in_pairs(const Target<int8_t>& t, const float* x, const RowAdapters& rows,
+                              float* y, int64_t y_stride, int64_t begin, int64_t end) {
+  thread_local std::vector<int16_t> xq;  // per thread: rows run in XLA's pool
+  xq.resize(t.k);
+  // On the stack for the usual ranks, as in add_rows.
+  constexpr int64_t kStack = 64;
+  float stack_h[kStack];
+  int32_t stack_acc[kStack];
+  int16_t stack_hq[kStack];
+  std::vector<float> heap_h(t.r > kStack ? t.r : 0);
+  std::vector<int32_t> heap_acc(t.r > kStack ? t.r : 0);
+  std::vector<int16_t> heap_hq(t.r > kStack ? t.r : 0);
+  float* const h = t.r > kStack ? heap_h.data() : stack_h;
+  int32_t* const acc = t.r > kStack ? heap_acc.data() : stack_acc;
+  int16_t* const hq = t.r > kStack ? heap_hq.data() : stack_hq;
+  const int32_t limit = input_limit(t.k);
+  for (int64_t m = begin; m < end; ++m) {
+    float x_step = -1.0f;  // x's row is quantized once, for its first adapter
+    for (int64_t u = 0; u < rows.j; ++u) {
+      if (!rows.used(m, u, t.slots)) continue;
+      if (x_step < 0) x_step = quantize_to_int16(x + m * t.k, t.k, limit, xq.data());
+      if (x_step == 0.0f) break;  // a zero row: every term is zero
+      const int64_t s = rows.slot[m * rows.j + u];
+      down_project_pairs(xq.data(), t.a + s * t.k * t.r, t.k, t.r, acc);
+      const float factor = x_step * rows.weight[m * rows.j + u];
+      const float* scale = t.scale + s * t.r;
+      int64_t rank = 0;  // ranks past the last non-zero one (zero-padded ones) are skipped
+      for (int64_t c = 0; c < t.r; ++c) {
+        h[c] = float(acc[c]) * factor * scale[c];
+        if (h[c] != 0.0f) rank = c + 1;
+      }
+      const int64_t rank_pairs = (rank + 1) / 2;  // t.r is even, so h[2 * rank_pairs - 1] exists
+      const float h_step = quantize_to_int16(h, 2 * rank_pairs, 32767, hq);
+      if (h_step == 0.0f) continue;
+      up_project_pairs(hq, h_step, t.b + s * t.r * t.n, rank_pairs, t.n, y + m * y_stride);
+    }
+  }
+}
+
+// add_rows for float32 and bfloat16 tables.
 template <class W>
-void add_rows(const Target<W>& t, const float* x, const RowAdapters& rows, float* y,
-              int64_t y_stride, int64_t begin, int64_t end) {
+void add_rows_in_floats(const Target<W>& t, const float* x, const RowAdapters& rows, float* y,
+                        int64_t y_stride, int64_t begin, int64_t end) {
   // On the stack for the usual ranks: this runs per row and projection, thousands of times
   // per decode step.
   float stack_h[64];
@@ -250,16 +426,23 @@ void add_rows(const Target<W>& t, const float* x, const RowAdapters& rows, float
       if (!rows.used(m, u, t.slots)) continue;
       const int64_t s = rows.slot[m * rows.j + u];
       down_project(x + m * t.k, t.a + s * t.k * t.r, t.k, t.r, h);
-      const float weight = rows.weight[m * rows.j + u];
-      if (t.scale != nullptr) {
-        for (int64_t c = 0; c < t.r; ++c) h[c] *= weight * t.scale[s * t.r + c];
-      } else {
-        for (int64_t c = 0; c < t.r; ++c) h[c] *= weight;
-      }
+      for (int64_t c = 0; c < t.r; ++c) h[c] *= rows.weight[m * rows.j + u];
       int64_t rank = t.r;  // an adapter of a smaller rank than the table's is zero-padded
       while (rank > 0 && h[rank - 1] == 0.0f) --rank;
       up_project(h, t.b + s * t.r * t.n, rank, t.n, y + m * y_stride);
     }
+  }
+}
+
+// y[m, 0:N] += the term of rows [begin, end); x rows are K apart, y rows y_stride apart (so y
+// may be a column range of a wider output).
+template <class W>
+void add_rows(const Target<W>& t, const float* x, const RowAdapters& rows, float* y,
+              int64_t y_stride, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<W, int8_t>) {
+    add_rows_in_pairs(t, x, rows, y, y_stride, begin, end);
+  } else {
+    add_rows_in_floats(t, x, rows, y, y_stride, begin, end);
   }
 }
 
@@ -313,8 +496,9 @@ class SlotLines {
 
 // Reads the slot tables passed after a kernel's fixed arguments, at `layer`: one (A, B) pair
 // per target, A [L, S, K, R] and B [L, S, R, N_t], all float32 or all bfloat16 (W = float or
-// uint16_t), or one (A, B, scale) triple per target for int8 tables (W = int8_t), scale
-// [L, S, R] float32. The N_t must add up to `n` (the targets' outputs side by side).
+// uint16_t), or one (A, B, scale) triple per target for int8 tables (W = int8_t): A
+// [L, S, K/2, R, 2], B [L, S, R/2, N_t, 2] and scale [L, S, R] float32 (see the top). The N_t
+// must add up to `n` (the targets' outputs side by side).
 template <class W>
 xla::ffi::Error read_targets(const xla::ffi::RemainingArgs& args, int64_t layer, int64_t k,
                              int64_t n, std::vector<Target<W>>& targets) {
@@ -329,17 +513,33 @@ xla::ffi::Error read_targets(const xla::ffi::RemainingArgs& args, int64_t layer,
     auto b = args.get<ffi::AnyBuffer>(i + 1);
     if (!a.has_value() || !b.has_value()) return ffi::Error::InvalidArgument("lora: bad slot table");
     const auto ad = a->dimensions(), bd = b->dimensions();
-    if (ad.size() != 4 || bd.size() != 4 || ad[0] != bd[0] || ad[1] != bd[1] || ad[3] != bd[2] ||
-        ad[2] != k)
+    // [L, S, K, R] and [L, S, R, N] as the float tables have them
+    int64_t a_dims[4], b_dims[4];
+    if constexpr (kScaled<W>) {
+      if (ad.size() != 5 || bd.size() != 5 || ad[4] != 2 || bd[4] != 2)
+        return ffi::Error::InvalidArgument("lora: int8 tables are A [L, S, K/2, R, 2] and B [L, S, R/2, N, 2]");
+      const int64_t a_pairs[4] = {ad[0], ad[1], ad[2] * 2, ad[3]};
+      const int64_t b_pairs[4] = {bd[0], bd[1], bd[2] * 2, bd[3]};
+      std::copy(a_pairs, a_pairs + 4, a_dims);
+      std::copy(b_pairs, b_pairs + 4, b_dims);
+    } else {
+      if (ad.size() != 4 || bd.size() != 4)
+        return ffi::Error::InvalidArgument("lora: A [L, S, K, R] and B [L, S, R, N] disagree");
+      std::copy(ad.begin(), ad.end(), a_dims);
+      std::copy(bd.begin(), bd.end(), b_dims);
+    }
+    if (a_dims[0] != b_dims[0] || a_dims[1] != b_dims[1] || a_dims[3] != b_dims[2] ||
+        a_dims[2] != k)
       return ffi::Error::InvalidArgument("lora: A [L, S, K, R] and B [L, S, R, N] disagree");
-    if (layer < 0 || layer >= ad[0]) return ffi::Error::InvalidArgument("lora: layer out of range");
-    const int64_t slots = ad[1], r = ad[3], n_t = bd[3];
+    if (layer < 0 || layer >= a_dims[0])
+      return ffi::Error::InvalidArgument("lora: layer out of range");
+    const int64_t slots = a_dims[1], r = a_dims[3], n_t = b_dims[3];
     const float* scale = nullptr;
     if constexpr (kScaled<W>) {
       auto s = args.get<ffi::AnyBuffer>(i + 2);
       if (!s.has_value()) return ffi::Error::InvalidArgument("lora: bad slot table");
       const auto sd = s->dimensions();
-      if (sd.size() != 3 || sd[0] != ad[0] || sd[1] != slots || sd[2] != r)
+      if (sd.size() != 3 || sd[0] != a_dims[0] || sd[1] != slots || sd[2] != r)
         return ffi::Error::InvalidArgument("lora: the scale of an int8 table is not [L, S, R]");
       scale = reinterpret_cast<const float*>(s->untyped_data()) + layer * slots * r;
     }

@@ -1,8 +1,7 @@
 // A vector of floats for the kernels' portable-width loops (lora_term.h, attention.cc): 16 lanes
 // with AVX-512, 8 with AVX2 + FMA; LIMINAL_SIMD is defined when either is there. The two 16-bit
 // formats the kernels read widen by name (bfloat16 adapter slots, float16 KV cache), since both
-// arrive as uint16_t; each kernel's Vec says which one its `load(const uint16_t*)` means. 8-bit
-// adapter slots widen from int8_t.
+// arrive as uint16_t; each kernel's Vec says which one its `load(const uint16_t*)` means.
 #pragma once
 
 #include <cstdint>
@@ -27,10 +26,6 @@ struct Floats {
   static T load_f16(const uint16_t* a) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
   }
-  static T load(const int8_t* a) {
-    return _mm512_cvtepi32_ps(
-        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))));
-  }
   static T broadcast(float x) { return _mm512_set1_ps(x); }
   static T fma(T a, T b, T acc) { return _mm512_fmadd_ps(a, b, acc); }
   static T add(T a, T b) { return _mm512_add_ps(a, b); }
@@ -53,10 +48,6 @@ struct Floats {
   }
   static T load_f16(const uint16_t* a) {  // F16C comes with every AVX2 CPU
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)));
-  }
-  static T load(const int8_t* a) {
-    return _mm256_cvtepi32_ps(
-        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(a))));
   }
   static T broadcast(float x) { return _mm256_set1_ps(x); }
   static T fma(T a, T b, T acc) { return _mm256_fmadd_ps(a, b, acc); }

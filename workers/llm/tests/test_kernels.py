@@ -139,7 +139,7 @@ def slot_table(rng, layers, slots, K, N, rank, dtype):
     """A LoRA slot table of random values that `dtype` holds exactly (so numpy computes with the
     same weights), slot 0 zero ("no adapter"), slot 1 holding an adapter of a smaller rank
     (zero-padded, as the engine stores one), and its float32 copy for numpy. int8 tables hold
-    integers and a random scale per rank, which the copy folds into B."""
+    integers and a random scale per rank, which the copy folds into B (and need an even rank)."""
     if dtype == jnp.int8:
         a = rng.integers(-127, 128, (layers, slots, K, rank)).astype(np.float32)
         b = rng.integers(-127, 128, (layers, slots, rank, N)).astype(np.float32)
@@ -152,16 +152,55 @@ def slot_table(rng, layers, slots, K, N, rank, dtype):
         scale = np.ones((layers, slots, rank), np.float32)
     a[:, 0], b[:, 0], scale[:, 0] = 0, 0, 0
     a[:, 1, :, rank // 2:], b[:, 1, rank // 2:], scale[:, 1, rank // 2:] = 0, 0, 0
-    table = {"A": jnp.asarray(a, dtype), "B": jnp.asarray(b, dtype)}
-    if dtype == jnp.int8:
-        table["scale"] = jnp.asarray(scale)
-    return table, (a, b * scale[..., None])
+    if dtype == jnp.int8:  # in pairs: A [L, S, K/2, R, 2], B [L, S, R/2, N, 2]
+        table = {"A": jnp.asarray(a.reshape(layers, slots, K // 2, 2, rank).swapaxes(-1, -2),
+                                  dtype),
+                 "B": jnp.asarray(b.reshape(layers, slots, rank // 2, 2, N).swapaxes(-1, -2),
+                                  dtype),
+                 "scale": jnp.asarray(scale)}
+    else:
+        table = {"A": jnp.asarray(a, dtype), "B": jnp.asarray(b, dtype)}
+    return table, (a, b * scale[..., None], scale if dtype == jnp.int8 else None)
+
+
+def to_int16(v, limit):
+    """v / step rounded to nearest (even on ties), |·| <= limit, and step: as the int8 kernels
+    do."""
+    largest = np.float32(np.abs(v).max())
+    if largest == 0:
+        return np.zeros(v.shape, np.int64), np.float32(0)
+    scaled = v.astype(np.float32) * (np.float32(limit) / largest)
+    return np.rint(scaled).astype(np.int64), largest / np.float32(limit)
+
+
+def numpy_terms_in_pairs(x, a, b_scaled, scale, index, weight):
+    """[L, M, N]: int8 tables' terms as lora_term.h computes them: x's row and each rank vector
+    in 16-bit integers (a step each), the products summed exactly."""
+    b = np.divide(b_scaled, scale[..., None], out=np.zeros_like(b_scaled),
+                  where=scale[..., None] != 0).round().astype(np.int64)
+    layers, (m, k) = a.shape[0], x.shape
+    limit = min(32767, 2147483647 // (127 * k))
+    out = np.zeros((layers, m, b.shape[-1]))
+    for layer in range(layers):
+        for row in range(m):
+            xq, x_step = to_int16(x[row], limit)
+            for s, w in zip(index[row], weight[row], strict=True):
+                if s == 0 or w == 0 or x_step == 0:
+                    continue
+                acc = xq @ a[layer, s].astype(np.int64)
+                h = (acc.astype(np.float32) * (x_step * np.float32(w))) * scale[layer, s]
+                hq, h_step = to_int16(h, 32767)
+                out[layer, row] += np.float32(h_step) * (hq @ b[layer, s]).astype(np.float32)
+    return out
 
 
 def numpy_lora_terms(x, tables, index, weight):
     """[L, M, sum N_t]: every layer's LoRA terms of the rows, the tables' outputs side by side."""
     terms = []
-    for a, b in tables:
+    for a, b, scale in tables:
+        if scale is not None:
+            terms.append(numpy_terms_in_pairs(x, a, b, scale, index, weight))
+            continue
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
         terms.append(np.einsum("mj,mk,lmjkr,lmjrn->lmn", weight.astype(np.float64),
                                x.astype(np.float64), a64[:, index], b64[:, index]))
@@ -172,6 +211,8 @@ def numpy_lora_terms(x, tables, index, weight):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.int8])
 @pytest.mark.parametrize("rank", [16, 5])  # the vectorised path and the generic one
 def test_lora_delta_matches_numpy_for_rows_on_different_adapters(rank, dtype):
+    if dtype == jnp.int8:
+        rank += rank % 2  # int8 tables pair their ranks
     rng = np.random.default_rng(rank)
     layers, slots, K, N = 3, 5, 64, 43  # 43 outputs: vector loops and their scalar tails
     slots_table, copy = slot_table(rng, layers, slots, K, N, rank, dtype)
@@ -206,9 +247,11 @@ def test_lora_delta_refuses_mixed_slot_dtypes_and_int8_without_scale():
     unscaled = {"A": jnp.zeros((1, 2, 32, 4), jnp.int8), "B": jnp.zeros((1, 2, 4, 8), jnp.int8)}
     with pytest.raises(TypeError, match="need their float32 scale"):
         call(unscaled)
-    misshapen = {**unscaled, "scale": jnp.zeros((1, 2, 3))}
+    paired = {"A": jnp.zeros((1, 2, 16, 4, 2), jnp.int8), "B": jnp.zeros((1, 2, 2, 8, 2), jnp.int8)}
     with pytest.raises(Exception, match=r"not \[L, S, R\]"):
-        jax.block_until_ready(call(misshapen))
+        jax.block_until_ready(call({**paired, "scale": jnp.zeros((1, 2, 3))}))
+    with pytest.raises(Exception, match=r"int8 tables are A \[L, S, K/2, R, 2\]"):
+        jax.block_until_ready(call({**unscaled, "scale": jnp.zeros((1, 2, 4))}))
 
 
 @needs_kernel
@@ -222,7 +265,7 @@ def test_q4_matmul_lora_adds_each_projections_term_to_its_columns(rows, dtype, w
     that are not whole vectors, ranks of their own, rows on different adapters or none."""
     rng = np.random.default_rng(rows)
     layers, slots, K = 3, 6, 64
-    ranks = (16, 5, 8)
+    ranks = (16, 6, 8) if dtype == jnp.int8 else (16, 5, 8)  # int8 tables pair their ranks
     w = four_bit_weights((layers, K, sum(widths)), seed=rows)
     packed = jax.tree.map(jnp.asarray, kernels.with_panels(kernels.quantize_q4(w),
                                                            kernels.q4_panels))
