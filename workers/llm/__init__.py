@@ -46,9 +46,10 @@ Loading
         place in decode and verify steps (native LoRA and attention kernels), and by default
         store them narrower, since reading them bounds batched decode:
         lora_dtype: adapter slots, None = int8 there (A and B·alpha/r as 8-bit multiples of a
-        step per rank, the LoRA term computed in float32 to within ~1% of float32 slots'), else
-        the engine's dtype; "bfloat16", or "float32" for full precision. kv_dtype: the KV cache, None = float16 there (as llama.cpp's default cache),
-        else the engine's dtype; "float32" for full precision.
+        step per rank, the term summed in integers over 16-bit x and rank vectors: within ~1%
+        of float32 slots' term), else the engine's dtype; "bfloat16" (the term in float32), or
+        "float32" for full precision. kv_dtype: the KV cache, None = float16 there (as
+        llama.cpp's default cache), else the engine's dtype; "float32" for full precision.
 
 Engine attributes
     tokenizer (encode(text) -> ids, decode(ids) -> text, stop_token_ids), model_id (str),

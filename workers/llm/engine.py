@@ -26,8 +26,7 @@ import numpy as np
 from . import kernels
 from . import model as llama
 from .config import ModelConfig
-from .lora import (AdapterSlotTable, LoraAdapter, load_peft_adapter, quantize_slot_arrays,
-                   slot_arrays)
+from .lora import AdapterSlotTable, LoraAdapter, load_peft_adapter, quantize_slot_arrays, slot_arrays
 from .sampling import SamplingParams, sample, seed_key
 from .tokenizer import ChatTemplate, IncrementalDecoder, Tokenizer
 from .weights import LoadedModel, load_model

@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 
 from .config import ModelConfig

@@ -230,10 +230,11 @@ def q4_matmul_lora(x, packed: dict, layer, tables: list[dict], index, weight):
     """`q4_matmul(x, packed, layer)` plus the LoRA terms of the projections whose outputs the
     matrix holds side by side (e.g. q, k, v), in one call: `tables` are their slot tables
     ({"A": [L, S, K, R], "B": [L, S, R, N_t]}, all float32 or all bfloat16, or all int8 in
-    pairs with "scale" [L, S, R], see `model.init_lora_state`; the N_t adding up to N) and index, weight [B, J] each row's adapter slots
-    (0 = none) and weights, as for `lora_delta`. The panel version prefetches the slots the
-    rows use while it multiplies, a row at a time, and computes each row's term soon after its
-    slots arrive, so a batch on many adapters reads them from cache."""
+    pairs with "scale" [L, S, R], see `model.init_lora_state`; the N_t adding up to N) and
+    index, weight [B, J] each row's adapter slots (0 = none) and weights, as for `lora_delta`.
+    The panel version prefetches the slots the rows use while it multiplies, a row at a time,
+    and computes each row's term soon after its slots arrive, so a batch on many adapters reads
+    them from cache."""
     import jax.numpy as jnp
 
     slots = slot_operands(tables, "q4_matmul_lora")

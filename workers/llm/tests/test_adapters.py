@@ -14,8 +14,7 @@ from workers.llm import (
     save_peft_adapter,
 )
 from workers.llm.engine import Engine
-from workers.llm.lora import (AdapterSlotTable, dequantize_slot_arrays, quantize_slot_arrays,
-                              slot_arrays)
+from workers.llm.lora import AdapterSlotTable, dequantize_slot_arrays, quantize_slot_arrays, slot_arrays
 
 from .conftest import TINY_CONFIG
 
@@ -148,7 +147,7 @@ def test_eight_bit_slots_keep_the_lora_term_within_a_percent(outliers):
                            b + rng.standard_normal(b.shape).astype(np.float32) * 0.01)
                        for t, (a, b) in adapter.weights.items()}
     if outliers:
-        for a, b in adapter.weights.values():
+        for _, b in adapter.weights.values():
             b[:, :2] *= 10.0
     slots = slot_arrays(adapter, TINY_CONFIG, 16)
     quantized = quantize_slot_arrays(slots)

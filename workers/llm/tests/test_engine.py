@@ -6,11 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from workers.llm import AdapterNotFoundError, ContextOverflowError, SamplingParams, random_adapter
+from workers.llm import AdapterNotFoundError, ContextOverflowError, SamplingParams, kernels, random_adapter
 from workers.llm.engine import Engine, default_kv_dtype
-from workers.llm import kernels
-from workers.llm.lora import (dequantize_slot_arrays, merge_adapter, quantize_slot_arrays,
-                              slot_arrays)
+from workers.llm.lora import dequantize_slot_arrays, merge_adapter, quantize_slot_arrays, slot_arrays
 from workers.llm.model import full_logits as _full_logits
 
 from .conftest import TINY_CONFIG, as_device
