@@ -356,9 +356,9 @@ struct Target {
   const float* scale = nullptr;  // [S, R] for int8 tables, else none
 };
 
-// The slot tables' element types: W of the Target<W> that reads them.
+// Whether tables read as Target<W> are int8 in pairs with a scale per rank (see the top).
 template <class W>
-constexpr bool kScaled = std::is_same_v<W, int8_t>;  // int8 tables come with a scale
+constexpr bool kScaled = std::is_same_v<W, int8_t>;
 
 // Each row's adapters: slot [M, J] (0 = none) and weight [M, J].
 struct RowAdapters {
