@@ -404,12 +404,13 @@ class Engine:
         engines), in bfloat16 where the engine computes in bfloat16 (GPU). A decode batch of 16
         rows on 16 rank-16 adapters reads 312 MB of float32 slots per step (156 MB in bfloat16,
         78 MB in int8) beside 80 MB of 4-bit weights, and reading them bounds its speed. The
-        LoRA term is still computed in float32 (prefill converts the gathered slots); only the
         stored A and B·alpha/r are rounded: to 8 significant bits in bfloat16, or to 8-bit
         multiples of a step per rank in int8 (lora.quantize_slot_arrays: within ~1% of the
-        float32 term, far below what the 4-bit base weights already move). float32 or
-        bfloat16 on request; float32 where XLA's own einsums read the slots on CPU (it
-        computes bfloat16 slowly there)."""
+        float32 term, far below what the 4-bit base weights already move). A bfloat16 term is
+        computed in float32; an int8 one in integers over 16-bit x and rank vectors in the
+        kernels (kernels/lora_term.h), in float32 in prefill (which converts the gathered
+        slots). float32 or bfloat16 on request; float32 where XLA's own einsums read the slots
+        on CPU (it computes bfloat16 slowly there)."""
         if requested is not None:
             dtype = jnp.dtype(requested)
             if dtype not in (jnp.float32, jnp.bfloat16, jnp.int8):

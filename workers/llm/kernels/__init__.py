@@ -326,9 +326,9 @@ def q8_matmul(x, packed: dict):
 def lora_delta(x, slots: dict, layer, index, weight):
     """Σ_j weight[m, j] · x[m] @ A[slot j] @ B[slot j] for rows x [M, K] (float32), reading the
     `layer`-th entry of the slot table {"A": [L, S, K, R], "B": [L, S, R, N]} (float32 or
-    bfloat16, or int8 in pairs with "scale" [L, S, R]: see `model.init_lora_state`) in place. index,
-    weight: [M, J] each row's adapter slots (0 = none) and their weights → [M, N], computed in
-    float32."""
+    bfloat16, or int8 in pairs with "scale" [L, S, R]: see `model.init_lora_state`) in place.
+    index, weight: [M, J] each row's adapter slots (0 = none) and their weights → [M, N],
+    computed in float32 (int8 tables: in integers over 16-bit x and rank vectors)."""
     import jax
     import jax.numpy as jnp
 

@@ -231,65 +231,80 @@ inline int32_t load_pair(const int16_t* p) {  // two 16-bit integers as one 32-b
   return v;
 }
 
+// Vectors of 32-bit lanes that each hold a pair of 16-bit integers, for the int8 pair loops:
+// 16 lanes with AVX-512BW, 8 with AVX2.
 #if defined(__AVX512BW__)
-// acc + the sums of each 32-bit lane's two 16-bit products
-inline __m512i add_pair_products(__m512i acc, __m512i a, __m512i b) {
+struct Pairs512 {
+  using T = __m512i;
+  static constexpr int64_t kLanes = 16;
+  static T zero() { return _mm512_setzero_si512(); }
+  static T broadcast(const int16_t* pair) { return _mm512_set1_epi32(load_pair(pair)); }
+  static T widen(const int8_t* p) {  // 2 * kLanes int8 → int16
+    return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static T add_products(T acc, T a, T b) {  // acc + each lane's two 16-bit products
 #if defined(__AVX512VNNI__)
-  return _mm512_dpwssd_epi32(acc, a, b);
+    return _mm512_dpwssd_epi32(acc, a, b);
 #else
-  return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
 #endif
-}
-inline __m512i widen_pairs512(const int8_t* p) {  // 32 int8 → 32 int16 (16 lanes of pairs)
-  return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
+  }
+  static T add(T a, T b) { return _mm512_add_epi32(a, b); }
+  static void store(int32_t* out, T v) { _mm512_storeu_si512(out, v); }
+  static void add_scaled(float* y, T sum, float step) {  // y += sum · step
+    _mm512_storeu_ps(y, _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(step),
+                                        _mm512_loadu_ps(y)));
+  }
+};
 #endif
 #if defined(__AVX2__)
-inline __m256i add_pair_products(__m256i acc, __m256i a, __m256i b) {
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
-}
-inline __m256i widen_pairs256(const int8_t* p) {  // 16 int8 → 16 int16 (8 lanes of pairs)
-  return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
+struct Pairs256 {
+  using T = __m256i;
+  static constexpr int64_t kLanes = 8;
+  static T zero() { return _mm256_setzero_si256(); }
+  static T broadcast(const int16_t* pair) { return _mm256_set1_epi32(load_pair(pair)); }
+  static T widen(const int8_t* p) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static T add_products(T acc, T a, T b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
+  static T add(T a, T b) { return _mm256_add_epi32(a, b); }
+  static void store(int32_t* out, T v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), v); }
+  static void add_scaled(float* y, T sum, float step) {
+    _mm256_storeu_ps(y, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(step),
+                                        _mm256_loadu_ps(y)));
+  }
+};
 #endif
+
+// down_project_pairs' ranks [c, ...) in whole vectors of P; returns where they end.
+template <class P>
+int64_t down_project_pair_vectors(const int16_t* __restrict xq, const int8_t* __restrict a,
+                                  int64_t k, int64_t r, int32_t* __restrict acc, int64_t c) {
+  const int64_t pairs = k / 2;
+  for (; c + P::kLanes <= r; c += P::kLanes) {
+    typename P::T s0 = P::zero(), s1 = s0;  // two chains: the adds' latency
+    int64_t p = 0;
+    for (; p + 1 < pairs; p += 2) {
+      s0 = P::add_products(s0, P::widen(a + (p * r + c) * 2), P::broadcast(xq + 2 * p));
+      s1 = P::add_products(s1, P::widen(a + ((p + 1) * r + c) * 2), P::broadcast(xq + 2 * p + 2));
+    }
+    if (p < pairs) s0 = P::add_products(s0, P::widen(a + (p * r + c) * 2), P::broadcast(xq + 2 * p));
+    P::store(acc + c, P::add(s0, s1));
+  }
+  return c;
+}
 
 // acc[c] = sum_i xq[i] * A[i, c], A [K/2, R, 2] (k even)
 inline void down_project_pairs(const int16_t* __restrict xq, const int8_t* __restrict a,
                                int64_t k, int64_t r, int32_t* __restrict acc) {
-  const int64_t pairs = k / 2;
   int64_t c = 0;
 #if defined(__AVX512BW__)
-  for (; c + 16 <= r; c += 16) {
-    __m512i s0 = _mm512_setzero_si512(), s1 = s0;  // two chains: the adds' latency
-    int64_t p = 0;
-    for (; p + 1 < pairs; p += 2) {
-      s0 = add_pair_products(s0, widen_pairs512(a + (p * r + c) * 2),
-                             _mm512_set1_epi32(load_pair(xq + 2 * p)));
-      s1 = add_pair_products(s1, widen_pairs512(a + ((p + 1) * r + c) * 2),
-                             _mm512_set1_epi32(load_pair(xq + 2 * p + 2)));
-    }
-    if (p < pairs)
-      s0 = add_pair_products(s0, widen_pairs512(a + (p * r + c) * 2),
-                             _mm512_set1_epi32(load_pair(xq + 2 * p)));
-    _mm512_storeu_si512(acc + c, _mm512_add_epi32(s0, s1));
-  }
+  c = down_project_pair_vectors<Pairs512>(xq, a, k, r, acc, c);
 #endif
 #if defined(__AVX2__)
-  for (; c + 8 <= r; c += 8) {
-    __m256i s0 = _mm256_setzero_si256(), s1 = s0;
-    int64_t p = 0;
-    for (; p + 1 < pairs; p += 2) {
-      s0 = add_pair_products(s0, widen_pairs256(a + (p * r + c) * 2),
-                             _mm256_set1_epi32(load_pair(xq + 2 * p)));
-      s1 = add_pair_products(s1, widen_pairs256(a + ((p + 1) * r + c) * 2),
-                             _mm256_set1_epi32(load_pair(xq + 2 * p + 2)));
-    }
-    if (p < pairs)
-      s0 = add_pair_products(s0, widen_pairs256(a + (p * r + c) * 2),
-                             _mm256_set1_epi32(load_pair(xq + 2 * p)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + c), _mm256_add_epi32(s0, s1));
-  }
+  c = down_project_pair_vectors<Pairs256>(xq, a, k, r, acc, c);
 #endif
+  const int64_t pairs = k / 2;
   for (; c < r; ++c) {
     int32_t sum = 0;
     for (int64_t p = 0; p < pairs; ++p)
@@ -298,46 +313,46 @@ inline void down_project_pairs(const int16_t* __restrict xq, const int8_t* __res
   }
 }
 
+// up_project_pairs' outputs in whole vectors of P, four vectors at a time while they last;
+// returns where they end.
+template <class P>
+int64_t up_project_pair_vectors(const int16_t* __restrict hq, float step,
+                                const int8_t* __restrict b, int64_t rank_pairs, int64_t n,
+                                float* __restrict y) {
+  constexpr int64_t L = P::kLanes;
+  int64_t o = 0;
+  for (; o + 4 * L <= n; o += 4 * L) {  // four accumulators of outputs over the ranks
+    typename P::T s0 = P::zero(), s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t c = 0; c < rank_pairs; ++c) {
+      const int8_t* row = b + (c * n + o) * 2;
+      const typename P::T h = P::broadcast(hq + 2 * c);
+      s0 = P::add_products(s0, P::widen(row), h);
+      s1 = P::add_products(s1, P::widen(row + 2 * L), h);
+      s2 = P::add_products(s2, P::widen(row + 4 * L), h);
+      s3 = P::add_products(s3, P::widen(row + 6 * L), h);
+    }
+    P::add_scaled(y + o, s0, step);
+    P::add_scaled(y + o + L, s1, step);
+    P::add_scaled(y + o + 2 * L, s2, step);
+    P::add_scaled(y + o + 3 * L, s3, step);
+  }
+  for (; o + L <= n; o += L) {
+    typename P::T s0 = P::zero();
+    for (int64_t c = 0; c < rank_pairs; ++c)
+      s0 = P::add_products(s0, P::widen(b + (c * n + o) * 2), P::broadcast(hq + 2 * c));
+    P::add_scaled(y + o, s0, step);
+  }
+  return o;
+}
+
 // y[o] += step * sum_c hq[c] * B[c, o] over ranks [0, 2 * rank_pairs), B [R/2, N, 2]
 inline void up_project_pairs(const int16_t* __restrict hq, float step, const int8_t* __restrict b,
                              int64_t rank_pairs, int64_t n, float* __restrict y) {
   int64_t o = 0;
 #if defined(__AVX512BW__)
-  const __m512 step16 = _mm512_set1_ps(step);
-  auto add_to_y = [&](float* out, __m512i sum) {
-    _mm512_storeu_ps(out, _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), step16, _mm512_loadu_ps(out)));
-  };
-  for (; o + 64 <= n; o += 64) {  // four accumulators of 16 outputs over the ranks
-    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
-    for (int64_t c = 0; c < rank_pairs; ++c) {
-      const int8_t* row = b + (c * n + o) * 2;
-      const __m512i h = _mm512_set1_epi32(load_pair(hq + 2 * c));
-      s0 = add_pair_products(s0, widen_pairs512(row), h);
-      s1 = add_pair_products(s1, widen_pairs512(row + 32), h);
-      s2 = add_pair_products(s2, widen_pairs512(row + 64), h);
-      s3 = add_pair_products(s3, widen_pairs512(row + 96), h);
-    }
-    add_to_y(y + o, s0);
-    add_to_y(y + o + 16, s1);
-    add_to_y(y + o + 32, s2);
-    add_to_y(y + o + 48, s3);
-  }
-  for (; o + 16 <= n; o += 16) {
-    __m512i s0 = _mm512_setzero_si512();
-    for (int64_t c = 0; c < rank_pairs; ++c)
-      s0 = add_pair_products(s0, widen_pairs512(b + (c * n + o) * 2),
-                             _mm512_set1_epi32(load_pair(hq + 2 * c)));
-    add_to_y(y + o, s0);
-  }
+  o = up_project_pair_vectors<Pairs512>(hq, step, b, rank_pairs, n, y);
 #elif defined(__AVX2__)
-  const __m256 step8 = _mm256_set1_ps(step);
-  for (; o + 8 <= n; o += 8) {
-    __m256i s0 = _mm256_setzero_si256();
-    for (int64_t c = 0; c < rank_pairs; ++c)
-      s0 = add_pair_products(s0, widen_pairs256(b + (c * n + o) * 2),
-                             _mm256_set1_epi32(load_pair(hq + 2 * c)));
-    _mm256_storeu_ps(y + o, _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), step8, _mm256_loadu_ps(y + o)));
-  }
+  o = up_project_pair_vectors<Pairs256>(hq, step, b, rank_pairs, n, y);
 #endif
   for (; o < n; ++o) {
     int32_t sum = 0;
@@ -375,28 +390,29 @@ struct RowAdapters {
 // 16-bit integers with a step of their own, the products are summed in int32.
 inline void add_rows_in_pairs(const Target<int8_t>& t, const float* x, const RowAdapters& rows,
                               float* y, int64_t y_stride, int64_t begin, int64_t end) {
-  thread_local std::vector<int16_t> xq;  // per thread: rows run in XLA's pool
-  xq.resize(t.k);
-  // On the stack for the usual ranks, as in add_rows.
-  constexpr int64_t kStack = 64;
-  float stack_h[kStack];
-  int32_t stack_acc[kStack];
-  int16_t stack_hq[kStack];
-  std::vector<float> heap_h(t.r > kStack ? t.r : 0);
-  std::vector<int32_t> heap_acc(t.r > kStack ? t.r : 0);
-  std::vector<int16_t> heap_hq(t.r > kStack ? t.r : 0);
-  float* const h = t.r > kStack ? heap_h.data() : stack_h;
-  int32_t* const acc = t.r > kStack ? heap_acc.data() : stack_acc;
-  int16_t* const hq = t.r > kStack ? heap_hq.data() : stack_hq;
+  // Per thread (rows run in XLA's pool), reused across calls: this runs per row and projection.
+  thread_local struct {
+    std::vector<int16_t> xq, hq;
+    std::vector<int32_t> acc;
+    std::vector<float> h;
+  } buffers;
+  buffers.xq.resize(t.k);
+  buffers.hq.resize(t.r);
+  buffers.acc.resize(t.r);
+  buffers.h.resize(t.r);
+  int16_t* const xq = buffers.xq.data();
+  int16_t* const hq = buffers.hq.data();
+  int32_t* const acc = buffers.acc.data();
+  float* const h = buffers.h.data();
   const int32_t limit = input_limit(t.k);
   for (int64_t m = begin; m < end; ++m) {
     float x_step = -1.0f;  // x's row is quantized once, for its first adapter
     for (int64_t u = 0; u < rows.j; ++u) {
       if (!rows.used(m, u, t.slots)) continue;
-      if (x_step < 0) x_step = quantize_to_int16(x + m * t.k, t.k, limit, xq.data());
+      if (x_step < 0) x_step = quantize_to_int16(x + m * t.k, t.k, limit, xq);
       if (x_step == 0.0f) break;  // a zero row: every term is zero
       const int64_t s = rows.slot[m * rows.j + u];
-      down_project_pairs(xq.data(), t.a + s * t.k * t.r, t.k, t.r, acc);
+      down_project_pairs(xq, t.a + s * t.k * t.r, t.k, t.r, acc);
       const float factor = x_step * rows.weight[m * rows.j + u];
       const float* scale = t.scale + s * t.r;
       int64_t rank = 0;  // ranks past the last non-zero one (zero-padded ones) are skipped
@@ -513,21 +529,15 @@ xla::ffi::Error read_targets(const xla::ffi::RemainingArgs& args, int64_t layer,
     auto b = args.get<ffi::AnyBuffer>(i + 1);
     if (!a.has_value() || !b.has_value()) return ffi::Error::InvalidArgument("lora: bad slot table");
     const auto ad = a->dimensions(), bd = b->dimensions();
-    // [L, S, K, R] and [L, S, R, N] as the float tables have them
-    int64_t a_dims[4], b_dims[4];
-    if constexpr (kScaled<W>) {
-      if (ad.size() != 5 || bd.size() != 5 || ad[4] != 2 || bd[4] != 2)
-        return ffi::Error::InvalidArgument("lora: int8 tables are A [L, S, K/2, R, 2] and B [L, S, R/2, N, 2]");
-      const int64_t a_pairs[4] = {ad[0], ad[1], ad[2] * 2, ad[3]};
-      const int64_t b_pairs[4] = {bd[0], bd[1], bd[2] * 2, bd[3]};
-      std::copy(a_pairs, a_pairs + 4, a_dims);
-      std::copy(b_pairs, b_pairs + 4, b_dims);
-    } else {
-      if (ad.size() != 4 || bd.size() != 4)
-        return ffi::Error::InvalidArgument("lora: A [L, S, K, R] and B [L, S, R, N] disagree");
-      std::copy(ad.begin(), ad.end(), a_dims);
-      std::copy(bd.begin(), bd.end(), b_dims);
-    }
+    const size_t dims = kScaled<W> ? 5 : 4;
+    if (ad.size() != dims || bd.size() != dims || (kScaled<W> && (ad[4] != 2 || bd[4] != 2)))
+      return ffi::Error::InvalidArgument(
+          kScaled<W> ? "lora: int8 tables are A [L, S, K/2, R, 2] and B [L, S, R/2, N, 2]"
+                     : "lora: A [L, S, K, R] and B [L, S, R, N] disagree");
+    // [L, S, K, R] and [L, S, R, N], as float tables have them (int8 ones pair K and R)
+    const int64_t pair = kScaled<W> ? 2 : 1;
+    const int64_t a_dims[4] = {ad[0], ad[1], ad[2] * pair, ad[3]};
+    const int64_t b_dims[4] = {bd[0], bd[1], bd[2] * pair, bd[3]};
     if (a_dims[0] != b_dims[0] || a_dims[1] != b_dims[1] || a_dims[3] != b_dims[2] ||
         a_dims[2] != k)
       return ffi::Error::InvalidArgument("lora: A [L, S, K, R] and B [L, S, R, N] disagree");
@@ -558,21 +568,20 @@ xla::ffi::Error read_targets(const xla::ffi::RemainingArgs& args, int64_t layer,
 inline xla::ffi::ErrorOr<xla::ffi::DataType> slot_type(const xla::ffi::RemainingArgs& args) {
   namespace ffi = xla::ffi;
   if (args.size() == 0) return ffi::DataType::F32;
-  std::vector<ffi::DataType> types;
+  std::optional<ffi::DataType> type;
   for (size_t i = 0; i < args.size(); ++i) {
     auto buffer = args.get<ffi::AnyBuffer>(i);
     if (!buffer.has_value()) return ffi::Error::InvalidArgument("lora: bad slot table");
-    types.push_back(buffer->element_type());
-  }
-  const ffi::DataType type = types[0];
-  if (type != ffi::DataType::F32 && type != ffi::DataType::BF16 && type != ffi::DataType::S8)
-    return ffi::Error::InvalidArgument("lora: slot tables must be float32, bfloat16 or int8");
-  for (size_t i = 0; i < types.size(); ++i) {
-    const bool scale = type == ffi::DataType::S8 && i % 3 == 2;
-    if (types[i] != (scale ? ffi::DataType::F32 : type))
+    if (!type) {
+      type = buffer->element_type();
+      if (*type != ffi::DataType::F32 && *type != ffi::DataType::BF16 && *type != ffi::DataType::S8)
+        return ffi::Error::InvalidArgument("lora: slot tables must be float32, bfloat16 or int8");
+    }
+    const bool scale = *type == ffi::DataType::S8 && i % 3 == 2;
+    if (buffer->element_type() != (scale ? ffi::DataType::F32 : *type))
       return ffi::Error::InvalidArgument("lora: slot tables of mixed dtypes");
   }
-  return type;
+  return *type;
 }
 
 }  // namespace liminal::lora

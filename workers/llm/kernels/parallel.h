@@ -13,9 +13,6 @@
 
 namespace liminal {
 
-// Runs work(begin, end) over [0, n) in `shares` equal ranges (at least one), one per pool task;
-// the calling thread takes the first range and waits (spinning: a range takes tens of
-// microseconds) for the others.
 // The size of each range run_in_shares(pool, n, shares, ...) makes (the last may be smaller).
 inline int64_t share_size(int64_t n, int64_t shares) {
   shares = std::max<int64_t>(1, std::min<int64_t>(shares, n));
@@ -28,6 +25,9 @@ inline int64_t share_count(int64_t n, int64_t shares) {
   return std::max<int64_t>(1, (n + share - 1) / share);
 }
 
+// Runs work(begin, end) over [0, n) in `shares` equal ranges (at least one), one per pool task;
+// the calling thread takes the first range and waits (spinning: a range takes tens of
+// microseconds) for the others.
 template <class Work>
 void run_in_shares(xla::ffi::ThreadPool& pool, int64_t n, int64_t shares, const Work& work) {
   const int64_t share = share_size(n, shares);

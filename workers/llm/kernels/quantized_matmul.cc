@@ -692,9 +692,10 @@ ffi::Error Q8PanelMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 // The 4-bit matmuls with the LoRA terms of the projections that W holds side by side (e.g. q, k
 // and v) added in the same call: y = x @ W + [term_1 | term_2 | ...] (see lora_term.h).
 // Arguments after the matmul's: slot int32 [B, J], weight float [B, J] (each row's adapters),
-// then one (A, B) slot table pair per projection, in output order ((A, B, scale) for int8). One call instead of one per
-// projection plus XLA's concatenate and add; and the panel version prefetches the slots the
-// rows use while its arithmetic runs, so the term reads them from cache.
+// then one (A, B) slot table pair per projection, in output order ((A, B, scale) for int8).
+// One call instead of one per projection plus XLA's concatenate and add; and the panel version
+// prefetches the slots the rows use while its arithmetic runs, so the term reads them from
+// cache.
 template <class W>
 struct LoraTerm {
   std::vector<liminal::lora::Target<W>> targets;

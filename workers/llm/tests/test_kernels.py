@@ -138,8 +138,9 @@ def test_the_column_layout_refuses_more_than_16_rows():
 def slot_table(rng, layers, slots, K, N, rank, dtype):
     """A LoRA slot table of random values that `dtype` holds exactly (so numpy computes with the
     same weights), slot 0 zero ("no adapter"), slot 1 holding an adapter of a smaller rank
-    (zero-padded, as the engine stores one), and its float32 copy for numpy. int8 tables hold
-    integers and a random scale per rank, which the copy folds into B (and need an even rank)."""
+    (zero-padded, as the engine stores one), and its float32 copy for numpy: (A, B, None), or
+    for int8 tables, which hold integers and a random scale per rank (and need an even rank),
+    (A, B, scale) unpaired."""
     if dtype == jnp.int8:
         a = rng.integers(-127, 128, (layers, slots, K, rank)).astype(np.float32)
         b = rng.integers(-127, 128, (layers, slots, rank, N)).astype(np.float32)
@@ -160,7 +161,7 @@ def slot_table(rng, layers, slots, K, N, rank, dtype):
                  "scale": jnp.asarray(scale)}
     else:
         table = {"A": jnp.asarray(a, dtype), "B": jnp.asarray(b, dtype)}
-    return table, (a, b * scale[..., None], scale if dtype == jnp.int8 else None)
+    return table, (a, b, scale if dtype == jnp.int8 else None)
 
 
 def to_int16(v, limit):
@@ -173,11 +174,10 @@ def to_int16(v, limit):
     return np.rint(scaled).astype(np.int64), largest / np.float32(limit)
 
 
-def numpy_terms_in_pairs(x, a, b_scaled, scale, index, weight):
+def numpy_terms_in_pairs(x, a, b, scale, index, weight):
     """[L, M, N]: int8 tables' terms as lora_term.h computes them: x's row and each rank vector
     in 16-bit integers (a step each), the products summed exactly."""
-    b = np.divide(b_scaled, scale[..., None], out=np.zeros_like(b_scaled),
-                  where=scale[..., None] != 0).round().astype(np.int64)
+    a, b = a.astype(np.int64), b.astype(np.int64)
     layers, (m, k) = a.shape[0], x.shape
     limit = min(32767, 2147483647 // (127 * k))
     out = np.zeros((layers, m, b.shape[-1]))
@@ -187,7 +187,7 @@ def numpy_terms_in_pairs(x, a, b_scaled, scale, index, weight):
             for s, w in zip(index[row], weight[row], strict=True):
                 if s == 0 or w == 0 or x_step == 0:
                     continue
-                acc = xq @ a[layer, s].astype(np.int64)
+                acc = xq @ a[layer, s]
                 h = (acc.astype(np.float32) * (x_step * np.float32(w))) * scale[layer, s]
                 hq, h_step = to_int16(h, 32767)
                 out[layer, row] += np.float32(h_step) * (hq @ b[layer, s]).astype(np.float32)
