@@ -125,12 +125,12 @@ void down_project(const float* __restrict x, const W* __restrict a, int64_t k, i
 }
 
 #if defined(__AVX512F__)
-// y[0:columns] += h[R] @ B[R, 0:columns] for bfloat16 B (rows n apart), 32 outputs at a time:
+// y[0:columns] += h[R] @ B[R, 0:columns] for bfloat16 B (rows `stride` apart), 32 outputs at a time:
 // one 64-byte load holds 32 weights of a rank, split into its even and odd outputs by a shift
 // and a mask (2 operations per 32 weights instead of 2 widenings and 2 shifts), accumulated in
 // registers over the ranks and interleaved back once per 32 outputs.
 inline int64_t up_project_bf16_avx512(const float* __restrict h, const uint16_t* __restrict b,
-                                      int64_t r, int64_t n, float* __restrict y) {
+                                      int64_t r, int64_t stride, int64_t n, float* __restrict y) {
   const __m512i high_half = _mm512_set1_epi32(int32_t(0xFFFF0000u));
   const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   const __m512i second = _mm512_add_epi32(first, _mm512_set1_epi32(8));
@@ -141,8 +141,8 @@ inline int64_t up_project_bf16_avx512(const float* __restrict h, const uint16_t*
     __m512 even0 = _mm512_setzero_ps(), odd0 = even0, even1 = even0, odd1 = even0;
     int64_t c = 0;
     for (; c + 1 < r; c += 2) {
-      const __m512i v0 = _mm512_loadu_si512(b + c * n + o);
-      const __m512i v1 = _mm512_loadu_si512(b + (c + 1) * n + o);
+      const __m512i v0 = _mm512_loadu_si512(b + c * stride + o);
+      const __m512i v1 = _mm512_loadu_si512(b + (c + 1) * stride + o);
       const __m512 h0 = _mm512_set1_ps(h[c]), h1 = _mm512_set1_ps(h[c + 1]);
       even0 = _mm512_fmadd_ps(h0, _mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)), even0);
       odd0 = _mm512_fmadd_ps(h0, _mm512_castsi512_ps(_mm512_and_si512(v0, high_half)), odd0);
@@ -150,7 +150,7 @@ inline int64_t up_project_bf16_avx512(const float* __restrict h, const uint16_t*
       odd1 = _mm512_fmadd_ps(h1, _mm512_castsi512_ps(_mm512_and_si512(v1, high_half)), odd1);
     }
     if (c < r) {
-      const __m512i v0 = _mm512_loadu_si512(b + c * n + o);
+      const __m512i v0 = _mm512_loadu_si512(b + c * stride + o);
       const __m512 h0 = _mm512_set1_ps(h[c]);
       even0 = _mm512_fmadd_ps(h0, _mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)), even0);
       odd0 = _mm512_fmadd_ps(h0, _mm512_castsi512_ps(_mm512_and_si512(v0, high_half)), odd0);
@@ -165,18 +165,18 @@ inline int64_t up_project_bf16_avx512(const float* __restrict h, const uint16_t*
 }
 #endif
 
-// y[N] += h[R] @ B[R, N]
+// y[0:n] += h[R] @ B[R, 0:n], B's rows `stride` apart (n of its columns)
 template <class W>
-void up_project(const float* __restrict h, const W* __restrict b, int64_t r, int64_t n,
-                float* __restrict y) {
+void up_project(const float* __restrict h, const W* __restrict b, int64_t r, int64_t stride,
+                int64_t n, float* __restrict y) {
   int64_t done = 0;  // outputs [0, done) handled by a specialised loop
 #if defined(__AVX512F__)
-  if constexpr (std::is_same_v<W, uint16_t>) done = up_project_bf16_avx512(h, b, r, n, y);
+  if constexpr (std::is_same_v<W, uint16_t>) done = up_project_bf16_avx512(h, b, r, stride, n, y);
 #endif
   for (int64_t c = 0; c < r && done < n; ++c) {
     const float hc = h[c];
     if (hc == 0.0f) continue;  // zero-padded ranks of smaller adapters
-    const W* row = b + c * n;
+    const W* row = b + c * stride;
     int64_t o = done;
 #if defined(LIMINAL_SIMD)
     const typename Vec::T scale = Vec::broadcast(hc);
@@ -317,14 +317,14 @@ inline void down_project_pairs(const int16_t* __restrict xq, const int8_t* __res
 // returns where they end.
 template <class P>
 int64_t up_project_pair_vectors(const int16_t* __restrict hq, float step,
-                                const int8_t* __restrict b, int64_t rank_pairs, int64_t n,
-                                float* __restrict y) {
+                                const int8_t* __restrict b, int64_t rank_pairs, int64_t stride,
+                                int64_t n, float* __restrict y) {
   constexpr int64_t L = P::kLanes;
   int64_t o = 0;
   for (; o + 4 * L <= n; o += 4 * L) {  // four accumulators of outputs over the ranks
     typename P::T s0 = P::zero(), s1 = s0, s2 = s0, s3 = s0;
     for (int64_t c = 0; c < rank_pairs; ++c) {
-      const int8_t* row = b + (c * n + o) * 2;
+      const int8_t* row = b + (c * stride + o) * 2;
       const typename P::T h = P::broadcast(hq + 2 * c);
       s0 = P::add_products(s0, P::widen(row), h);
       s1 = P::add_products(s1, P::widen(row + 2 * L), h);
@@ -339,25 +339,27 @@ int64_t up_project_pair_vectors(const int16_t* __restrict hq, float step,
   for (; o + L <= n; o += L) {
     typename P::T s0 = P::zero();
     for (int64_t c = 0; c < rank_pairs; ++c)
-      s0 = P::add_products(s0, P::widen(b + (c * n + o) * 2), P::broadcast(hq + 2 * c));
+      s0 = P::add_products(s0, P::widen(b + (c * stride + o) * 2), P::broadcast(hq + 2 * c));
     P::add_scaled(y + o, s0, step);
   }
   return o;
 }
 
-// y[o] += step * sum_c hq[c] * B[c, o] over ranks [0, 2 * rank_pairs), B [R/2, N, 2]
+// y[o] += step * sum_c hq[c] * B[c, o] for o in [0, n), over ranks [0, 2 * rank_pairs), B
+// [R/2, N, 2] with N = stride (n of its outputs)
 inline void up_project_pairs(const int16_t* __restrict hq, float step, const int8_t* __restrict b,
-                             int64_t rank_pairs, int64_t n, float* __restrict y) {
+                             int64_t rank_pairs, int64_t stride, int64_t n, float* __restrict y) {
   int64_t o = 0;
 #if defined(__AVX512BW__)
-  o = up_project_pair_vectors<Pairs512>(hq, step, b, rank_pairs, n, y);
+  o = up_project_pair_vectors<Pairs512>(hq, step, b, rank_pairs, stride, n, y);
 #elif defined(__AVX2__)
-  o = up_project_pair_vectors<Pairs256>(hq, step, b, rank_pairs, n, y);
+  o = up_project_pair_vectors<Pairs256>(hq, step, b, rank_pairs, stride, n, y);
 #endif
   for (; o < n; ++o) {
     int32_t sum = 0;
     for (int64_t c = 0; c < rank_pairs; ++c)
-      sum += int32_t(hq[2 * c]) * b[(c * n + o) * 2] + int32_t(hq[2 * c + 1]) * b[(c * n + o) * 2 + 1];
+      sum += int32_t(hq[2 * c]) * b[(c * stride + o) * 2] +
+             int32_t(hq[2 * c + 1]) * b[(c * stride + o) * 2 + 1];
     y[o] += step * float(sum);
   }
 }
@@ -389,7 +391,8 @@ struct RowAdapters {
 // add_rows for int8 tables (in pairs, see the top): x's row and then each rank vector go to
 // 16-bit integers with a step of their own, the products are summed in int32.
 inline void add_rows_in_pairs(const Target<int8_t>& t, const float* x, const RowAdapters& rows,
-                              float* y, int64_t y_stride, int64_t begin, int64_t end) {
+                              float* y, int64_t y_stride, int64_t begin, int64_t end,
+                              int64_t o_begin, int64_t o_end) {
   // Per thread (rows run in XLA's pool), reused across calls: this runs per row and projection.
   thread_local struct {
     std::vector<int16_t> xq, hq;
@@ -423,7 +426,8 @@ inline void add_rows_in_pairs(const Target<int8_t>& t, const float* x, const Row
       const int64_t rank_pairs = (rank + 1) / 2;  // t.r is even, so h[2 * rank_pairs - 1] exists
       const float h_step = quantize_to_int16(h, 2 * rank_pairs, 32767, hq);
       if (h_step == 0.0f) continue;
-      up_project_pairs(hq, h_step, t.b + s * t.r * t.n, rank_pairs, t.n, y + m * y_stride);
+      up_project_pairs(hq, h_step, t.b + s * t.r * t.n + o_begin * 2, rank_pairs, t.n,
+                       o_end - o_begin, y + m * y_stride + o_begin);
     }
   }
 }
@@ -431,7 +435,8 @@ inline void add_rows_in_pairs(const Target<int8_t>& t, const float* x, const Row
 // add_rows for float32 and bfloat16 tables.
 template <class W>
 void add_rows_in_floats(const Target<W>& t, const float* x, const RowAdapters& rows, float* y,
-                        int64_t y_stride, int64_t begin, int64_t end) {
+                        int64_t y_stride, int64_t begin, int64_t end, int64_t o_begin,
+                        int64_t o_end) {
   // On the stack for the usual ranks: this runs per row and projection, thousands of times
   // per decode step.
   float stack_h[64];
@@ -445,21 +450,33 @@ void add_rows_in_floats(const Target<W>& t, const float* x, const RowAdapters& r
       for (int64_t c = 0; c < t.r; ++c) h[c] *= rows.weight[m * rows.j + u];
       int64_t rank = t.r;  // an adapter of a smaller rank than the table's is zero-padded
       while (rank > 0 && h[rank - 1] == 0.0f) --rank;
-      up_project(h, t.b + s * t.r * t.n, rank, t.n, y + m * y_stride);
+      up_project(h, t.b + s * t.r * t.n + o_begin, rank, t.n, o_end - o_begin,
+                 y + m * y_stride + o_begin);
     }
   }
 }
 
-// y[m, 0:N] += the term of rows [begin, end); x rows are K apart, y rows y_stride apart (so y
-// may be a column range of a wider output).
+// y[m, o] += the term of rows m in [begin, end), outputs o in [o_begin, o_end) (none when
+// o_begin >= o_end); x rows are K apart, y rows y_stride apart (so y may be a column range of a
+// wider output). A part of the outputs still costs the whole down-projection (x A), but only
+// its columns of B.
+template <class W>
+void add_rows_in_columns(const Target<W>& t, const float* x, const RowAdapters& rows, float* y,
+                         int64_t y_stride, int64_t begin, int64_t end, int64_t o_begin,
+                         int64_t o_end) {
+  if (o_begin >= o_end) return;
+  if constexpr (std::is_same_v<W, int8_t>) {
+    add_rows_in_pairs(t, x, rows, y, y_stride, begin, end, o_begin, o_end);
+  } else {
+    add_rows_in_floats(t, x, rows, y, y_stride, begin, end, o_begin, o_end);
+  }
+}
+
+// y[m, 0:N] += the term of rows [begin, end) (see add_rows_in_columns).
 template <class W>
 void add_rows(const Target<W>& t, const float* x, const RowAdapters& rows, float* y,
               int64_t y_stride, int64_t begin, int64_t end) {
-  if constexpr (std::is_same_v<W, int8_t>) {
-    add_rows_in_pairs(t, x, rows, y, y_stride, begin, end);
-  } else {
-    add_rows_in_floats(t, x, rows, y, y_stride, begin, end);
-  }
+  add_rows_in_columns(t, x, rows, y, y_stride, begin, end, 0, t.n);
 }
 
 // The cache lines of the slots that rows [0, M) use, so that a compute-bound kernel running

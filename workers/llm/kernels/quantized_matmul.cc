@@ -418,11 +418,12 @@ struct Q8Panel {
 };
 
 // Cache lines for a kernel to prefetch while its FMA units are busy (see SlotLines), spread
-// evenly over the steps of its loop. A burst would stall it on the memory system, and running
-// ahead at a line or two per step costs a little too, presumably because prefetches in flight
-// hold miss buffers that the kernel's own weight stream needs (measured in one process against
-// a line or two per step: 16-row, 4-step LoRA calls 1-1.5 ms faster in the median, of 92-97
-// ms; the best calls equal; 8-row calls 1.3 ms faster in the best).
+// evenly over the steps of its loop (a step: a block of 32 inputs of a group of panels, ~300
+// cycles for 16 rows). A burst would stall it on the memory system, and running ahead at a
+// line or two per step costs a little too, presumably because prefetches in flight hold miss
+// buffers that the kernel's own weight stream needs (measured in one process against a line or
+// two per step: 16-row, 4-step LoRA calls 1-1.5 ms faster in the median, of 92-97 ms; the best
+// calls equal; 8-row calls 1.3 ms faster in the best).
 struct Prefetch {
   using Range = liminal::lora::SlotLines::Range;
   static constexpr uint32_t kOne = 1 << 16;  // `rate` and `credit` are 16.16 fixed point
@@ -431,9 +432,10 @@ struct Prefetch {
   static Prefetch spread(const Range* first, const Range* last, int64_t steps) {
     int64_t lines = 0;
     for (const Range* r = first; r != last; ++r) lines += r->lines;
-    // Rounded up, so that the last line goes out before the last step.
+    // Rounded up, so that the last line goes out before the last step; at most 128 lines a
+    // step (a cap that the slots of one row, spread over a share of the panels, stay under).
     const int64_t rate = lines * kOne / std::max<int64_t>(steps, 1) + 1;
-    return {first, last, nullptr, nullptr, uint32_t(std::min<int64_t>(rate, 8 * kOne)), 0};
+    return {first, last, nullptr, nullptr, uint32_t(std::min<int64_t>(rate, 128 * kOne)), 0};
   }
 
   const Range* range;  // the next range to start
@@ -460,10 +462,14 @@ struct Prefetch {
 };
 
 // R rows of G panels at a time: one accumulator per (panel, row). G * R >= 8 keeps enough
-// independent FMA chains in flight to cover the FMA latency.
-template <class Format, int R, int G, bool kPrefetch>
+// independent FMA chains in flight to cover the FMA latency. `prefetch` takes a step per block
+// of inputs of each group of panels; its state stays in memory (the empty asm below): held in
+// registers across the loop, it made GCC spill the loop's pointers, and the panels ran ~5%
+// slower whether or not there was anything to prefetch (16-row decode, 30 layers: ~0.5 ms per
+// step), where now they run as fast as they did without it.
+template <class Format, int R, int G>
 void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end,
-                   Prefetch prefetch) {
+                   Prefetch& prefetch) {
   constexpr int S = Format::kInputsPerStep;
   const int64_t blocks = p.k / kBlock;
   int64_t g0 = begin;
@@ -474,9 +480,10 @@ void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end,
     for (int64_t b = 0; b < blocks; ++b) {
       typename Format::Block blk[G];
       for (int g = 0; g < G; ++g) blk[g] = f.block(g0 + g, b);
+      prefetch.step();
+      asm volatile("" ::: "memory");
       const float* xb = p.xt + b * kBlock * kPanel;
       for (int step = 0; step < kBlock / S; ++step) {
-        if constexpr (kPrefetch) prefetch.step();
         for (int g = 0; g < G; ++g) {
           __m512 w[S];
           Format::step(blk[g], step, w);
@@ -488,41 +495,46 @@ void panels_avx512(const Format& f, const Panels& p, int64_t begin, int64_t end,
         }
       }
     }
-    // Constant indices into acc (a runtime bound on r would make GCC keep acc in memory and,
-    // with prefetches in the loop, store every accumulator at every step).
+    // Constant indices into acc (a runtime bound on r would make GCC keep acc in memory and
+    // store every accumulator at every step).
     for (int g = 0; g < G; ++g)
       for (int r = 0; r < R; ++r)
         if (r < p.rows) _mm512_storeu_ps(p.y + r * p.n + (g0 + g) * kPanel, acc[g][r]);
   }
-  if (g0 < end) panels_avx512<Format, R, 1, kPrefetch>(f, p, g0, end, prefetch);
+  if (g0 < end) panels_avx512<Format, R, 1>(f, p, g0, end, prefetch);
 }
 
 // How many panels multiply_panels takes at a time for `rows` rows (its G, below).
 constexpr int64_t panels_per_group(int64_t rows) { return rows <= 2 ? 4 : rows <= 4 ? 2 : 1; }
 
 // The steps of multiply_panels' loop over panels [begin, end), at each of which it prefetches:
-// one per kInputsPerStep inputs for each group of panels, and for each panel left over.
-template <class Format>
+// one per block of inputs for each group of panels, and for each panel left over.
 int64_t panel_steps(const Panels& p, int64_t begin, int64_t end) {
   const int64_t group = panels_per_group(p.rows), panels = end - begin;
-  return (panels / group + panels % group) * (p.k / Format::kInputsPerStep);
+  return (panels / group + panels % group) * (p.k / kBlock);
 }
 
-template <class Format, bool kPrefetch = false>
+template <class Format>
 void multiply_panels(const Format& f, const Panels& p, int64_t begin, int64_t end,
-                     Prefetch prefetch = {}) {
+                     Prefetch& prefetch) {
   // Each case's G is panels_per_group(rows).
   switch (p.rows) {
-    case 1: return panels_avx512<Format, 1, 4, kPrefetch>(f, p, begin, end, prefetch);
-    case 2: return panels_avx512<Format, 2, 4, kPrefetch>(f, p, begin, end, prefetch);
+    case 1: return panels_avx512<Format, 1, 4>(f, p, begin, end, prefetch);
+    case 2: return panels_avx512<Format, 2, 4>(f, p, begin, end, prefetch);
     case 3:
-    case 4: return panels_avx512<Format, 4, 2, kPrefetch>(f, p, begin, end, prefetch);
+    case 4: return panels_avx512<Format, 4, 2>(f, p, begin, end, prefetch);
     case 5:
     case 6:
     case 7:
-    case 8: return panels_avx512<Format, 8, 1, kPrefetch>(f, p, begin, end, prefetch);
-    default: return panels_avx512<Format, kPanel, 1, kPrefetch>(f, p, begin, end, prefetch);
+    case 8: return panels_avx512<Format, 8, 1>(f, p, begin, end, prefetch);
+    default: return panels_avx512<Format, kPanel, 1>(f, p, begin, end, prefetch);
   }
+}
+
+template <class Format>
+void multiply_panels(const Format& f, const Panels& p, int64_t begin, int64_t end) {
+  Prefetch nothing{};
+  multiply_panels(f, p, begin, end, nothing);
 }
 #endif
 
@@ -734,6 +746,18 @@ struct LoraTerm {
     });
   }
 
+  // y [m, n] += the terms in y's columns [begin, end) (the outputs of whichever targets they
+  // cover), every row's: what the thread that computed those columns adds, in the same pass.
+  void add_columns(const float* x, int64_t m, float* y, int64_t n, int64_t begin,
+                   int64_t end) const {
+    for (size_t t = 0; t < targets.size(); ++t) {
+      const int64_t first = std::max(begin, columns[t]);
+      const int64_t last = std::min(end, columns[t] + targets[t].n);
+      liminal::lora::add_rows_in_columns(targets[t], x, rows, y + columns[t], n, 0, m,
+                                         first - columns[t], last - columns[t]);
+    }
+  }
+
   // out[row, 0:n] = row `row`'s terms (out rows n apart); false, with out untouched, when the
   // row uses no adapter.
   bool row_term(const float* x, int64_t row, float* out, int64_t n) const {
@@ -787,6 +811,18 @@ ffi::Error Q4MatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   return with_lora_term(slots, slot, weight, layer, p.rows, p.k, p.n, [&](const auto& term) {
     // A batch this narrow is bound by reading the weights: prefetching the slots as well
     // would only compete for the same bandwidth.
+    if (p.rows == 1) {
+      // Each thread adds the term in the columns it has just computed: one pass through the
+      // pool instead of two (a round trip through it costs a few microseconds, against ~1-3
+      // for a row's terms), at the price of each thread projecting x through the A of every
+      // target its columns cover. Measured at 1 row; with more rows that price grows with them
+      // and the split below keeps each row's projection on one thread.
+      parallel_columns(pool, p.n, [&](int64_t begin, int64_t end) {
+        columns(p, begin, end);
+        term.add_columns(p.x, p.rows, p.y, p.n, begin, end);
+      });
+      return;
+    }
     parallel_columns(pool, p.n, [&p](int64_t begin, int64_t end) { columns(p, begin, end); });
     term.add(pool, p.x, p.rows, p.y, p.n);
   });
@@ -844,9 +880,8 @@ ffi::Error Q4PanelMatmulLoraImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
           const int64_t chunk_end = begin + (end - begin) * (chunk + 1) / (share_rows + 1);
           if (chunk < share_rows) {
             const auto [first, last] = term.lines.rows(first_row + chunk, first_row + chunk + 1);
-            const int64_t steps = panel_steps<Q4Panel>(p, chunk_begin, chunk_end);
-            multiply_panels<Q4Panel, true>(call.f, p, chunk_begin, chunk_end,
-                                           Prefetch::spread(first, last, steps));
+            Prefetch prefetch = Prefetch::spread(first, last, panel_steps(p, chunk_begin, chunk_end));
+            multiply_panels(call.f, p, chunk_begin, chunk_end, prefetch);
           } else {
             multiply_panels(call.f, p, chunk_begin, chunk_end);
           }
