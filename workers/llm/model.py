@@ -160,8 +160,8 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     bfloat16 dot units, at bfloat16 input precision); attention and norms stay as they are.
     `q4` (from `kernels.pack_layers`) runs the decoder's matrices through the 4-bit kernel when
     B·T ≤ kernels.fastest_rows(q4) (any number with the panel kernels; wider calls otherwise
-    keep XLA's float32 matmuls); params["layers"] must
-    then hold the same weights dequantized, so both paths compute with the same weights.
+    keep XLA's float32 matmuls); params["layers"] must then hold the same weights
+    dequantized, so both paths compute with the same weights.
     `native_lora` computes the LoRA terms with `kernels.lora_delta` when B·T ≤ kernels.MAX_ROWS
     (many rows on different adapters; wider calls, i.e. prefill, keep XLA's gathers + einsums),
     within the 4-bit matmul's own call (`kernels.q4_matmul_lora`) when `q4` runs it.
