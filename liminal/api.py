@@ -12,6 +12,8 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
 
+from liminal.errors import Conflict, DomainError, RateLimited  # noqa: F401  (re-exported)
+
 logger = logging.getLogger(__name__)
 
 ERROR_CODES = {
@@ -29,25 +31,8 @@ ERROR_CODES = {
 }
 
 
-class ApiError(exceptions.APIException):
-    """An API error with an explicit envelope code, e.g. ApiError(409, "conflict", "...")."""
-
-    def __init__(self, status_code: int, code: str, message: str, details=None):
-        self.status_code = status_code
-        self.error_code = code
-        self.details = details
-        super().__init__(detail=message, code=code)
-
-
-class Conflict(ApiError):
-    def __init__(self, message: str, details=None):
-        super().__init__(409, "conflict", message, details)
-
-
-class RateLimited(ApiError):
-    def __init__(self, retry_after: int):
-        self.retry_after = retry_after
-        super().__init__(429, "rate_limited", "Too many requests; try again later.", {"retry_after": retry_after})
+# The domain errors live in liminal.errors; ApiError is their historical name in this module.
+ApiError = DomainError
 
 
 def request_id_of(request) -> str | None:
@@ -105,7 +90,7 @@ def envelope_exception_handler(exc, context):
     # Imported here: rest_framework.views reads the renderer setting, which names this module.
     from rest_framework.views import exception_handler as drf_exception_handler
 
-    if isinstance(exc, Http404):
+    if isinstance(exc, Http404) and not isinstance(exc, DomainError):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
@@ -138,15 +123,26 @@ class EnvelopeJSONRenderer(JSONRenderer):
         return super().render(data, accepted_media_type, renderer_context)
 
 
-def exception_response(exc, request) -> JsonResponse:
-    """The envelope for an exception raised outside a DRF view (async views, consumers)."""
-    if isinstance(exc, Http404):
-        return error_response(404, "not_found", str(exc) or "Not found.", request=request)
+def error_parts(exc) -> tuple[int, str, str, object]:
+    """(HTTP status, envelope code, message, details) for any exception: the one mapping that
+    async views, WebSocket consumers and tasks share with DRF's handler above."""
+    if isinstance(exc, Http404) and not isinstance(exc, DomainError):
+        return 404, "not_found", str(exc) or "Not found.", None
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    if isinstance(exc, RecursionError):
+        return 400, "validation_error", "The request is nested too deeply.", None
     if not isinstance(exc, exceptions.APIException):
         logger.exception("Unhandled API error", exc_info=exc)
-        return error_response(500, "server_error", "Internal server error.", request=request)
+        return 500, "server_error", "Internal server error.", None
     message, details = _message_and_details(exc)
-    response = error_response(exc.status_code, error_code_of(exc), message, details, request=request)
+    return exc.status_code, error_code_of(exc), message, details
+
+
+def exception_response(exc, request) -> JsonResponse:
+    """The envelope for an exception raised outside a DRF view (async views, consumers)."""
+    status_code, code, message, details = error_parts(exc)
+    response = error_response(status_code, code, message, details, request=request)
     _add_error_headers(exc, response)
     return response
 

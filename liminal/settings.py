@@ -243,29 +243,13 @@ ENGINE_COMPILE_CACHE_DIR = os.environ.get("ENGINE_COMPILE_CACHE_DIR", str(infra.
 # a compile inside the engine loop stalls every stream for up to a second.
 ENGINE_WARMUP = env_bool("ENGINE_WARMUP", True)
 ENGINE_WARMUP_PROMPT_LENGTHS = [int(n) for n in env_list("ENGINE_WARMUP_PROMPT_LENGTHS", ["64", "112", "256", "512"])]
+# The most tokens any one answer may have, whatever a workflow or a client asks for.
 CHAT_MAX_TOKENS = env_int("CHAT_MAX_TOKENS", 512)
-CHAT_TEMPERATURE = float(os.environ.get("CHAT_TEMPERATURE", "0.3"))
-CHAT_TOP_P = float(os.environ.get("CHAT_TOP_P", "0.9"))
-CHAT_REPETITION_PENALTY = float(os.environ.get("CHAT_REPETITION_PENALTY", "1.1"))
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 32000)
 CHAT_MAX_CONCURRENT_PER_USER = env_int("CHAT_MAX_CONCURRENT_PER_USER", 3)
 CHAT_SUMMARY_MAX_TOKENS = env_int("CHAT_SUMMARY_MAX_TOKENS", 200)
-CHAT_SYSTEM_PROMPT = os.environ.get(
-    "CHAT_SYSTEM_PROMPT", "You are Liminal, a helpful, honest assistant. Answer clearly and concisely."
-)
-CHAT_SUMMARY_PROMPT = (
-    "Summarise the conversation below in a few sentences, keeping names, facts, decisions and open questions."
-)
-CHAT_RETRIEVAL_K = env_int("CHAT_RETRIEVAL_K", 4)
-CHAT_GROUNDED_PROMPT = (
-    "Answer from the numbered passages below, which come from the user's own documents. "
-    "Cite the passages you use like [1]. If they do not contain the answer, say that you could not find it.\n\n"
-    "{passages}"
-)
-CHAT_NO_KNOWLEDGE_ANSWER = (
-    "I could not find anything about this in the documents of this conversation ({contexts}), "
-    "so I will not guess. Try rephrasing the question, or add a document that covers it."
-)
+# Prompts, sampling and retrieval depth of answers are data: the `chat.default` workflow.chat
+# artifact (apps/artifacts/seeds.py), editable in the admin or with PATCH /v1/artifacts/{id}.
 # Few-shot completion: a small model names an exchange far better this way than when asked in chat.
 CHAT_TITLE_PROMPT = (
     "Give each conversation a short title.\n\n"

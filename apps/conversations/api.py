@@ -4,7 +4,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.conversations import selectors, services
+from apps.conversations import orchestrator, selectors, services
 from apps.conversations.serializers import (
     CancelInput,
     ConversationInput,
@@ -58,6 +58,5 @@ class ConversationMessagesApi(APIView):
 class ChatCancelApi(APIView):
     def post(self, request):
         data = validated(CancelInput, request)
-        message = selectors.message_by_request(actor=request.user, request_id=data["request_id"])
-        cancelled = services.generation_cancel(actor=request.user, message=message)
+        message, cancelled = orchestrator.cancel(actor=request.user, request_id=data["request_id"])
         return Response({"request_id": data["request_id"], "cancelled": cancelled, "message_id": str(message.pk)})

@@ -1,17 +1,15 @@
 """Async API views that wait on a generation: POST /v1/chat and the OpenAI-compatible API.
 
 They are async because waiting for tokens in a sync view would hold one of the few threads
-Django's ASGI handler runs sync code on. Each request subscribes its own channel to the
-generation's group *before* the work is queued, so no token is missed.
+Django's ASGI handler runs sync code on. They authenticate and parse; the orchestrator starts
+the turn, streams it (subscribed before the work is queued, so no token is missed), stops it
+when the client goes away, and shapes the result.
 """
 
-import asyncio
 import json
 import time
-import uuid
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -19,40 +17,9 @@ from rest_framework import exceptions, serializers
 
 from apps.accounts.authentication import user_for_bearer
 from apps.accounts.tokens import InvalidToken
-from apps.conversations import selectors, services, state
-from apps.conversations.serializers import ChatInput, chat_result
-from apps.conversations.streaming import generation_group
+from apps.conversations import orchestrator
+from apps.conversations.serializers import ChatInput
 from liminal.api import error_response, exception_response
-
-
-class GenerationSubscription:
-    """Receives one generation's events on a private channel."""
-
-    def __init__(self, request_id: str):
-        self.request_id = request_id
-        self.layer = get_channel_layer()
-        self.channel = None
-
-    async def __aenter__(self):
-        self.channel = await self.layer.new_channel()
-        await self.layer.group_add(generation_group(self.request_id), self.channel)
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.layer.group_discard(generation_group(self.request_id), self.channel)
-
-    async def events(self, timeout: float):
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            event = await asyncio.wait_for(self.layer.receive(self.channel), remaining)
-            if event.get("request_id") != self.request_id:
-                continue
-            yield event
-            if event["type"] == "gen.done":
-                return
 
 
 async def _authenticate(request):
@@ -83,10 +50,6 @@ def _sse(event: str | None, data) -> bytes:
     return f"{prefix}data: {payload}\n\n".encode()
 
 
-def _cancel_on_disconnect(request_id: str):
-    return sync_to_async(state.cancel_request)(request_id)
-
-
 # ---------------------------------------------------------------- POST /v1/chat
 
 
@@ -109,62 +72,59 @@ async def chat(request):
     if user is None:
         return data
 
-    request_id = data.get("request_id") or uuid.uuid4().hex
-    subscription = GenerationSubscription(request_id)
-    await subscription.__aenter__()
+    turn_id = orchestrator.new_turn_id()
+    stream = orchestrator.TurnStream(turn_id)
+    await stream.__aenter__()
     try:
-        conversation_id, message_id = await sync_to_async(_start_turn)(
-            user, data["message"]["content"], data.get("conversation_id"), request_id, data.get("context_id")
+        turn = await sync_to_async(orchestrator.start_chat)(
+            actor=user,
+            content=data["message"]["content"],
+            conversation_id=data.get("conversation_id"),
+            context_id=data.get("context_id"),
+            workflow_id=data.get("workflow_id"),
+            request_id=data.get("request_id"),
+            turn_id=turn_id,
         )
     except Exception as exc:
-        await subscription.__aexit__(None, None, None)
+        await stream.__aexit__(None, None, None)
         return exception_response(exc, request)
+    stream.mark_started()
 
     if data.get("stream"):
         return StreamingHttpResponse(
-            _chat_stream(subscription, user, message_id, conversation_id, request_id),
+            _chat_stream(stream, user, turn),
             content_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Request-ID": request_id},
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Request-ID": turn.request_id},
         )
     try:
-        async for _ in subscription.events(settings.CHAT_API_TIMEOUT):
-            pass
-    except TimeoutError:
-        await _cancel_on_disconnect(request_id)
-        return error_response(503, "unavailable", "The answer took too long; it was stopped.", request=request)
+        async for event in stream.events():
+            if event["event"] == "error":
+                return error_response(503, event["code"], event["message"], request=request)
     finally:
-        await subscription.__aexit__(None, None, None)
-    return JsonResponse({"status": "ok", "data": await _result(user, message_id), "request_id": request_id})
+        await stream.__aexit__(None, None, None)
+    payload = await sync_to_async(orchestrator.result)(actor=user, message_id=turn.message_id)
+    return JsonResponse({"status": "ok", "data": payload, "request_id": turn.request_id})
 
 
-@sync_to_async
-def _result(user, message_id) -> dict:
-    return chat_result(selectors.message_get(actor=user, message_id=message_id))
-
-
-def _start_turn(user, content, conversation_id, request_id, context_id=None):
-    conversation, _, assistant = services.chat_turn_start(
-        actor=user, content=content, conversation_id=conversation_id, request_id=request_id, context_id=context_id
-    )
-    return str(conversation.pk), str(assistant.pk)
-
-
-async def _chat_stream(subscription, user, message_id, conversation_id, request_id):
-    finished = False
+async def _chat_stream(stream, user, turn):
+    request_id = turn.request_id
     try:
-        yield _sse("start", {"message_id": message_id, "conversation_id": conversation_id, "request_id": request_id})
-        async for event in subscription.events(settings.CHAT_API_TIMEOUT):
-            if event["type"] == "gen.token":
+        yield _sse(
+            "start", {"message_id": turn.message_id, "conversation_id": turn.conversation_id, "request_id": request_id}
+        )
+        async for event in stream.events():
+            if event["event"] == "token":
                 yield _sse("token", {"text": event["text"], "request_id": request_id})
-        finished = True
-        yield _sse("message_done", await _result(user, message_id))
-    except TimeoutError:
-        yield _sse("error", {"code": "unavailable", "message": "The answer took too long; it was stopped."})
+            elif event["event"] == "trace":
+                yield _sse("trace", {**event["entry"], "request_id": request_id})
+            elif event["event"] == "error":
+                yield _sse("error", {"code": event["code"], "message": event["message"], "request_id": request_id})
+            else:
+                yield _sse(
+                    "message_done", await sync_to_async(orchestrator.result)(actor=user, message_id=turn.message_id)
+                )
     finally:
-        await subscription.__aexit__(None, None, None)
-        if not finished:
-            # The client went away (or we timed out): stop spending compute on this answer.
-            await _cancel_on_disconnect(request_id)
+        await stream.__aexit__(None, None, None)
 
 
 # ---------------------------------------------------------------- OpenAI-compatible API
@@ -218,6 +178,9 @@ class CompletionInput(serializers.Serializer):
     presence_penalty = serializers.FloatField(required=False)
     user = serializers.CharField(required=False)
     stream_options = serializers.JSONField(required=False)
+    # Liminal's extensions: ground the answer in one of your contexts, or pick a workflow.
+    context_id = serializers.UUIDField(required=False, allow_null=True)
+    workflow_id = serializers.UUIDField(required=False, allow_null=True)
 
     def validate_model(self, value):
         if value not in served_models():
@@ -241,14 +204,20 @@ class CompletionInput(serializers.Serializer):
 
 
 def _completion_params(data) -> dict:
-    max_tokens = data.get("max_completion_tokens") or data.get("max_tokens") or settings.CHAT_MAX_TOKENS
-    return {
-        "temperature": data.get("temperature", 1.0),
-        "top_p": data.get("top_p", 1.0),
-        "max_tokens": min(max_tokens, settings.ENGINE_MAX_SEQ_LEN),
-        "stop": data.get("stop") or [],
-        "seed": data.get("seed"),
-    }
+    """Only what the client asked for: the workflow's defaults fill in the rest."""
+    params = {}
+    max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
+    if max_tokens:
+        params["max_tokens"] = min(max_tokens, settings.ENGINE_MAX_SEQ_LEN)
+    if "temperature" in data:
+        params["temperature"] = data["temperature"]
+        params["greedy"] = data["temperature"] == 0
+    for name in ("top_p", "seed"):
+        if data.get(name) is not None:
+            params[name] = data[name]
+    if data.get("stop"):
+        params["stop"] = data["stop"]
+    return params
 
 
 @csrf_exempt
@@ -257,42 +226,45 @@ async def chat_completions(request):
     if user is None:
         return data
 
-    request_id = uuid.uuid4().hex
-    completion_id = f"chatcmpl-{request_id}"
     messages = [
         {"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]} for m in data["messages"]
     ]
-    subscription = GenerationSubscription(request_id)
-    await subscription.__aenter__()
+    turn_id = orchestrator.new_turn_id()
+    completion_id = f"chatcmpl-{turn_id.hex}"
+    stream = orchestrator.TurnStream(turn_id)
+    await stream.__aenter__()
     try:
-        await sync_to_async(_queue_completion)(user, request_id, messages, _completion_params(data))
+        await sync_to_async(orchestrator.start_completion)(
+            actor=user,
+            messages=messages,
+            generation_params=_completion_params(data),
+            context_id=data.get("context_id"),
+            workflow_id=data.get("workflow_id"),
+            turn_id=turn_id,
+        )
     except Exception as exc:
-        await subscription.__aexit__(None, None, None)
+        await stream.__aexit__(None, None, None)
         return exception_response(exc, request)
+    stream.mark_started()
 
     model = data["model"]
     created = int(time.time())
     if data["stream"]:
         include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
         return StreamingHttpResponse(
-            _completion_stream(subscription, request_id, completion_id, model, created, include_usage),
+            _completion_stream(stream, user, turn_id, completion_id, model, created, include_usage),
             content_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    text, done = "", None
     try:
-        async for event in subscription.events(settings.CHAT_API_TIMEOUT):
-            if event["type"] == "gen.token":
-                text += event["text"]
-            else:
-                done = event
-    except TimeoutError:
-        await _cancel_on_disconnect(request_id)
-        return error_response(503, "unavailable", "The completion took too long; it was stopped.", request=request)
+        async for event in stream.events():
+            if event["event"] == "error":
+                return error_response(503, event["code"], event["message"], request=request)
     finally:
-        await subscription.__aexit__(None, None, None)
-    if done.get("status") == "failed":
-        return error_response(500, "server_error", done.get("error") or "Generation failed.", request=request)
+        await stream.__aexit__(None, None, None)
+    answer = await sync_to_async(orchestrator.result)(actor=user, message_id=str(turn_id))
+    if answer["status"] == "failed":
+        return error_response(500, "server_error", answer["error"] or "Generation failed.", request=request)
     return JsonResponse(
         {
             "id": completion_id,
@@ -302,32 +274,27 @@ async def chat_completions(request):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": done.get("text", text)},
-                    "finish_reason": _openai_finish(done.get("finish_reason")),
+                    "message": {"role": "assistant", "content": answer["content"]},
+                    "finish_reason": _openai_finish(answer["finish_reason"]),
                     "logprobs": None,
                 }
             ],
-            "usage": done.get("usage") or {},
+            "usage": answer["usage"],
+            "liminal": _liminal_extension(answer),
         }
     )
+
+
+def _liminal_extension(answer: dict) -> dict:
+    """Where the answer came from, beside the OpenAI fields (clients ignore unknown keys)."""
+    return {k: answer[k] for k in ("message_id", "conversation_id", "workflow_id", "workflow_trace", "receipt")}
 
 
 def _openai_finish(reason: str | None) -> str:
     return {"stop": "stop", "length": "length", "cancelled": "stop"}.get(reason or "", "stop")
 
 
-def _queue_completion(user, request_id, messages, params):
-    from apps.conversations.tasks import generate_completion
-
-    state.generation_slot_acquire(user_id=user.id, request_id=request_id)
-    try:
-        generate_completion.delay(request_id, str(user.id), messages, params)
-    except Exception:
-        state.generation_slot_release(user_id=user.id, request_id=request_id)
-        raise
-
-
-async def _completion_stream(subscription, request_id, completion_id, model, created, include_usage):
+async def _completion_stream(stream, user, turn_id, completion_id, model, created, include_usage):
     def chunk(delta: dict, finish_reason=None, usage=None) -> bytes:
         body = {
             "id": completion_id,
@@ -340,20 +307,21 @@ async def _completion_stream(subscription, request_id, completion_id, model, cre
             body["usage"] = usage
         return _sse(None, body)
 
-    finished = False
     try:
         yield chunk({"role": "assistant", "content": ""})
-        async for event in subscription.events(settings.CHAT_API_TIMEOUT):
-            if event["type"] == "gen.token":
+        async for event in stream.events():
+            if event["event"] == "token":
                 yield chunk({"content": event["text"]})
-            else:
-                finished = True
-                if event.get("status") == "failed":
+            elif event["event"] == "error":
+                yield _sse(None, {"error": {"message": event["message"], "code": event["code"]}})
+            elif event["event"] == "done":
+                answer = await sync_to_async(orchestrator.result)(actor=user, message_id=str(turn_id))
+                if answer["status"] == "failed":
                     yield _sse(
-                        None, {"error": {"message": event.get("error") or "Generation failed.", "code": "server_error"}}
+                        None, {"error": {"message": answer["error"] or "Generation failed.", "code": "server_error"}}
                     )
                 else:
-                    yield chunk({}, finish_reason=_openai_finish(event.get("finish_reason")))
+                    yield chunk({}, finish_reason=_openai_finish(answer["finish_reason"]))
                     if include_usage:
                         yield _sse(
                             None,
@@ -363,13 +331,9 @@ async def _completion_stream(subscription, request_id, completion_id, model, cre
                                 "created": created,
                                 "model": model,
                                 "choices": [],
-                                "usage": event.get("usage") or {},
+                                "usage": answer["usage"],
                             },
                         )
         yield b"data: [DONE]\n\n"
-    except TimeoutError:
-        yield _sse(None, {"error": {"message": "The completion took too long; it was stopped.", "code": "unavailable"}})
     finally:
-        await subscription.__aexit__(None, None, None)
-        if not finished:
-            await _cancel_on_disconnect(request_id)
+        await stream.__aexit__(None, None, None)

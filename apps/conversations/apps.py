@@ -8,6 +8,10 @@ class ConversationsConfig(AppConfig):
     def ready(self):
         from celery.signals import worker_ready
 
+        from apps.conversations import tools
+
+        tools.register()
+
         worker_ready.connect(_warm_engine_on_inference_workers, weak=False)
 
 

@@ -6,7 +6,6 @@ ApiChatConsumer (/v1/chat/stream) is the JSON protocol for integrations (liminal
 """
 
 import json
-import uuid
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -15,58 +14,44 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.template.loader import render_to_string
 from django.utils.html import escape
-from rest_framework.exceptions import APIException, ValidationError
 
 from apps.accounts.consumers import CLOSE_UNAUTHENTICATED, user_events_group
-from apps.conversations import selectors, services
-from apps.conversations.streaming import generation_group
+from apps.conversations import orchestrator, selectors
+from apps.conversations.serializers import ChatInput
 from apps.conversations.views import message_context, sidebar_item_html
-from liminal.api import error_code_of
-
-_REQUEST_ID_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 def _error_text(exc) -> str:
-    if isinstance(exc, ValidationError):
-        detail = exc.detail
-        if isinstance(detail, dict):
-            detail = next(iter(detail.values()))
-        if isinstance(detail, list):
-            detail = detail[0]
-        return str(detail)
-    if isinstance(exc, APIException):
-        return str(exc.detail)
-    if isinstance(exc, Http404):
-        return "Not found."
-    return "Something went wrong."
+    return orchestrator.error_payload(exc)[1]["message"]
 
 
 class GenerationRelayMixin:
-    """Subscribes to generation groups and remembers which message each request is for."""
+    """Subscribes to answers' streams (keyed by the server-issued answer id) and remembers them."""
 
-    async def follow(self, request_id: str, message_id) -> None:
-        self.following[request_id] = str(message_id)
-        await self.channel_layer.group_add(generation_group(request_id), self.channel_name)
+    async def follow(self, turn_id, message_id=None) -> None:
+        self.following[str(turn_id)] = str(message_id or turn_id)
+        await orchestrator.subscribe(self.channel_layer, self.channel_name, turn_id)
 
-    async def follow_new(self, request_id: str, start):
-        """Subscribe to the request's group *before* `start(request_id)` queues the work, so no
-        token is missed. `start` returns (payload, id of the answer); the payload is returned."""
-        await self.channel_layer.group_add(generation_group(request_id), self.channel_name)
+    async def follow_new(self, start):
+        """Subscribe to a new answer's stream *before* `start(turn_id)` queues the work, so no
+        token is missed; `start` returns what to send back, which is returned."""
+        turn_id = orchestrator.new_turn_id()
+        await orchestrator.subscribe(self.channel_layer, self.channel_name, turn_id)
         try:
-            payload, message_id = await start(request_id)
+            payload = await start(turn_id)
         except Exception:
-            await self.channel_layer.group_discard(generation_group(request_id), self.channel_name)
+            await orchestrator.unsubscribe(self.channel_layer, self.channel_name, turn_id)
             raise
-        self.following[request_id] = str(message_id)
+        self.following[str(turn_id)] = str(turn_id)
         return payload
 
-    async def unfollow(self, request_id: str) -> None:
-        self.following.pop(request_id, None)
-        await self.channel_layer.group_discard(generation_group(request_id), self.channel_name)
+    async def unfollow(self, turn_id) -> None:
+        self.following.pop(str(turn_id), None)
+        await orchestrator.unsubscribe(self.channel_layer, self.channel_name, turn_id)
 
     async def unfollow_all(self):
-        for request_id in list(self.following):
-            await self.unfollow(request_id)
+        for turn_id in list(self.following):
+            await self.unfollow(turn_id)
 
 
 class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
@@ -91,14 +76,14 @@ class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
             conversation = selectors.conversation_get(actor=self.user, conversation_id=conversation_id)
         except (Http404, DjangoValidationError):  # not the user's, or not a conversation id at all
             return []
-        return list(conversation.messages.filter(status__in=["queued", "streaming"]).values_list("request_id", "pk"))
+        return list(conversation.messages.filter(status__in=["queued", "streaming"]).values_list("pk", flat=True))
 
     async def _resume_pending(self):
         """After a reload mid-answer, keep streaming into the page."""
         query = parse_qs(self.scope.get("query_string", b"").decode())
         for conversation_id in query.get("conversation", [])[:1]:
-            for request_id, message_id in await self._pending_in_conversation(conversation_id):
-                await self.follow(request_id, message_id)
+            for message_id in await self._pending_in_conversation(conversation_id):
+                await self.follow(message_id)
 
     async def receive(self, text_data=None, bytes_data=None):
         try:
@@ -120,7 +105,7 @@ class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
             return
         try:
             await handler(frame)
-        except (APIException, Http404, ValidationError) as exc:
+        except Exception as exc:
             await self.send_notice(_error_text(exc))
 
     async def send_notice(self, text: str):
@@ -130,64 +115,62 @@ class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
     # ---- actions
 
     async def _start_streaming(self, start) -> None:
-        """`start(request_id)` returns (html to send, id of the answer being generated)."""
-        await self.send(text_data=await self.follow_new(uuid.uuid4().hex, start))
+        """`start(turn_id)` starts the answer and returns the html to send."""
+        await self.send(text_data=await self.follow_new(start))
 
     async def on_send(self, frame):
-        await self._start_streaming(lambda request_id: self._start_turn(frame, request_id))
+        await self._start_streaming(lambda turn_id: self._start_turn(frame, turn_id))
 
     @database_sync_to_async
-    def _start_turn(self, frame, request_id):
+    def _start_turn(self, frame, turn_id):
         is_new = not frame.get("conversation_id")
-        conversation, user_message, assistant = services.chat_turn_start(
+        turn = orchestrator.start_chat(
             actor=self.user,
             content=frame.get("content", ""),
-            conversation_id=frame.get("conversation_id"),
-            request_id=request_id,
+            conversation_id=frame.get("conversation_id") or None,
+            workflow_id=frame.get("workflow_id") or None,
+            turn_id=turn_id,
         )
         parts = [
             render_to_string(
                 "conversations/_append.html",
                 {
                     "messages": [
-                        message_context(user_message, self.user),
-                        message_context(assistant, self.user),
+                        message_context(turn.user_message, self.user),
+                        message_context(turn.assistant, self.user),
                     ],
-                    "conversation": conversation,
+                    "conversation": turn.conversation,
                 },
             )
         ]
         if is_new:
-            parts.append(sidebar_item_html(conversation, prepend_oob=True, active=True))
-        return "".join(parts), str(assistant.pk)
+            parts.append(sidebar_item_html(turn.conversation, prepend_oob=True, active=True))
+        return "".join(parts)
 
     async def on_stop(self, frame):
         await self._cancel(frame.get("message_id"))
 
     @database_sync_to_async
     def _cancel(self, message_id):
-        message = selectors.message_get(actor=self.user, message_id=message_id)
-        services.generation_cancel(actor=self.user, message=message)
+        orchestrator.cancel(actor=self.user, message_id=message_id)
 
     async def on_regenerate(self, frame):
-        await self._start_streaming(lambda request_id: self._regenerate(frame.get("message_id"), request_id))
+        await self._start_streaming(lambda turn_id: self._regenerate(frame.get("message_id"), turn_id))
 
     @database_sync_to_async
-    def _regenerate(self, message_id, request_id):
-        message = selectors.message_get(actor=self.user, message_id=message_id)
-        assistant = services.chat_regenerate(actor=self.user, message=message, request_id=request_id)
-        return self._messages_html(assistant.conversation), str(assistant.pk)
+    def _regenerate(self, message_id, turn_id):
+        turn = orchestrator.start_regenerate(actor=self.user, message_id=message_id, turn_id=turn_id)
+        return self._messages_html(turn.conversation)
 
     async def on_edit(self, frame):
         await self._start_streaming(
-            lambda request_id: self._edit(frame.get("message_id"), frame.get("content", ""), request_id)
+            lambda turn_id: self._edit(frame.get("message_id"), frame.get("content", ""), turn_id)
         )
 
     @database_sync_to_async
-    def _edit(self, message_id, content, request_id):
-        message = selectors.message_get(actor=self.user, message_id=message_id)
-        _, assistant = services.chat_edit(actor=self.user, message=message, content=content, request_id=request_id)
-        return self._messages_html(assistant.conversation), str(assistant.pk)
+    def _edit(self, message_id, content, turn_id):
+        turn = orchestrator.start_edit(actor=self.user, message_id=message_id, content=content, turn_id=turn_id)
+        return self._messages_html(turn.conversation)
 
     def _messages_html(self, conversation) -> str:
         from apps.conversations.views import messages_context
@@ -201,15 +184,18 @@ class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
     # ---- channel-layer events
 
     async def gen_token(self, event):
-        message_id = self.following.get(event["request_id"])
+        message_id = self.following.get(event["stream_key"])
         if message_id:
             await self.send(
                 text_data=f'<span id="stream-{message_id}" hx-swap-oob="beforeend">{escape(event["text"])}</span>'
             )
 
+    async def gen_trace(self, event):
+        """Workflow steps are shown in the answer's receipt once it is done, not while streaming."""
+
     async def gen_done(self, event):
-        if event["request_id"] in self.following:
-            await self.unfollow(event["request_id"])
+        if event["stream_key"] in self.following:
+            await self.unfollow(event["stream_key"])
         html = await self._final_message_html(event["message_id"])
         if html:
             await self.send(text_data=html)
@@ -233,13 +219,16 @@ class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
 
 
 class ApiChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
-    """JSON chat over a WebSocket: first frame {access_token, message, conversation_id?, request_id?}."""
+    """JSON chat over a WebSocket. First frame {access_token, message, conversation_id?,
+    context_id?, workflow_id?, request_id?}; then frames {event: token|trace|message_done|error|
+    cancel_ack, data, request_id}. A bad first frame gets an error frame naming the field and
+    the socket stays open for a corrected one; {"action": "cancel"} stops the answer."""
 
     async def connect(self):
         self.user = None
         self.following = {}
         self.request_id = None
-        self.message_id = None
+        self.turn = None
         self.done_sent = False
         await self.accept()
 
@@ -249,8 +238,12 @@ class ApiChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
     async def send_frame(self, event: str, data):
         await self.send(text_data=json.dumps({"event": event, "data": data, "request_id": self.request_id}))
 
-    async def send_error(self, code: str, message: str, close: bool = False):
-        await self.send_frame("error", {"code": code, "message": message})
+    async def send_error(self, exc=None, *, code=None, message=None, details=None, close: bool = False):
+        if exc is not None:
+            _, payload = orchestrator.error_payload(exc)
+        else:
+            payload = {"code": code, "message": message, "details": details}
+        await self.send_frame("error", payload)
         if close:
             await self.close()
 
@@ -259,37 +252,40 @@ class ApiChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
             frame = json.loads(text_data or bytes_data or b"")
             if not isinstance(frame, dict):
                 raise ValueError
-        except ValueError:
-            await self.send_error("validation_error", "Frames must be JSON objects.", close=self.user is None)
+        except (ValueError, RecursionError):
+            await self.send_error(code="validation_error", message="Frames must be JSON objects.")
             return
-        if self.user is None:
+        if self.turn is None:
             await self.start(frame)
         elif frame.get("action") == "cancel":
             await self.cancel()
         else:
-            await self.send_error("validation_error", 'Only {"action": "cancel"} is accepted once a message is sent.')
+            await self.send_error(
+                code="validation_error", message='Only {"action": "cancel"} is accepted once a message is sent.'
+            )
 
     async def start(self, frame):
-        request_id = frame.get("request_id") or uuid.uuid4().hex
-        if not isinstance(request_id, str) or not 0 < len(request_id) <= 64 or set(request_id) - _REQUEST_ID_OK:
-            await self.send_error("validation_error", "request_id must be 1-64 letters, digits, '-', '_' or '.'.", True)
-            return
-        self.request_id = request_id
-        user = await self._authenticate(frame.get("access_token"))
+        user = self.user or await self._authenticate(frame.get("access_token"))
         if user is None:
-            await self.send_error("unauthorized", "A valid access_token is required in the first frame.", close=True)
+            await self.send_error(
+                code="unauthorized", message="A valid access_token is required in the first frame.", close=True
+            )
             return
         self.user = user
         message = frame.get("message")
-        content = message.get("content") if isinstance(message, dict) else message
+        body = {
+            "message": message if isinstance(message, dict) else {"content": message},
+            **{k: frame[k] for k in ("conversation_id", "context_id", "workflow_id", "request_id") if k in frame},
+        }
+        serializer = ChatInput(data=body)
         try:
-            self.conversation_id = await self.follow_new(
-                request_id, lambda _: self._start_turn(content, frame.get("conversation_id"), frame.get("context_id"))
-            )
-        except (APIException, Http404, ValidationError, ValueError) as exc:
-            await self.send_error(error_code_of(exc), _error_text(exc), close=True)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+            self.turn = await self.follow_new(lambda turn_id: self._start_turn(data, turn_id))
+        except Exception as exc:
+            await self.send_error(exc)
             return
-        self.message_id = self.following[request_id]
+        self.request_id = self.turn.request_id
 
     @database_sync_to_async
     def _authenticate(self, token):
@@ -305,41 +301,36 @@ class ApiChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
         return user
 
     @database_sync_to_async
-    def _start_turn(self, content, conversation_id, context_id):
-        conversation, _, assistant = services.chat_turn_start(
+    def _start_turn(self, data, turn_id):
+        return orchestrator.start_chat(
             actor=self.user,
-            content=content,
-            conversation_id=conversation_id,
-            request_id=self.request_id,
-            context_id=context_id,
+            content=data["message"]["content"],
+            conversation_id=data.get("conversation_id"),
+            context_id=data.get("context_id"),
+            workflow_id=data.get("workflow_id"),
+            request_id=data.get("request_id"),
+            turn_id=turn_id,
         )
-        return str(conversation.pk), str(assistant.pk)
 
     async def cancel(self):
-        cancelled = await self._cancel()
-        await self.send_frame("cancel_ack", {"message_id": self.message_id, "cancelled": cancelled})
-
-    @database_sync_to_async
-    def _cancel(self):
-        message = selectors.message_get(actor=self.user, message_id=self.message_id)
-        return services.generation_cancel(actor=self.user, message=message)
+        _, cancelled = await database_sync_to_async(orchestrator.cancel)(
+            actor=self.user, message_id=self.turn.message_id
+        )
+        await self.send_frame("cancel_ack", {"message_id": self.turn.message_id, "cancelled": cancelled})
 
     async def gen_token(self, event):
-        if event.get("request_id") == self.request_id:
+        if self.turn is not None and event.get("stream_key") == self.turn.message_id:
             await self.send_frame("token", event["text"])
 
+    async def gen_trace(self, event):
+        if self.turn is not None and event.get("stream_key") == self.turn.message_id:
+            await self.send_frame("trace", event["entry"])
+
     async def gen_done(self, event):
-        if self.done_sent or event["message_id"] != self.message_id:
+        if self.done_sent or self.turn is None or event["message_id"] != self.turn.message_id:
             return
         self.done_sent = True
-        await self.unfollow(self.request_id)
-        payload = await self._done_payload()
+        await self.unfollow(self.turn.message_id)
+        payload = await database_sync_to_async(orchestrator.result)(actor=self.user, message_id=self.turn.message_id)
         await self.send_frame("message_done", payload)
         await self.close()
-
-    @database_sync_to_async
-    def _done_payload(self):
-        from apps.conversations.serializers import chat_result
-
-        message = selectors.message_get(actor=self.user, message_id=self.message_id)
-        return chat_result(message)

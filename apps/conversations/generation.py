@@ -1,6 +1,6 @@
-"""Runs one answer on this worker's engine and streams it to the request's channel group."""
+"""Runs one answer on this worker: the answer's pinned workflow (its tool calls stream tokens to
+the answer's channel group), then the one receipt every entry point stores."""
 
-import dataclasses
 import logging
 import threading
 import time
@@ -10,19 +10,31 @@ from django.utils import timezone
 
 from apps.conversations import services, state
 from apps.conversations.engine_runtime import get_engine
-from apps.conversations.grounding import ground
 from apps.conversations.models import Message
-from apps.conversations.prompting import build_reply_prompt
 from apps.conversations.streaming import publish
+from apps.conversations.tools import RunContext
+from apps.conversations.workflow import WorkflowFailed, WorkflowRunner
 
 logger = logging.getLogger(__name__)
 
 STATUS_BY_FINISH = {
     "stop": Message.Status.COMPLETE,
     "length": Message.Status.COMPLETE,
+    "no_knowledge": Message.Status.COMPLETE,
     "cancelled": Message.Status.CANCELLED,
     "error": Message.Status.FAILED,
 }
+ENGINE_FIELDS = (
+    "model",
+    "adapters",
+    "prompt_tokens",
+    "completion_tokens",
+    "time_to_first_token_ms",
+    "total_time_ms",
+    "mean_logprob",
+    "summarised_through",
+    "prompt_build_ms",
+)
 
 
 class _Heartbeat(threading.Thread):
@@ -38,57 +50,48 @@ class _Heartbeat(threading.Thread):
             state.heartbeat(self.message_id)
 
 
-def cancel_poller(request_id: str, interval: float = 0.05):
-    """A should_cancel callback for the engine that asks Redis at most every `interval` seconds."""
-    last = {"at": 0.0, "value": False}
-
-    def should_cancel() -> bool:
-        now = time.monotonic()
-        if not last["value"] and now - last["at"] >= interval:
-            last["at"] = now
-            last["value"] = state.cancel_requested(request_id)
-        return last["value"]
-
-    return should_cancel
-
-
-def sampling_params(**overrides):
-    from workers.llm import SamplingParams
-
-    values = {
-        "temperature": settings.CHAT_TEMPERATURE,
-        "top_p": settings.CHAT_TOP_P,
-        "repetition_penalty": settings.CHAT_REPETITION_PENALTY,
-        "max_tokens": settings.CHAT_MAX_TOKENS,
-    }
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return SamplingParams(**values)
+def build_receipt(message: Message, *, answer: dict | None, trace: list, finish_reason: str, picked_up, run_s) -> dict:
+    """The one receipt shape, whichever entry point started the answer and however it ended."""
+    answer = answer or {}
+    version = message.workflow_version
+    receipt = {field: answer.get(field) for field in ENGINE_FIELDS}
+    receipt.update(
+        adapters=answer.get("adapters") or [],
+        prompt_tokens=answer.get("prompt_tokens") or 0,
+        completion_tokens=answer.get("completion_tokens") or 0,
+        finish_reason=finish_reason,
+        workflow={"id": str(version.artifact_id), "version": version.version, "name": version.artifact.name}
+        if version is not None
+        else None,
+        workflow_trace=trace,
+        workflow_ms=round(run_s * 1000, 1),
+        routing_trace=[],
+        adapter_gates=[],
+        sampling=message.generation_params or None,
+        queue_wait_ms=round((picked_up - message.created_at).total_seconds() * 1000, 1),
+    )
+    if answer.get("retrieval"):
+        receipt["retrieval"] = answer["retrieval"]
+    return receipt
 
 
-def stream_handle(handle, request_id: str, on_progress=None) -> str:
-    """Relay a generation's tokens to its group in chunks of ~COALESCE seconds; return the text."""
-    text, pending = "", ""
-    last_flush = last_progress = time.monotonic()
-    for event in handle:
-        text += event.text
-        pending += event.text
-        now = time.monotonic()
-        if pending and now - last_flush >= settings.STREAM_COALESCE_SECONDS:
-            publish(request_id, {"type": "gen.token", "text": pending})
-            pending, last_flush = "", now
-        if on_progress and now - last_progress >= 1.0:
-            on_progress(text)
-            last_progress = now
-    if pending:
-        publish(request_id, {"type": "gen.token", "text": pending})
-    return text
+def _workflow_body(message: Message) -> dict:
+    if message.workflow_version is not None:
+        return message.workflow_version.body
+    workflow = services.workflow_for(actor=message.owner, conversation=message.conversation)
+    message.workflow_version = workflow.current_version
+    return workflow.current_version.body
 
 
 def run_reply(message_id) -> str:
-    message = Message.objects.select_related("conversation").filter(pk=message_id).first()
+    message = (
+        Message.objects.select_related("conversation", "owner", "parent", "workflow_version__artifact")
+        .filter(pk=message_id)
+        .first()
+    )
     if message is None or message.status != Message.Status.QUEUED:
         return "skipped"
-    if state.cancel_requested(message.request_id):
+    if state.cancel_requested(message.stream_key):
         services.generation_finish(
             message=message, content="", status=Message.Status.CANCELLED, receipt={"finish_reason": "cancelled"}
         )
@@ -99,63 +102,72 @@ def run_reply(message_id) -> str:
     picked_up = timezone.now()
     heartbeat = _Heartbeat(message.pk)
     heartbeat.start()
+    started = time.monotonic()
+    answer, trace, error = None, [], ""
     try:
-        grounding = ground(conversation=message.conversation, query=message.parent.content)
-        if grounding is not None and not grounding.found:
-            return _answer_without_knowledge(message, grounding, picked_up)
-        engine = get_engine()
-        params = sampling_params()
-        build_started = time.perf_counter()
-        prompt = build_reply_prompt(
-            engine,
-            assistant=message,
-            max_tokens=params.max_tokens,
-            grounding_text=grounding.system_text() if grounding else "",
-        )
-        prompt_build = time.perf_counter() - build_started
-        handle = engine.submit(
-            prompt.text, params=params, should_cancel=cancel_poller(message.request_id), truncate=True
-        )
-        stream_handle(
-            handle,
-            message.request_id,
+        body = _workflow_body(message)
+        conversation = message.conversation
+        run = RunContext(
+            actor=message.owner,
+            defaults=body.get("defaults") or {},
+            conversation=conversation,
+            message=message,
+            overrides=message.generation_params or {},
+            stream_key=message.stream_key,
             on_progress=lambda text: services.generation_progress(message=message, content=text),
         )
-        result = handle.result()
-        receipt = {
-            "model": result.model_id,
-            "adapters": [{"name": name, "version": str(v)} for name, v in result.adapters.items()],
-            "routing_trace": [],
-            "workflow_trace": [],
-            "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens,
-            "time_to_first_token_ms": round(result.time_to_first_token * 1000, 1)
-            if result.time_to_first_token is not None
-            else None,
-            "total_time_ms": round(result.total_time * 1000, 1),
-            "mean_logprob": result.mean_logprob,
-            "finish_reason": result.finish_reason,
-            "summarised_through": prompt.summarised_through,
-            "queue_wait_ms": round((picked_up - message.created_at).total_seconds() * 1000, 1),
-            "prompt_build_ms": round(prompt_build * 1000, 1),
-        }
-        if grounding is not None:
-            receipt["retrieval"] = grounding.receipt()
+        runner = WorkflowRunner(
+            body, run, publish_trace=lambda entry: publish(message.stream_key, {"type": "gen.trace", "entry": entry})
+        )
+        context_ids = [str(pk) for pk in conversation.contexts.values_list("pk", flat=True)]
+        try:
+            outcome = runner.execute(
+                {
+                    "message": message.parent.content,
+                    "conversation_id": str(conversation.pk),
+                    "context_ids": context_ids,
+                    "has_contexts": bool(context_ids),
+                }
+            )
+            answer, trace = outcome.answer, outcome.trace
+            finish_reason = answer.get("finish_reason") or "stop"
+            error = answer.get("error") or ""
+        except WorkflowFailed as exc:
+            trace = exc.trace
+            cancelled = state.cancel_requested(message.stream_key)
+            finish_reason = "cancelled" if cancelled else "error"
+            error = "" if cancelled else f"{exc} Please retry."
+        content = answer["content"] if answer else Message.objects.get(pk=message.pk).content
+        receipt = build_receipt(
+            message,
+            answer=answer,
+            trace=trace,
+            finish_reason=finish_reason,
+            picked_up=picked_up,
+            run_s=time.monotonic() - started,
+        )
         services.generation_finish(
             message=message,
-            content=result.text,
-            status=STATUS_BY_FINISH[result.finish_reason],
+            content=content,
+            status=STATUS_BY_FINISH.get(finish_reason, Message.Status.COMPLETE),
             receipt=receipt,
-            error=result.error or "",
+            error=error,
         )
-        return result.finish_reason
+        return finish_reason
     except Exception as exc:
         logger.exception("Generation of %s failed", message.pk)
         services.generation_finish(
             message=message,
             content=Message.objects.get(pk=message.pk).content,
             status=Message.Status.FAILED,
-            receipt={"finish_reason": "error"},
+            receipt=build_receipt(
+                message,
+                answer=answer,
+                trace=trace,
+                finish_reason="error",
+                picked_up=picked_up,
+                run_s=time.monotonic() - started,
+            ),
             error=f"The model could not answer: {exc.__class__.__name__}. Please retry.",
         )
         return "error"
@@ -163,27 +175,29 @@ def run_reply(message_id) -> str:
         heartbeat.stopped.set()
 
 
-def _answer_without_knowledge(message: Message, grounding, picked_up) -> str:
-    """Nothing relevant in the bound documents: say so plainly instead of letting the model guess."""
-    text = grounding.not_found_answer()
-    publish(message.request_id, {"type": "gen.token", "text": text})
-    services.generation_finish(
-        message=message,
-        content=text,
-        status=Message.Status.COMPLETE,
-        receipt={
-            "model": None,
-            "adapters": [],
-            "routing_trace": [],
-            "workflow_trace": [],
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "finish_reason": "no_knowledge",
-            "queue_wait_ms": round((picked_up - message.created_at).total_seconds() * 1000, 1),
-            "retrieval": grounding.receipt(),
-        },
+def run_tool(*, user_id, tool_id, inputs: dict, conversation_id=None) -> dict:
+    """One tool call outside a chat, with the same timeouts, retries and circuit as in a workflow."""
+    from apps.accounts.models import User
+    from apps.artifacts import selectors as artifact_selectors
+    from apps.conversations import selectors
+
+    actor = User.objects.get(pk=user_id)
+    tool = artifact_selectors.artifact_get(actor=actor, artifact_id=tool_id, kind="tool.spec")
+    conversation = (
+        selectors.conversation_get(actor=actor, conversation_id=conversation_id) if conversation_id else None
     )
-    return "no_knowledge"
+    defaults = services.workflow_for(actor=actor, conversation=conversation).body.get("defaults") or {}
+    body = {"kind": "workflow.chat", "nodes": [{"id": "invoke", "type": "tool_call", "tool": tool.body["name"]}]}
+    runner = WorkflowRunner(body, RunContext(actor=actor, defaults=defaults, conversation=conversation))
+    runner.nodes["invoke"]["inputs"] = inputs
+    try:
+        outcome = runner.execute(inputs, require_answer=False)
+    except WorkflowFailed as exc:
+        return {"status": "error", "error": str(exc), "outputs": {}, "workflow_trace": exc.trace}
+    outputs = outcome.vars.get("invoke") or {}
+    content = outcome.answer.get("content") if outcome.answer else None
+    usage = {k: outputs[k] for k in ("prompt_tokens", "completion_tokens") if k in outputs}
+    return {"status": "ok", "outputs": outputs, "content": content, "usage": usage, "workflow_trace": outcome.trace}
 
 
 TITLE_MAX_WORDS = 8
@@ -214,48 +228,3 @@ def run_title(conversation) -> str | None:
     prompt = settings.CHAT_TITLE_PROMPT.format(question=one_line(path[0].content), answer=one_line(path[1].content))
     result = engine.generate(prompt, SamplingParams(greedy=True, max_tokens=16, stop=["\n"]), truncate=True)
     return clean_title(result.text) or None
-
-
-def run_completion(request_id: str, user_id, messages: list[dict], params: dict) -> str:
-    """A stateless OpenAI-style completion: nothing is stored, events go to the request's group."""
-    from workers.llm import ContextOverflowError
-
-    done = {"type": "gen.done", "message_id": None, "status": "complete", "error": ""}
-    try:
-        if state.cancel_requested(request_id):
-            done.update(status="cancelled", finish_reason="cancelled", text="", usage={})
-            return "cancelled"
-        engine = get_engine()
-        prompt = engine.render_chat(messages, add_generation_prompt=True)
-        sampling = sampling_params(
-            temperature=params.get("temperature"),
-            top_p=params.get("top_p"),
-            max_tokens=params.get("max_tokens"),
-            repetition_penalty=1.0,
-        )
-        sampling = dataclasses.replace(sampling, stop=tuple(params.get("stop") or ()), seed=params.get("seed"))
-        handle = engine.submit(prompt, params=sampling, should_cancel=cancel_poller(request_id))
-        stream_handle(handle, request_id)
-        result = handle.result()
-        done.update(
-            status=STATUS_BY_FINISH[result.finish_reason],
-            finish_reason=result.finish_reason,
-            text=result.text,
-            error=result.error or "",
-            usage={
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
-                "total_tokens": result.prompt_tokens + result.completion_tokens,
-            },
-        )
-        return result.finish_reason
-    except ContextOverflowError as exc:
-        done.update(status="failed", error=str(exc))
-        return "error"
-    except Exception as exc:
-        logger.exception("Completion %s failed", request_id)
-        done.update(status="failed", error=f"The model could not answer: {exc.__class__.__name__}.")
-        return "error"
-    finally:
-        state.generation_slot_release(user_id=user_id, request_id=request_id)
-        publish(request_id, done)

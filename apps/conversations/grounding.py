@@ -7,8 +7,6 @@ is recorded as a knowledge gap.
 
 from dataclasses import dataclass, field
 
-from django.conf import settings
-
 
 @dataclass
 class Grounding:
@@ -22,14 +20,14 @@ class Grounding:
     def found(self) -> bool:
         return bool(self.chunks)
 
-    def system_text(self) -> str:
+    def system_text(self, template: str) -> str:
         passages = "\n\n".join(
             f"[{index}] ({chunk.citation})\n{chunk.text.strip()}" for index, chunk in enumerate(self.chunks, start=1)
         )
-        return settings.CHAT_GROUNDED_PROMPT.format(passages=passages)
+        return template.replace("{passages}", passages)
 
-    def not_found_answer(self) -> str:
-        return settings.CHAT_NO_KNOWLEDGE_ANSWER.format(contexts=", ".join(self.context_names))
+    def not_found_answer(self, template: str) -> str:
+        return template.replace("{contexts}", ", ".join(self.context_names))
 
     def receipt(self) -> dict:
         return {
@@ -52,7 +50,7 @@ class Grounding:
         }
 
 
-def ground(*, conversation, query: str) -> Grounding | None:
+def ground(*, conversation, query: str, k: int) -> Grounding | None:
     """None when the conversation has no contexts; otherwise what retrieval found (maybe nothing)."""
     from apps.knowledge import selectors as knowledge_selectors
     from apps.knowledge import services as knowledge_services
@@ -62,7 +60,7 @@ def ground(*, conversation, query: str) -> Grounding | None:
         return None
     context_ids = [str(pk) for pk, _ in contexts]
     result = knowledge_selectors.retrieve(
-        actor=conversation.owner, context_ids=context_ids, query=query, k=settings.CHAT_RETRIEVAL_K
+        actor=conversation.owner, context_ids=context_ids, query=query, k=k
     )
     grounding = Grounding(
         context_ids=context_ids,

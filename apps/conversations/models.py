@@ -19,6 +19,14 @@ class Conversation(models.Model):
     summary_through = models.ForeignKey("Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # Knowledge the answers are grounded in (NotebookLM-style); the owner's own contexts only.
     contexts = models.ManyToManyField("knowledge.Context", blank=True, related_name="conversations")
+    # The workflow.chat artifact that answers here; none means the global default workflow.
+    workflow = models.ForeignKey(
+        "artifacts.Artifact", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
+    )
+    # A client's own system message (OpenAI-compatible API); empty means the workflow's.
+    system_prompt = models.TextField(blank=True)
+    # Conversations made for /v1/chat/completions calls keep their receipts but stay out of the sidebar.
+    origin = models.CharField(max_length=16, default="chat", choices=[("chat", "Chat"), ("completions", "API")])
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -54,7 +62,14 @@ class Message(models.Model):
     content = models.TextField(blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     error = models.TextField(blank=True)
+    # The client's label for the answer (unique per user); streams and flags use the message id.
     request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    # The workflow version this answer runs on, pinned when the turn starts.
+    workflow_version = models.ForeignKey(
+        "artifacts.ArtifactVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Sampling the request asked for (the OpenAI-compatible API), over the workflow's defaults.
+    generation_params = models.JSONField(default=dict, blank=True)
     # For assistant messages: model, adapters, routing trace, token counts, timings, confidence.
     receipt = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -67,9 +82,18 @@ class Message(models.Model):
             models.Index(fields=["status", "created_at"]),
             GinIndex(SearchVector("content", config="english"), name="message_content_search"),
         ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "request_id"], condition=~models.Q(request_id=""), name="message_owner_request_unique"
+            )
+        ]
 
     def __str__(self):
         return f"{self.role}: {self.content[:40]}"
+
+    @property
+    def stream_key(self) -> str:
+        return str(self.pk)
 
     @property
     def is_pending(self) -> bool:

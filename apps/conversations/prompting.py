@@ -35,18 +35,28 @@ def _turns(messages: list[Message]) -> list[dict]:
 
 def _render(engine, system: str, summary: str, turns: list[dict]) -> str:
     if summary:
-        system = f"{system}\n\nSummary of the earlier conversation:\n{summary}"
-    return engine.render_chat([{"role": "system", "content": system}, *turns], add_generation_prompt=True)
+        system = f"{system}\n\nSummary of the earlier conversation:\n{summary}".strip()
+    # No system text at all: no system message, so the model's template applies its own default.
+    head = [{"role": "system", "content": system}] if system else []
+    return engine.render_chat([*head, *turns], add_generation_prompt=True)
 
 
 def _count(engine, text: str) -> int:
     return len(engine.tokenizer.encode(text))
 
 
-def build_reply_prompt(engine, *, assistant: Message, max_tokens: int, grounding_text: str = "") -> BuiltPrompt:
-    system = settings.CHAT_SYSTEM_PROMPT
-    if grounding_text:
-        system = f"{system}\n\n{grounding_text}"
+def build_reply_prompt(
+    engine,
+    *,
+    assistant: Message,
+    max_tokens: int,
+    system_prompt: str,
+    summary_prompt: str,
+    grounding_text: str = "",
+) -> BuiltPrompt:
+    """The prompt for `assistant`: the system text (the workflow's, or the conversation's own when
+    a client sent one), any grounding passages, and the path's turns, summarised if too long."""
+    system = "\n\n".join(part for part in (system_prompt, grounding_text) if part)
     path = selectors.path_to(assistant.parent)
     budget = engine.context_length - max_tokens - 8
     turns = _turns(path)
@@ -69,7 +79,7 @@ def build_reply_prompt(engine, *, assistant: Message, max_tokens: int, grounding
         # Only the newest message, and it alone is over the budget: nothing to summarise, so it
         # goes as it is and the engine keeps the prompt's end (truncate=True).
         return BuiltPrompt(text=text, token_count=count, turns=turns)
-    summary = summarise(engine, conversation=conversation, older=older)
+    summary = summarise(engine, conversation=conversation, older=older, summary_prompt=summary_prompt)
     turns = _turns(recent_messages)
     text = _render(engine, system, summary, turns)
     # If one message alone exceeds the window, the engine keeps the prompt's end (truncate=True).
@@ -77,7 +87,7 @@ def build_reply_prompt(engine, *, assistant: Message, max_tokens: int, grounding
     return BuiltPrompt(text=text, token_count=count, summarised_through=str(older[-1].pk), turns=turns)
 
 
-def summarise(engine, *, conversation, older: list[Message]) -> str:
+def summarise(engine, *, conversation, older: list[Message], summary_prompt: str) -> str:
     from workers.llm import SamplingParams
 
     through = older[-1]
@@ -91,7 +101,7 @@ def summarise(engine, *, conversation, older: list[Message]) -> str:
         transcript = "\n".join(f"{m.role.upper()}: {m.content}" for m in older if m.content.strip())
         prompt = engine.render_chat(
             [
-                {"role": "system", "content": settings.CHAT_SUMMARY_PROMPT},
+                {"role": "system", "content": summary_prompt},
                 {"role": "user", "content": transcript},
             ]
         )

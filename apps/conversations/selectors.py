@@ -10,7 +10,8 @@ from apps.conversations.models import Conversation, Message
 
 
 def conversation_list(*, actor, query: str = ""):
-    conversations = Conversation.objects.filter(owner=actor)
+    # Conversations made for /v1/chat/completions calls keep receipts, not a place in the sidebar.
+    conversations = Conversation.objects.filter(owner=actor, origin="chat")
     query = (query or "").strip()
     if query:
         search = SearchQuery(query, config="english", search_type="websearch")

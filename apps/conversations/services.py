@@ -3,15 +3,18 @@
 import uuid
 
 from django.conf import settings
-from django.db import transaction
-from django.http import Http404
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
+from apps.artifacts import selectors as artifact_selectors
+from apps.artifacts.models import Artifact
 from apps.conversations import selectors, state
 from apps.conversations.models import Conversation, Message
 from apps.training import services as training_services
-from liminal.api import Conflict
+from liminal.errors import Conflict, NotFound, ensure_owner
+
+DEFAULT_WORKFLOW_NAME = "chat.default"
 
 
 def _clean_content(content) -> str:
@@ -45,7 +48,7 @@ def conversation_create(*, actor, title: str = "") -> Conversation:
 
 
 def conversation_rename(*, actor, conversation: Conversation, title: str) -> Conversation:
-    assert conversation.owner_id == actor.id
+    ensure_owner(conversation, actor, "Conversation not found.")
     conversation.title = _clean_title(title)
     conversation.title_is_generated = False
     conversation.save(update_fields=["title", "title_is_generated"])
@@ -54,10 +57,9 @@ def conversation_rename(*, actor, conversation: Conversation, title: str) -> Con
 
 @transaction.atomic
 def conversation_delete(*, actor, conversation: Conversation) -> None:
-    assert conversation.owner_id == actor.id
+    ensure_owner(conversation, actor, "Conversation not found.")
     for message in conversation.messages.filter(status__in=[Message.Status.QUEUED, Message.Status.STREAMING]):
-        if message.request_id:
-            state.cancel_request(message.request_id)
+        state.cancel_request(message.stream_key)
     conversation.delete()
 
 
@@ -67,20 +69,79 @@ def _touch(conversation: Conversation, leaf: Message) -> None:
     conversation.save(update_fields=["current_leaf", "updated_at"])
 
 
-def _start_assistant(*, actor, conversation: Conversation, parent: Message, request_id: str | None) -> Message:
-    request_id = request_id or uuid.uuid4().hex
-    state.generation_slot_acquire(user_id=actor.id, request_id=request_id)
-    try:
-        assistant = Message.objects.create(
-            conversation=conversation,
-            owner=actor,
-            parent=parent,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.QUEUED,
-            request_id=request_id,
+def workflow_for(*, actor, conversation: Conversation | None = None, workflow_id=None) -> Artifact:
+    """The workflow.chat artifact that answers: the one named (visible to the actor, else 404),
+    else the conversation's, else the global default."""
+    if workflow_id:
+        return artifact_selectors.artifact_get(actor=actor, artifact_id=workflow_id, kind="workflow.chat")
+    if conversation is not None and conversation.workflow_id:
+        workflow = (
+            artifact_selectors.artifact_list(actor=actor, kind="workflow.chat")
+            .filter(pk=conversation.workflow_id)
+            .first()
         )
+        if workflow is not None:
+            return workflow
+    workflow = artifact_selectors.global_artifact(kind="workflow.chat", name=DEFAULT_WORKFLOW_NAME)
+    if workflow is None or workflow.current_version_id is None:
+        raise Conflict("No chat workflow is installed; run the migrations.")
+    return workflow
+
+
+def conversation_workflow_set(*, actor, conversation: Conversation, workflow_id) -> Conversation:
+    """Pick the workflow for this conversation's next answers (None: the default)."""
+    ensure_owner(conversation, actor, "Conversation not found.")
+    conversation.workflow = workflow_for(actor=actor, workflow_id=workflow_id) if workflow_id else None
+    conversation.save(update_fields=["workflow"])
+    return conversation
+
+
+def _clean_request_id(actor, request_id: str | None) -> str:
+    """A client's label for its answer, unique per user: a reused one is refused, never merged."""
+    if not request_id:
+        return uuid.uuid4().hex
+    if Message.objects.filter(owner=actor, request_id=request_id).exists():
+        raise Conflict("This request_id was already used; send a new one.", {"request_id": request_id})
+    return request_id
+
+
+def _start_assistant(
+    *,
+    actor,
+    conversation: Conversation,
+    parent: Message,
+    request_id: str | None,
+    turn_id=None,
+    workflow_id=None,
+    generation_params: dict | None = None,
+) -> Message:
+    """Create the queued answer (id `turn_id`, issued by the server so the caller could subscribe
+    to its stream first), take one of the user's generation slots, queue it after commit."""
+    request_id = _clean_request_id(actor, request_id)
+    workflow = workflow_for(actor=actor, conversation=conversation, workflow_id=workflow_id)
+    if workflow_id:
+        conversation.workflow = workflow
+        conversation.save(update_fields=["workflow"])
+    assistant_id = turn_id or uuid.uuid4()
+    state.generation_slot_acquire(user_id=actor.id, stream_key=str(assistant_id))
+    try:
+        with transaction.atomic():
+            assistant = Message.objects.create(
+                id=assistant_id,
+                conversation=conversation,
+                owner=actor,
+                parent=parent,
+                role=Message.Role.ASSISTANT,
+                status=Message.Status.QUEUED,
+                request_id=request_id,
+                workflow_version=workflow.current_version,
+                generation_params=generation_params or {},
+            )
+    except IntegrityError as exc:
+        state.generation_slot_release(user_id=actor.id, stream_key=str(assistant_id))
+        raise Conflict("This request_id was already used; send a new one.", {"request_id": request_id}) from exc
     except Exception:
-        state.generation_slot_release(user_id=actor.id, request_id=request_id)
+        state.generation_slot_release(user_id=actor.id, stream_key=str(assistant_id))
         raise
     _touch(conversation, assistant)
 
@@ -102,10 +163,13 @@ def chat_turn_start(
     conversation_id=None,
     request_id: str | None = None,
     context_id=None,
+    workflow_id=None,
+    turn_id=None,
 ) -> tuple[Conversation, Message, Message]:
     """Save the user's message at the end of the current branch and queue the answer (after
     commit). The conversation is given, or named by id (the actor's own, else 404), or created.
-    `context_id` also binds one of the actor's contexts to the conversation first."""
+    `context_id` also binds one of the actor's contexts to the conversation first; `workflow_id`
+    picks the conversation's workflow from now on."""
     content = _clean_content(content)
     if conversation is None and conversation_id:
         conversation = selectors.conversation_get(actor=actor, conversation_id=conversation_id)
@@ -113,7 +177,7 @@ def chat_turn_start(
         conversation = conversation_create(actor=actor)
     if context_id:
         conversation_context_add(actor=actor, conversation=conversation, context_id=context_id)
-    assert conversation.owner_id == actor.id
+    ensure_owner(conversation, actor, "Conversation not found.")
     conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
     parent = conversation.current_leaf
     if parent is not None and parent.is_pending:
@@ -121,24 +185,69 @@ def chat_turn_start(
     user_message = Message.objects.create(
         conversation=conversation, owner=actor, parent=parent, role=Message.Role.USER, content=content
     )
-    assistant = _start_assistant(actor=actor, conversation=conversation, parent=user_message, request_id=request_id)
+    assistant = _start_assistant(
+        actor=actor,
+        conversation=conversation,
+        parent=user_message,
+        request_id=request_id,
+        turn_id=turn_id,
+        workflow_id=workflow_id,
+    )
     return conversation, user_message, assistant
 
 
 @transaction.atomic
-def chat_regenerate(*, actor, message: Message, request_id: str | None = None) -> Message:
-    """A new answer to the same user message, as a sibling of `message`."""
-    assert message.owner_id == actor.id
-    if message.role != Message.Role.ASSISTANT or message.parent is None:
-        raise ValidationError({"message_id": ["Only answers can be regenerated."]})
-    conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
-    return _start_assistant(actor=actor, conversation=conversation, parent=message.parent, request_id=request_id)
+def completion_turn_start(
+    *, actor, messages: list[dict], generation_params: dict, context_id=None, workflow_id=None, turn_id=None
+) -> tuple[Conversation, Message]:
+    """An OpenAI-style call as a stored turn: the transcript becomes a conversation (kept out of
+    the sidebar) whose last user message is answered by the workflow like any chat."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system").strip()
+    turns = [m for m in messages if m["role"] in ("user", "assistant")]
+    if not turns or turns[-1]["role"] != "user":
+        raise ValidationError({"messages": ["The last message must be the user's."]})
+    conversation = Conversation.objects.create(owner=actor, origin="completions", system_prompt=system)
+    if context_id:
+        conversation_context_add(actor=actor, conversation=conversation, context_id=context_id)
+    parent = None
+    for turn in turns:
+        parent = Message.objects.create(
+            conversation=conversation,
+            owner=actor,
+            parent=parent,
+            role=turn["role"],
+            content=_clean_content(turn["content"]) if turn["role"] == "user" else turn["content"],
+        )
+    assistant = _start_assistant(
+        actor=actor,
+        conversation=conversation,
+        parent=parent,
+        request_id=None,
+        turn_id=turn_id,
+        workflow_id=workflow_id,
+        generation_params=generation_params,
+    )
+    return conversation, assistant
 
 
 @transaction.atomic
-def chat_edit(*, actor, message: Message, content, request_id: str | None = None) -> tuple[Message, Message]:
+def chat_regenerate(*, actor, message: Message, request_id: str | None = None, turn_id=None) -> Message:
+    """A new answer to the same user message, as a sibling of `message`."""
+    ensure_owner(message, actor, "Message not found.")
+    if message.role != Message.Role.ASSISTANT or message.parent is None:
+        raise ValidationError({"message_id": ["Only answers can be regenerated."]})
+    conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+    return _start_assistant(
+        actor=actor, conversation=conversation, parent=message.parent, request_id=request_id, turn_id=turn_id
+    )
+
+
+@transaction.atomic
+def chat_edit(
+    *, actor, message: Message, content, request_id: str | None = None, turn_id=None
+) -> tuple[Message, Message]:
     """Edit-and-rerun: a sibling of the user's message with new content, and a new answer to it."""
-    assert message.owner_id == actor.id
+    ensure_owner(message, actor, "Message not found.")
     if message.role != Message.Role.USER:
         raise ValidationError({"message_id": ["Only your own messages can be edited."]})
     content = _clean_content(content)
@@ -146,13 +255,15 @@ def chat_edit(*, actor, message: Message, content, request_id: str | None = None
     edited = Message.objects.create(
         conversation=conversation, owner=actor, parent=message.parent, role=Message.Role.USER, content=content
     )
-    assistant = _start_assistant(actor=actor, conversation=conversation, parent=edited, request_id=request_id)
+    assistant = _start_assistant(
+        actor=actor, conversation=conversation, parent=edited, request_id=request_id, turn_id=turn_id
+    )
     return edited, assistant
 
 
 def branch_select(*, actor, message: Message) -> Message:
     """Show the branch through `message`: its most recent line of descendants."""
-    assert message.owner_id == actor.id
+    ensure_owner(message, actor, "Message not found.")
     leaf = message
     while True:
         child = leaf.children.order_by("-created_at").first()
@@ -165,20 +276,20 @@ def branch_select(*, actor, message: Message) -> Message:
 
 def generation_cancel(*, actor, message: Message) -> bool:
     """Ask the engine to stop this answer; the worker stores what was generated so far."""
-    assert message.owner_id == actor.id
-    if not message.is_pending or not message.request_id:
+    ensure_owner(message, actor, "Message not found.")
+    if not message.is_pending:
         return False
-    state.cancel_request(message.request_id)
+    state.cancel_request(message.stream_key)
     if message.status == Message.Status.QUEUED:
         # Not picked up by a worker yet: settle it here; the worker will see the flag and skip it.
         _settle_if_still(message, Message.Status.CANCELLED, receipt={"finish_reason": "cancelled"})
     return True
 
 
-def _announce_done(request_id: str, message_id, status: str, error: str) -> None:
+def _announce_done(message_id, status: str, error: str) -> None:
     from apps.conversations.streaming import publish
 
-    publish(request_id, {"type": "gen.done", "message_id": str(message_id), "status": status, "error": error})
+    publish(str(message_id), {"type": "gen.done", "message_id": str(message_id), "status": status, "error": error})
 
 
 def generation_started(*, message: Message) -> bool:
@@ -200,8 +311,8 @@ def generation_finish(*, message: Message, content: str, status: str, receipt: d
     Message.objects.filter(pk=message.pk).update(
         content=content, status=status, receipt=receipt, error=error, finished_at=timezone.now()
     )
-    state.generation_slot_release(user_id=message.owner_id, request_id=message.request_id)
-    _announce_done(message.request_id, message.pk, status, error)
+    state.generation_slot_release(user_id=message.owner_id, stream_key=message.stream_key)
+    _announce_done(message.pk, status, error)
 
 
 def generations_reap_stalled() -> int:
@@ -233,13 +344,13 @@ def _settle_if_still(message: Message, status: str, *, receipt: dict, error: str
         status=status, error=error, receipt=receipt, finished_at=timezone.now()
     )
     if updated:
-        state.generation_slot_release(user_id=message.owner_id, request_id=message.request_id)
-        _announce_done(message.request_id, message.pk, status, error)
+        state.generation_slot_release(user_id=message.owner_id, stream_key=message.stream_key)
+        _announce_done(message.pk, status, error)
     return updated
 
 
 def message_thumb(*, actor, message: Message, kind: str | None):
-    assert message.owner_id == actor.id
+    ensure_owner(message, actor, "Message not found.")
     if message.role != Message.Role.ASSISTANT or message.status != Message.Status.COMPLETE:
         raise ValidationError({"message_id": ["Only finished answers can be rated."]})
     prompt = message.parent.content if message.parent_id else ""
@@ -263,12 +374,12 @@ def conversation_contexts_set(*, actor, conversation: Conversation, context_ids)
     """Bind exactly these contexts; each must be the actor's own (else 404, nothing changes)."""
     from apps.knowledge import selectors as knowledge_selectors
 
-    assert conversation.owner_id == actor.id
+    ensure_owner(conversation, actor, "Conversation not found.")
     contexts = []
     for context_id in context_ids:
         context = knowledge_selectors.context_get(actor=actor, context_id=context_id)
         if context is None:
-            raise Http404("Context not found.")
+            raise NotFound("Context not found.")
         contexts.append(context)
     conversation.contexts.set(contexts)
     return contexts
@@ -277,8 +388,8 @@ def conversation_contexts_set(*, actor, conversation: Conversation, context_ids)
 def conversation_context_add(*, actor, conversation: Conversation, context_id) -> None:
     from apps.knowledge import selectors as knowledge_selectors
 
-    assert conversation.owner_id == actor.id
+    ensure_owner(conversation, actor, "Conversation not found.")
     context = knowledge_selectors.context_get(actor=actor, context_id=context_id)
     if context is None:
-        raise Http404("Context not found.")
+        raise NotFound("Context not found.")
     conversation.contexts.add(context)

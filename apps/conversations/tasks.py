@@ -11,14 +11,20 @@ from apps.conversations.models import Conversation, Message
 def generate_reply(message_id: str) -> str:
     outcome = generation.run_reply(message_id)
     message = Message.objects.filter(pk=message_id).select_related("conversation").first()
-    if outcome in ("stop", "length") and message and not message.conversation.title:
+    if (
+        outcome in ("stop", "length")
+        and message
+        and message.conversation.origin == "chat"
+        and not message.conversation.title
+    ):
         title_conversation.delay(str(message.conversation_id))
     return outcome
 
 
 @shared_task(acks_late=False)
-def generate_completion(request_id: str, user_id: str, messages: list, params: dict) -> str:
-    return generation.run_completion(request_id, user_id, messages, params)
+def generate_tool_invocation(user_id: str, tool_id: str, inputs: dict, conversation_id: str | None) -> dict:
+    """Run one tool outside a chat (POST /v1/tools/{id}/invoke); returns its outputs."""
+    return generation.run_tool(user_id=user_id, tool_id=tool_id, inputs=inputs, conversation_id=conversation_id)
 
 
 @shared_task(acks_late=False)

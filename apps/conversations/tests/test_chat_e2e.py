@@ -199,9 +199,9 @@ def test_a_worker_that_dies_mid_answer_leaves_a_failed_message(test_db_name, mak
             sys.executable,
             "-c",
             f"import django; django.setup(); "
-            f"from apps.conversations import generation; "
-            f"params = generation.sampling_params; "
-            f"generation.sampling_params = lambda **o: params(**o, ignore_eos=True); "
+            f"import dataclasses; from apps.conversations import generation, tools; "
+            f"params = tools.sampling_params; "
+            f"tools.sampling_params = lambda *layers: dataclasses.replace(params(*layers), ignore_eos=True); "
             f"generation.run_reply('{answer.pk}')",
         ],
         cwd=PROJECT_ROOT,

@@ -59,7 +59,7 @@ async def test_ui_send_renders_messages_and_streams_escaped_tokens(make_user):
     answer = await sync_to_async(Message.objects.get)(role="assistant")
     assert f'id="stream-{answer.pk}"' in html and "stop-btn" in html
     # What the inference worker would publish: a token with markup in it.
-    await asyncio.to_thread(publish, answer.request_id, {"type": "gen.token", "text": "<script>alert(1)</script>"})
+    await asyncio.to_thread(publish, answer.stream_key, {"type": "gen.token", "text": "<script>alert(1)</script>"})
     token_html = await ws.receive_from(timeout=5)
     assert "<script>" not in token_html
     assert (
@@ -78,8 +78,11 @@ async def test_ui_rejects_bad_frames_and_others_conversations(make_user):
         ("{broken", "not understood"),
         (json.dumps({"action": "fly"}), "Unknown action"),
         (json.dumps({"action": "send", "content": ""}), "empty"),
-        (json.dumps({"action": "send", "content": "x", "conversation_id": str(conversation.pk)}), "Not found"),
-        (json.dumps({"action": "stop", "message_id": "00000000-0000-0000-0000-000000000000"}), "Not found"),
+        (
+            json.dumps({"action": "send", "content": "x", "conversation_id": str(conversation.pk)}),
+            "Conversation not found",
+        ),
+        (json.dumps({"action": "stop", "message_id": "00000000-0000-0000-0000-000000000000"}), "Message not found"),
     ]:
         await ws.send_to(text_data=frame)
         reply = await ws.receive_from(timeout=5)
@@ -135,7 +138,7 @@ async def test_api_socket_streams_tokens_cancel_ack_and_one_message_done(make_us
     await asyncio.sleep(0.3)
     answer = await sync_to_async(Message.objects.get)(role="assistant")
     assert answer.request_id == "req-1"
-    await asyncio.to_thread(publish, "req-1", {"type": "gen.token", "text": "Hel"})
+    await asyncio.to_thread(publish, answer.stream_key, {"type": "gen.token", "text": "Hel"})
     assert await ws.receive_json_from() == {"event": "token", "data": "Hel", "request_id": "req-1"}
     await ws.send_json_to({"action": "cancel"})
     ack = await ws.receive_json_from()
@@ -144,6 +147,8 @@ async def test_api_socket_streams_tokens_cancel_ack_and_one_message_done(make_us
     assert done["event"] == "message_done" and done["data"]["status"] == "cancelled"
     # A second done event (e.g. a late worker) must not produce a second message_done.
     await asyncio.to_thread(
-        publish, "req-1", {"type": "gen.done", "message_id": str(answer.pk), "status": "complete", "error": ""}
+        publish,
+        answer.stream_key,
+        {"type": "gen.done", "message_id": str(answer.pk), "status": "complete", "error": ""},
     )
     assert (await ws.receive_output(timeout=2))["type"] == "websocket.close"

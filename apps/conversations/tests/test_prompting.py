@@ -6,6 +6,8 @@ from apps.accounts.ratelimit import state_redis
 from apps.conversations.models import Conversation, Message
 from apps.conversations.prompting import build_reply_prompt
 
+PROMPTS = {"system_prompt": "You are a test assistant.", "summary_prompt": "Summarise the conversation."}
+
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
 
@@ -39,7 +41,7 @@ def _conversation(user, turns):
 
 def test_a_short_conversation_is_sent_whole(make_user, small_engine):
     conversation, reply = _conversation(make_user(), [("Hi, I am Ada.", "Hello Ada!")])
-    prompt = build_reply_prompt(small_engine, assistant=reply, max_tokens=64)
+    prompt = build_reply_prompt(small_engine, assistant=reply, max_tokens=64, **PROMPTS)
     assert prompt.summarised_through is None
     assert "I am Ada" in prompt.text and "And my name?" in prompt.text
     assert prompt.token_count == len(small_engine.tokenizer.encode(prompt.text))
@@ -51,7 +53,7 @@ def test_older_turns_are_summarised_not_dropped(make_user, small_engine):
     turns += [(f"Question {i}: {filler}", f"Answer {i}: {filler}") for i in range(6)]
     conversation, reply = _conversation(make_user(), turns)
 
-    prompt = build_reply_prompt(small_engine, assistant=reply, max_tokens=64)
+    prompt = build_reply_prompt(small_engine, assistant=reply, max_tokens=64, **PROMPTS)
 
     assert prompt.token_count <= small_engine.context_length - 64
     assert "And my name?" in prompt.text  # the newest turn always stays verbatim
@@ -65,7 +67,7 @@ def test_older_turns_are_summarised_not_dropped(make_user, small_engine):
         == conversation.summary
     )
 
-    again = build_reply_prompt(small_engine, assistant=reply, max_tokens=64)
+    again = build_reply_prompt(small_engine, assistant=reply, max_tokens=64, **PROMPTS)
     assert again.text == prompt.text  # the stored summary is reused, not regenerated
 
 
@@ -78,7 +80,7 @@ def test_a_first_message_over_the_budget_goes_as_it_is(make_user, small_engine):
     reply = Message.objects.create(
         conversation=conversation, owner=user, parent=question, role="assistant", status="queued"
     )
-    prompt = build_reply_prompt(small_engine, assistant=reply, max_tokens=300)
+    prompt = build_reply_prompt(small_engine, assistant=reply, max_tokens=300, **PROMPTS)
     assert prompt.summarised_through is None
     assert prompt.token_count > small_engine.context_length - 300  # over: the engine truncates
     assert "Tell me about clouds." in prompt.text

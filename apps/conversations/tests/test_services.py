@@ -101,7 +101,7 @@ def test_cancelling_a_queued_answer_settles_it(make_user):
     assert services.generation_cancel(actor=user, message=answer)
     answer.refresh_from_db()
     assert answer.status == Message.Status.CANCELLED
-    assert state.cancel_requested(answer.request_id)
+    assert state.cancel_requested(answer.stream_key)
 
 
 def test_reaper_fails_answers_whose_worker_died(make_user, settings):

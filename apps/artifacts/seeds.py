@@ -1,0 +1,199 @@
+"""Behaviour every installation starts with: the chat tools and the default chat workflow.
+
+Created by the data migration 0002 and, when missing (e.g. after a test database is flushed),
+again on post_migrate. Existing artifacts are never overwritten: a changed seed ships as a new
+migration that adds a version, so admins' edits are kept.
+"""
+
+import json
+from pathlib import Path
+
+from django.conf import settings
+
+DEFAULT_WORKFLOW = "chat.default"
+
+TOOLS = [
+    {
+        "kind": "tool.spec",
+        "name": "llm.generic_chat_v1",
+        "description": "A plain answer from the model to the conversation so far.",
+        "handler": "llm.generic_chat",
+        "inputs": {
+            "type": "object",
+            "properties": {"message": {"type": "string", "minLength": 1}, "system_prompt": {"type": "string"}},
+            "required": ["message"],
+        },
+        "outputs": ["content", "finish_reason"],
+        "streams": True,
+        "timeout_ms": 60000,
+        "retries": 1,
+    },
+    {
+        "kind": "tool.spec",
+        "name": "rag.answer_with_context_v1",
+        "description": "An answer grounded in the conversation's bound contexts, citing numbered passages; "
+        "says so plainly when the documents hold nothing relevant.",
+        "handler": "rag.answer_with_context",
+        "inputs": {
+            "type": "object",
+            "properties": {"message": {"type": "string", "minLength": 1}, "k": {"type": "integer", "minimum": 1}},
+            "required": ["message"],
+        },
+        "outputs": ["content", "finish_reason", "retrieval"],
+        "streams": True,
+        "timeout_ms": 60000,
+        "retries": 1,
+    },
+    {
+        "kind": "tool.spec",
+        "name": "llm.intent_classifier_v1",
+        "description": "The intent of a message (question, task or smalltalk): the label whose examples are "
+        "nearest in MiniLM embedding space. Edit the examples to teach it.",
+        "handler": "llm.intent_classifier",
+        "inputs": {
+            "type": "object",
+            "properties": {"message": {"type": "string", "minLength": 1}},
+            "required": ["message"],
+        },
+        "outputs": ["intent", "confidence"],
+        "timeout_ms": 15000,
+        "retries": 1,
+        "config": {
+            "examples": {
+                "question": [
+                    "What is the capital of France?",
+                    "When does the warranty expire?",
+                    "Who wrote this report?",
+                    "How many days of leave do I get?",
+                    "What does the contract say about termination?",
+                    "Why did sales drop in March?",
+                    "Which version fixed the bug?",
+                    "Where is the data stored?",
+                ],
+                "task": [
+                    "Summarise this document for me.",
+                    "Write an email to my landlord about the broken heating.",
+                    "Translate this paragraph into German.",
+                    "Explain how photosynthesis works.",
+                    "Give me a list of ideas for a birthday party.",
+                    "Fix this SQL query.",
+                    "Draft a short speech for a wedding.",
+                    "Compare these two options.",
+                ],
+                "smalltalk": [
+                    "Hello!",
+                    "Hi there, how are you?",
+                    "Thanks, that was helpful.",
+                    "Good morning",
+                    "Thank you very much!",
+                    "Bye, see you later.",
+                    "Nice to meet you.",
+                    "ok cool",
+                ],
+            }
+        },
+    },
+]
+
+DEFAULT_WORKFLOW_DESCRIPTION = (
+    "Every chat's default: classify the message, answer from the conversation's documents when it has "
+    "any (and the message is not small talk), else answer plainly."
+)
+
+WORKFLOW = {
+    "kind": "workflow.chat",
+    "entrypoint": "classify",
+    "timeout_ms": 300000,
+    "defaults": {
+        "system_prompt": "",
+        "summary_prompt": "Summarise the conversation below in a few sentences, keeping names, facts, decisions "
+        "and open questions.",
+        "grounded_prompt": "Answer from the numbered passages below, which come from the user's own documents. "
+        "Cite the passages you use like [1]. If they do not contain the answer, say that you could not find it."
+        "\n\n{passages}",
+        "no_knowledge_answer": "I could not find anything about this in the documents of this conversation "
+        "({contexts}), so I will not guess. Try rephrasing the question, or add a document that covers it.",
+        "retrieval_k": 4,
+        "sampling": {"greedy": True, "temperature": 0, "top_p": 1.0, "repetition_penalty": 1.1, "max_tokens": 512},
+    },
+    "nodes": [
+        {
+            "id": "classify",
+            "type": "tool_call",
+            "tool": "llm.intent_classifier_v1",
+            "inputs": {"message": "${input.message}"},
+            "outputs": ["intent"],
+            "next": "has_documents",
+            "on_error": "has_documents",
+        },
+        {
+            "id": "has_documents",
+            "type": "switch",
+            "branches": [
+                {"when": "input.has_contexts == false", "next": "plain"},
+                {"when": "vars.intent == 'smalltalk'", "next": "plain"},
+                {"when": "true", "next": "rag"},
+            ],
+        },
+        {
+            "id": "rag",
+            "type": "tool_call",
+            "tool": "rag.answer_with_context_v1",
+            "inputs": {"message": "${input.message}"},
+            "next": "end",
+        },
+        {
+            "id": "plain",
+            "type": "tool_call",
+            "tool": "llm.generic_chat_v1",
+            "inputs": {"message": "${input.message}"},
+            "next": "end",
+        },
+        {"id": "end", "type": "end"},
+    ],
+}
+
+
+def _mirror(artifact, version):
+    path = Path(settings.SHARED_FS_ROOT) / "artifacts" / str(artifact.pk) / f"v{version.version:04d}.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "artifact_id": str(artifact.pk),
+            "version": version.version,
+            "created_by": "system",
+            "change_note": version.change_note,
+            "parent_version": None,
+            "created_at": version.created_at.isoformat(),
+            "body": version.body,
+        }
+        path.write_text(json.dumps(record, indent=2, sort_keys=True))
+    except OSError:
+        pass
+
+
+def _seed_one(Artifact, ArtifactVersion, kind, name, description, body):
+    artifact, created = Artifact.objects.get_or_create(
+        owner=None,
+        kind=kind,
+        name=name,
+        defaults={"type": kind.split(".")[0], "description": description, "visibility": "global"},
+    )
+    if created:
+        version = ArtifactVersion.objects.create(
+            artifact=artifact, version=1, body=body, created_by="system", change_note="Seeded."
+        )
+        artifact.current_version = version
+        artifact.save(update_fields=["current_version"])
+        _mirror(artifact, version)
+
+
+def seed_missing(Artifact, ArtifactVersion) -> None:
+    """Create the seeded artifacts that do not exist (models may be a migration's historical ones)."""
+    for tool in TOOLS:
+        _seed_one(Artifact, ArtifactVersion, "tool.spec", tool["name"], tool["description"], tool)
+    _seed_one(Artifact, ArtifactVersion, "workflow.chat", DEFAULT_WORKFLOW, DEFAULT_WORKFLOW_DESCRIPTION, WORKFLOW)
+
+
+def seeded_names() -> list[str]:
+    return [tool["name"] for tool in TOOLS] + [DEFAULT_WORKFLOW]

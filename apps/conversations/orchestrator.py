@@ -1,0 +1,179 @@
+"""The chat orchestrator: the one place that starts a turn, follows its stream, stops it, maps
+its errors and shapes its result, for every entry point (the UI socket, /v1/chat/stream,
+POST /v1/chat, /v1/chat/completions). Entry points authenticate, parse and subscribe; then:
+
+    turn_id = new_turn_id()                              # issued here, never by a client
+    async with TurnStream(turn_id) as stream:            # subscribed before anything is queued
+        turn = await sync_to_async(start_chat)(actor=..., content=..., turn_id=turn_id)
+        async for event in stream.events():              # token / trace / done / error
+            ...
+
+The stream of an answer is keyed by its message id (`turn_id`), so knowing a client's
+request id gives no access to anyone's stream; requests ids are labels unique per user.
+"""
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from apps.conversations import selectors, services
+from apps.conversations.models import Conversation, Message
+from apps.conversations.serializers import chat_result
+from apps.conversations.streaming import generation_group
+from liminal.api import error_parts
+
+
+def new_turn_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+@dataclass
+class Turn:
+    conversation: Conversation
+    assistant: Message
+    user_message: Message | None = None
+
+    @property
+    def message_id(self) -> str:
+        return str(self.assistant.pk)
+
+    @property
+    def conversation_id(self) -> str:
+        return str(self.conversation.pk)
+
+    @property
+    def request_id(self) -> str:
+        return self.assistant.request_id
+
+
+# ---------------------------------------------------------------- starting and stopping (sync)
+
+
+def start_chat(
+    *, actor, content, turn_id, conversation_id=None, context_id=None, workflow_id=None, request_id=None
+) -> Turn:
+    conversation, user_message, assistant = services.chat_turn_start(
+        actor=actor,
+        content=content,
+        conversation_id=conversation_id,
+        context_id=context_id,
+        workflow_id=workflow_id,
+        request_id=request_id,
+        turn_id=turn_id,
+    )
+    return Turn(conversation=conversation, assistant=assistant, user_message=user_message)
+
+
+def start_regenerate(*, actor, message_id, turn_id) -> Turn:
+    message = selectors.message_get(actor=actor, message_id=message_id)
+    assistant = services.chat_regenerate(actor=actor, message=message, turn_id=turn_id)
+    return Turn(conversation=assistant.conversation, assistant=assistant)
+
+
+def start_edit(*, actor, message_id, content, turn_id) -> Turn:
+    message = selectors.message_get(actor=actor, message_id=message_id)
+    edited, assistant = services.chat_edit(actor=actor, message=message, content=content, turn_id=turn_id)
+    return Turn(conversation=assistant.conversation, assistant=assistant, user_message=edited)
+
+
+def start_completion(*, actor, messages, generation_params, turn_id, context_id=None, workflow_id=None) -> Turn:
+    conversation, assistant = services.completion_turn_start(
+        actor=actor,
+        messages=messages,
+        generation_params=generation_params,
+        context_id=context_id,
+        workflow_id=workflow_id,
+        turn_id=turn_id,
+    )
+    return Turn(conversation=conversation, assistant=assistant)
+
+
+def cancel(*, actor, message_id=None, request_id=None) -> tuple[Message, bool]:
+    """Stop the actor's own answer, named by its id or by the client's request id (else 404)."""
+    if message_id is not None:
+        message = selectors.message_get(actor=actor, message_id=message_id)
+    else:
+        message = selectors.message_by_request(actor=actor, request_id=request_id)
+    return message, services.generation_cancel(actor=actor, message=message)
+
+
+def result(*, actor, message_id) -> dict:
+    return chat_result(selectors.message_get(actor=actor, message_id=message_id))
+
+
+def error_payload(exc) -> tuple[int, dict]:
+    """(HTTP status, {code, message, details}) for any error a turn can raise."""
+    status, code, message, details = error_parts(exc)
+    return status, {"code": code, "message": message, "details": details}
+
+
+# ---------------------------------------------------------------- following a stream (async)
+
+
+async def subscribe(channel_layer, channel_name: str, turn_id) -> None:
+    await channel_layer.group_add(generation_group(str(turn_id)), channel_name)
+
+
+async def unsubscribe(channel_layer, channel_name: str, turn_id) -> None:
+    await channel_layer.group_discard(generation_group(str(turn_id)), channel_name)
+
+
+class TurnStream:
+    """One answer's events on a private channel, for entry points that are not consumers.
+    Leaving before the answer is done (client gone, timeout) stops the answer."""
+
+    def __init__(self, turn_id, *, actor=None):
+        self.turn_id = str(turn_id)
+        self.actor = actor
+        self.layer = get_channel_layer()
+        self.channel = None
+        self.finished = False
+        self.started = False
+
+    async def __aenter__(self):
+        self.channel = await self.layer.new_channel()
+        await subscribe(self.layer, self.channel, self.turn_id)
+        return self
+
+    async def __aexit__(self, *exc):
+        await unsubscribe(self.layer, self.channel, self.turn_id)
+        if self.started and not self.finished:
+            await sync_to_async(_cancel_quietly)(self.turn_id)
+
+    def mark_started(self) -> None:
+        self.started = True
+
+    async def events(self, timeout: float | None = None):
+        """Yields {"event": "token", "text"}, {"event": "trace", "entry"}, then exactly one of
+        {"event": "done", "status", "error", "message_id"} or {"event": "error", "code", "message"}."""
+        deadline = time.monotonic() + (timeout or settings.CHAT_API_TIMEOUT)
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                event = await asyncio.wait_for(self.layer.receive(self.channel), remaining)
+            except TimeoutError:
+                yield {"event": "error", "code": "unavailable", "message": "The answer took too long; it was stopped."}
+                return
+            if event.get("stream_key") != self.turn_id:
+                continue
+            if event["type"] == "gen.token":
+                yield {"event": "token", "text": event["text"]}
+            elif event["type"] == "gen.trace":
+                yield {"event": "trace", "entry": event["entry"]}
+            elif event["type"] == "gen.done":
+                self.finished = True
+                yield {"event": "done", **{k: event.get(k) for k in ("status", "error", "message_id")}}
+                return
+
+
+def _cancel_quietly(turn_id: str) -> None:
+    message = Message.objects.filter(pk=turn_id).first()
+    if message is not None:
+        services.generation_cancel(actor=message.owner, message=message)

@@ -1,0 +1,192 @@
+"""The chat tools' handlers. A `tool.spec` artifact names one of these by its handler name; a
+workflow node calls the tool by the spec's name. Handlers run on inference workers.
+
+A handler gets a ToolCall and returns a dict of outputs. An output with `content` is an answer
+to the user; the workflow's last such output is the reply.
+"""
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from apps.artifacts.registry import register_handler
+from apps.conversations.engine_runtime import get_engine
+from apps.conversations.grounding import ground
+from apps.conversations.inference import cancel_poller, result_fields, sampling_params, stream_handle
+from apps.conversations.prompting import build_reply_prompt
+from apps.conversations.streaming import publish
+from liminal.errors import Invalid
+
+
+@dataclass
+class RunContext:
+    """What every step of one workflow run shares: who asks, about what, and how to stream."""
+
+    actor: object
+    defaults: dict
+    conversation: object = None
+    message: object = None  # the assistant message being answered, in a chat turn
+    overrides: dict = field(default_factory=dict)  # sampling the request asked for
+    stream_key: str | None = None  # the channel group streamed tokens go to
+    deadline: float | None = None
+    on_progress: object = None
+    streamed: bool = False
+
+    def mark_streamed(self) -> None:
+        self.streamed = True
+
+
+@dataclass
+class ToolCall:
+    inputs: dict
+    config: dict
+    run: RunContext
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def should_cancel(self):
+        return cancel_poller(self.run.stream_key, self.cancelled, self.run.deadline)
+
+
+def _question(call: ToolCall) -> str:
+    message = call.inputs.get("message")
+    if not isinstance(message, str) or not message.strip():
+        raise Invalid("The tool needs a non-empty message.", field="inputs.message")
+    return message
+
+
+def _system_prompt(call: ToolCall) -> str:
+    conversation = call.run.conversation
+    if conversation is not None and conversation.system_prompt:
+        return conversation.system_prompt  # a client's own system message (the OpenAI-compatible API)
+    return call.inputs.get("system_prompt", call.run.defaults.get("system_prompt", ""))
+
+
+def _generate(call: ToolCall, *, grounding_text: str = "") -> dict:
+    engine = get_engine()
+    run = call.run
+    params = sampling_params(run.defaults.get("sampling"), call.inputs.get("sampling"), run.overrides)
+    started = time.perf_counter()
+    summarised_through = None
+    if run.message is not None:
+        prompt = build_reply_prompt(
+            engine,
+            assistant=run.message,
+            max_tokens=params.max_tokens,
+            system_prompt=_system_prompt(call),
+            summary_prompt=run.defaults.get("summary_prompt", "Summarise the conversation."),
+            grounding_text=grounding_text,
+        )
+        text, summarised_through = prompt.text, prompt.summarised_through
+    else:
+        system = "\n\n".join(part for part in (_system_prompt(call), grounding_text) if part)
+        head = [{"role": "system", "content": system}] if system else []
+        text = engine.render_chat([*head, {"role": "user", "content": _question(call)}], add_generation_prompt=True)
+    build_s = time.perf_counter() - started
+    handle = engine.submit(text, params=params, should_cancel=call.should_cancel(), truncate=True)
+    stream_handle(handle, run.stream_key, on_progress=run.on_progress, on_first=run.mark_streamed)
+    result = handle.result()
+    if result.finish_reason == "error":
+        raise RuntimeError(result.error or "The engine failed.")
+    return result_fields(result, prompt_build_s=build_s, summarised_through=summarised_through)
+
+
+def generic_chat(call: ToolCall) -> dict:
+    """A plain answer from the model, to the conversation so far."""
+    return _generate(call)
+
+
+def rag_answer(call: ToolCall) -> dict:
+    """An answer grounded in the conversation's bound contexts, citing numbered passages; when
+    nothing relevant is found, says so without asking the model (and records a knowledge gap)."""
+    run = call.run
+    question = _question(call)
+    grounding = None
+    if run.conversation is not None:
+        k = int(call.inputs.get("k") or run.defaults.get("retrieval_k") or 4)
+        grounding = ground(conversation=run.conversation, query=question, k=k)
+    if grounding is None:
+        return {**_generate(call), "grounded": False}
+    if not grounding.found:
+        text = grounding.not_found_answer(
+            run.defaults.get("no_knowledge_answer", "I could not find this in {contexts}.")
+        )
+        if run.stream_key:
+            publish(run.stream_key, {"type": "gen.token", "text": text})
+            run.mark_streamed()
+        return {
+            "content": text,
+            "finish_reason": "no_knowledge",
+            "model": None,
+            "adapters": [],
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "retrieval": grounding.receipt(),
+            "grounded": True,
+        }
+    template = call.inputs.get("grounded_prompt") or run.defaults.get("grounded_prompt") or "{passages}"
+    outputs = _generate(call, grounding_text=grounding.system_text(template))
+    return {**outputs, "retrieval": grounding.receipt(), "grounded": True}
+
+
+_centroids: dict[str, tuple[list[str], np.ndarray]] = {}
+_centroids_lock = threading.Lock()
+
+
+def _label_centroids(examples: dict) -> tuple[list[str], np.ndarray]:
+    """Unit-length mean embedding of each label's examples, cached per distinct example set."""
+    from apps.knowledge.embedding import current_encoder
+
+    key = hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest()
+    with _centroids_lock:
+        if key not in _centroids:
+            labels = sorted(examples)
+            encoder = current_encoder()
+            rows = []
+            for label in labels:
+                vectors = np.asarray(encoder.encode(list(examples[label])))
+                mean = vectors.mean(axis=0)
+                rows.append(mean / np.linalg.norm(mean))
+            _centroids[key] = (labels, np.stack(rows))
+        return _centroids[key]
+
+
+def intent_classifier(call: ToolCall) -> dict:
+    """The intent of a message: the label whose labelled examples (the tool's config, data) are
+    nearest in MiniLM embedding space. `confidence` is the margin over the runner-up."""
+    from apps.knowledge.embedding import current_encoder
+
+    examples = call.config.get("examples") or {}
+    if (
+        not isinstance(examples, dict)
+        or len(examples) < 2
+        or not all(isinstance(v, list) and v and all(isinstance(t, str) for t in v) for v in examples.values())
+    ):
+        raise Invalid("The classifier's config needs examples for at least two labels.", field="config.examples")
+    labels, centroids = _label_centroids(examples)
+    query = np.asarray(current_encoder().encode([_question(call)], batch_size=1)[0])
+    query = query / (np.linalg.norm(query) or 1.0)
+    scores = centroids @ query
+    order = np.argsort(-scores)
+    best = labels[int(order[0])]
+    margin = float(scores[order[0]] - scores[order[1]])
+    return {
+        "intent": best,
+        "confidence": round(margin, 4),
+        "scores": {label: round(float(score), 4) for label, score in zip(labels, scores, strict=True)},
+    }
+
+
+HANDLERS = {
+    "llm.generic_chat": generic_chat,
+    "rag.answer_with_context": rag_answer,
+    "llm.intent_classifier": intent_classifier,
+}
+
+
+def register() -> None:
+    for name, handler in HANDLERS.items():
+        register_handler(name, handler)
