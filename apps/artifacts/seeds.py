@@ -59,6 +59,7 @@ TOOLS = [
         "timeout_ms": 15000,
         "retries": 1,
         "config": {
+            "k": 3,
             "examples": {
                 "question": [
                     "What is the capital of France?",
@@ -69,6 +70,14 @@ TOOLS = [
                     "Why did sales drop in March?",
                     "Which version fixed the bug?",
                     "Where is the data stored?",
+                    "What time does the office open?",
+                    "Who is the author of Pride and Prejudice?",
+                    "How tall is Mount Everest?",
+                    "What is the boiling point of water?",
+                    "Is the gym open on Sundays?",
+                    "What year did the war end?",
+                    "How much does the premium plan cost?",
+                    "What is the deadline for the application?",
                 ],
                 "task": [
                     "Summarise this document for me.",
@@ -79,6 +88,12 @@ TOOLS = [
                     "Fix this SQL query.",
                     "Draft a short speech for a wedding.",
                     "Compare these two options.",
+                    "Write a poem about autumn.",
+                    "Help me plan a week of meals.",
+                    "Rewrite this sentence to sound more formal.",
+                    "Create a workout schedule for me.",
+                    "Explain recursion with an example.",
+                    "Generate five names for a bakery.",
                 ],
                 "smalltalk": [
                     "Hello!",
@@ -89,8 +104,14 @@ TOOLS = [
                     "Bye, see you later.",
                     "Nice to meet you.",
                     "ok cool",
+                    "hey",
+                    "Good night!",
+                    "How's it going?",
+                    "Great, thanks!",
+                    "lol",
+                    "Have a nice day.",
                 ],
-            }
+            },
         },
     },
 ]

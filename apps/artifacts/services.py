@@ -142,7 +142,7 @@ def artifact_create(
 
 
 def _locked(artifact: Artifact) -> Artifact:
-    return Artifact.objects.select_for_update().select_related("current_version").get(pk=artifact.pk)
+    return Artifact.objects.select_for_update(of=("self",)).select_related("current_version").get(pk=artifact.pk)
 
 
 @transaction.atomic

@@ -10,6 +10,7 @@ from apps.conversations.serializers import (
     ConversationInput,
     ConversationOutput,
     MessageOutput,
+    ToolInvokeInput,
 )
 from liminal.api import validated
 
@@ -60,3 +61,19 @@ class ChatCancelApi(APIView):
         data = validated(CancelInput, request)
         message, cancelled = orchestrator.cancel(actor=request.user, request_id=data["request_id"])
         return Response({"request_id": data["request_id"], "cancelled": cancelled, "message_id": str(message.pk)})
+
+
+class ToolInvokeApi(APIView):
+    """POST /v1/tools/{id}/invoke {inputs, conversation_id?, context_id?}: one tool call."""
+
+    def post(self, request, tool_id):
+        data = validated(ToolInvokeInput, request)
+        return Response(
+            orchestrator.invoke_tool(
+                actor=request.user,
+                tool_id=tool_id,
+                inputs=data["inputs"],
+                conversation_id=data.get("conversation_id"),
+                context_id=data.get("context_id"),
+            )
+        )

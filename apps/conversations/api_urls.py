@@ -12,6 +12,7 @@ urlpatterns = [
         api.ConversationMessagesApi.as_view(),
         name="api-conversation-messages",
     ),
+    path("tools/<uuid:tool_id>/invoke", api.ToolInvokeApi.as_view(), name="api-tool-invoke"),
     path("models", api_async.models, name="api-models"),
     path("chat/completions", api_async.chat_completions, name="api-chat-completions"),
 ]

@@ -175,7 +175,7 @@ def run_reply(message_id) -> str:
         heartbeat.stopped.set()
 
 
-def run_tool(*, user_id, tool_id, inputs: dict, conversation_id=None) -> dict:
+def run_tool(*, user_id, tool_id, inputs: dict, conversation_id=None, context_id=None) -> dict:
     """One tool call outside a chat, with the same timeouts, retries and circuit as in a workflow."""
     from apps.accounts.models import User
     from apps.artifacts import selectors as artifact_selectors
@@ -188,7 +188,10 @@ def run_tool(*, user_id, tool_id, inputs: dict, conversation_id=None) -> dict:
     )
     defaults = services.workflow_for(actor=actor, conversation=conversation).body.get("defaults") or {}
     body = {"kind": "workflow.chat", "nodes": [{"id": "invoke", "type": "tool_call", "tool": tool.body["name"]}]}
-    runner = WorkflowRunner(body, RunContext(actor=actor, defaults=defaults, conversation=conversation))
+    run = RunContext(
+        actor=actor, defaults=defaults, conversation=conversation, context_ids=[context_id] if context_id else []
+    )
+    runner = WorkflowRunner(body, run)
     runner.nodes["invoke"]["inputs"] = inputs
     try:
         outcome = runner.execute(inputs, require_answer=False)

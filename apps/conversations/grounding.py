@@ -50,18 +50,23 @@ class Grounding:
         }
 
 
-def ground(*, conversation, query: str, k: int) -> Grounding | None:
-    """None when the conversation has no contexts; otherwise what retrieval found (maybe nothing)."""
+def ground(*, query: str, k: int, conversation=None, actor=None, context_ids=None) -> Grounding | None:
+    """Retrieval over the conversation's bound contexts (or, outside a chat, the actor's contexts
+    named by id): None when there are none; otherwise what it found (maybe nothing)."""
     from apps.knowledge import selectors as knowledge_selectors
     from apps.knowledge import services as knowledge_services
+    from apps.knowledge.models import Context
 
-    contexts = list(conversation.contexts.filter(owner_id=conversation.owner_id).values_list("pk", "name"))
+    if conversation is not None:
+        actor = conversation.owner
+        contexts = conversation.contexts.filter(owner_id=conversation.owner_id)
+    else:
+        contexts = Context.objects.filter(owner=actor, pk__in=context_ids or [])
+    contexts = list(contexts.values_list("pk", "name"))
     if not contexts:
         return None
     context_ids = [str(pk) for pk, _ in contexts]
-    result = knowledge_selectors.retrieve(
-        actor=conversation.owner, context_ids=context_ids, query=query, k=k
-    )
+    result = knowledge_selectors.retrieve(actor=actor, context_ids=context_ids, query=query, k=k)
     grounding = Grounding(
         context_ids=context_ids,
         context_names=[name for _, name in contexts],
@@ -70,10 +75,10 @@ def ground(*, conversation, query: str, k: int) -> Grounding | None:
     )
     if not grounding.found:
         gap = knowledge_services.knowledge_gap_record(
-            actor=conversation.owner,
+            actor=actor,
             query=query,
             context_ids=context_ids,
-            conversation_id=conversation.pk,
+            conversation_id=conversation.pk if conversation is not None else None,
             best_score=result.best_similarity,
         )
         grounding.gap_id = str(gap.pk)

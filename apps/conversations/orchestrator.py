@@ -26,6 +26,7 @@ from apps.conversations.models import Conversation, Message
 from apps.conversations.serializers import chat_result
 from apps.conversations.streaming import generation_group
 from liminal.api import error_parts
+from liminal.errors import Invalid, NotFound, Unavailable
 
 
 def new_turn_id() -> uuid.UUID:
@@ -104,6 +105,48 @@ def cancel(*, actor, message_id=None, request_id=None) -> tuple[Message, bool]:
 
 def result(*, actor, message_id) -> dict:
     return chat_result(selectors.message_get(actor=actor, message_id=message_id))
+
+
+TOOL_INVOKE_TIMEOUT = 75  # longer than a tool's largest timeout (60 s) and its first retry delay
+
+
+def invoke_tool(*, actor, tool_id, inputs: dict, conversation_id=None, context_id=None) -> dict:
+    """One tool call outside a chat, run on an inference worker with the workflow's timeouts,
+    retries and circuit. Everything named must be the actor's (or visible to them), else 404."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    from apps.accounts.ratelimit import rate_limit_hit
+    from apps.artifacts import selectors as artifact_selectors
+    from apps.conversations.tasks import generate_tool_invocation
+    from apps.knowledge import selectors as knowledge_selectors
+
+    tool = artifact_selectors.artifact_get(actor=actor, artifact_id=tool_id, kind="tool.spec")
+    fault = best_match(Draft202012Validator(tool.body.get("inputs") or {}).iter_errors(inputs))
+    if fault is not None:
+        pointer = "/inputs" + "".join(f"/{part}" for part in fault.absolute_path)
+        raise Invalid(fault.message, field="inputs", details={"pointer": pointer})
+    if conversation_id:
+        selectors.conversation_get(actor=actor, conversation_id=conversation_id)
+    if context_id and knowledge_selectors.context_get(actor=actor, context_id=context_id) is None:
+        raise NotFound("Context not found.")
+    rate_limit_hit(scope="chat_user", key=str(actor.id))
+    pending = generate_tool_invocation.delay(
+        str(actor.id),
+        str(tool.pk),
+        inputs,
+        str(conversation_id) if conversation_id else None,
+        str(context_id) if context_id else None,
+    )
+    try:
+        outcome = pending.get(timeout=TOOL_INVOKE_TIMEOUT)
+    except CeleryTimeout as exc:
+        pending.revoke()
+        raise Unavailable("No worker ran the tool in time; try again.") from exc
+    if outcome["status"] != "ok":
+        raise Unavailable(outcome["error"], {"workflow_trace": outcome.get("workflow_trace", [])})
+    return {"tool_id": str(tool.pk), "tool": tool.body["name"], **outcome}
 
 
 def error_payload(exc) -> tuple[int, dict]:

@@ -50,6 +50,12 @@ class ChatInput(serializers.Serializer):
     request_id = serializers.RegexField(r"^[A-Za-z0-9._-]{1,64}$", required=False)
 
 
+class ToolInvokeInput(serializers.Serializer):
+    inputs = serializers.DictField(required=False, default=dict)
+    conversation_id = serializers.UUIDField(required=False, allow_null=True)
+    context_id = serializers.UUIDField(required=False, allow_null=True)
+
+
 class CancelInput(serializers.Serializer):
     request_id = serializers.RegexField(r"^[A-Za-z0-9._-]{1,64}$")
 

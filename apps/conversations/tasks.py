@@ -22,9 +22,13 @@ def generate_reply(message_id: str) -> str:
 
 
 @shared_task(acks_late=False)
-def generate_tool_invocation(user_id: str, tool_id: str, inputs: dict, conversation_id: str | None) -> dict:
+def generate_tool_invocation(
+    user_id: str, tool_id: str, inputs: dict, conversation_id: str | None, context_id: str | None
+) -> dict:
     """Run one tool outside a chat (POST /v1/tools/{id}/invoke); returns its outputs."""
-    return generation.run_tool(user_id=user_id, tool_id=tool_id, inputs=inputs, conversation_id=conversation_id)
+    return generation.run_tool(
+        user_id=user_id, tool_id=tool_id, inputs=inputs, conversation_id=conversation_id, context_id=context_id
+    )
 
 
 @shared_task(acks_late=False)

@@ -32,6 +32,7 @@ class RunContext:
     message: object = None  # the assistant message being answered, in a chat turn
     overrides: dict = field(default_factory=dict)  # sampling the request asked for
     stream_key: str | None = None  # the channel group streamed tokens go to
+    context_ids: list = field(default_factory=list)  # outside a chat: the actor's contexts to ground in
     deadline: float | None = None
     on_progress: object = None
     streamed: bool = False
@@ -104,10 +105,11 @@ def rag_answer(call: ToolCall) -> dict:
     nothing relevant is found, says so without asking the model (and records a knowledge gap)."""
     run = call.run
     question = _question(call)
-    grounding = None
+    k = int(call.inputs.get("k") or run.defaults.get("retrieval_k") or 4)
     if run.conversation is not None:
-        k = int(call.inputs.get("k") or run.defaults.get("retrieval_k") or 4)
         grounding = ground(conversation=run.conversation, query=question, k=k)
+    else:
+        grounding = ground(actor=run.actor, context_ids=run.context_ids, query=question, k=k)
     if grounding is None:
         return {**_generate(call), "grounded": False}
     if not grounding.found:
@@ -132,31 +134,32 @@ def rag_answer(call: ToolCall) -> dict:
     return {**outputs, "retrieval": grounding.receipt(), "grounded": True}
 
 
-_centroids: dict[str, tuple[list[str], np.ndarray]] = {}
-_centroids_lock = threading.Lock()
+_example_vectors: dict[str, tuple[list[str], list[np.ndarray]]] = {}
+_example_lock = threading.Lock()
 
 
-def _label_centroids(examples: dict) -> tuple[list[str], np.ndarray]:
-    """Unit-length mean embedding of each label's examples, cached per distinct example set."""
+def _unit(rows) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
+
+
+def _labelled_vectors(examples: dict) -> tuple[list[str], list[np.ndarray]]:
+    """Unit MiniLM embeddings of each label's examples, cached per distinct example set."""
     from apps.knowledge.embedding import current_encoder
 
     key = hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest()
-    with _centroids_lock:
-        if key not in _centroids:
+    with _example_lock:
+        if key not in _example_vectors:
             labels = sorted(examples)
             encoder = current_encoder()
-            rows = []
-            for label in labels:
-                vectors = np.asarray(encoder.encode(list(examples[label])))
-                mean = vectors.mean(axis=0)
-                rows.append(mean / np.linalg.norm(mean))
-            _centroids[key] = (labels, np.stack(rows))
-        return _centroids[key]
+            _example_vectors[key] = (labels, [_unit(encoder.encode(list(examples[label]))) for label in labels])
+        return _example_vectors[key]
 
 
 def intent_classifier(call: ToolCall) -> dict:
-    """The intent of a message: the label whose labelled examples (the tool's config, data) are
-    nearest in MiniLM embedding space. `confidence` is the margin over the runner-up."""
+    """The intent of a message from labelled examples (the tool's config, so data): each label
+    scores the mean cosine similarity of its `k` nearest examples to the message in MiniLM space
+    (default 3), and the best label wins. `confidence` is its margin over the runner-up."""
     from apps.knowledge.embedding import current_encoder
 
     examples = call.config.get("examples") or {}
@@ -166,16 +169,14 @@ def intent_classifier(call: ToolCall) -> dict:
         or not all(isinstance(v, list) and v and all(isinstance(t, str) for t in v) for v in examples.values())
     ):
         raise Invalid("The classifier's config needs examples for at least two labels.", field="config.examples")
-    labels, centroids = _label_centroids(examples)
-    query = np.asarray(current_encoder().encode([_question(call)], batch_size=1)[0])
-    query = query / (np.linalg.norm(query) or 1.0)
-    scores = centroids @ query
+    k = max(1, int(call.config.get("k", 3)))
+    labels, vectors = _labelled_vectors(examples)
+    query = _unit(current_encoder().encode([_question(call)], batch_size=1)[0])
+    scores = np.array([float(np.sort(rows @ query)[-k:].mean()) for rows in vectors])
     order = np.argsort(-scores)
-    best = labels[int(order[0])]
-    margin = float(scores[order[0]] - scores[order[1]])
     return {
-        "intent": best,
-        "confidence": round(margin, 4),
+        "intent": labels[int(order[0])],
+        "confidence": round(float(scores[order[0]] - scores[order[1]]), 4),
         "scores": {label: round(float(score), 4) for label, score in zip(labels, scores, strict=True)},
     }
 
