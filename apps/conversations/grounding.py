@@ -95,4 +95,6 @@ def context_snippets(message) -> list[dict]:
     texts = dict(
         Chunk.objects.filter(owner_id=message.owner_id, pk__in=[c["chunk_id"] for c in cited]).values_list("pk", "text")
     )
-    return [{**c, "text": texts[c["chunk_id"]]} for c in cited if c["chunk_id"] in texts]
+    return [
+        {**c, "text": texts[c["chunk_id"]], "content": texts[c["chunk_id"]]} for c in cited if c["chunk_id"] in texts
+    ]

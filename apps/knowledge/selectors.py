@@ -185,7 +185,8 @@ class RetrievedChunk:
         return f"{self.file_name}, {self.location}" if self.location else self.file_name
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "citation": self.citation}
+        # `id` and `content` for the seed system's clients, beside this system's `chunk_id` and `text`.
+        return {**asdict(self), "id": self.chunk_id, "content": self.text, "citation": self.citation}
 
 
 @dataclass(frozen=True)

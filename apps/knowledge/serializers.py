@@ -11,6 +11,7 @@ class FileOutput(serializers.ModelSerializer):
     class Meta:
         model = KnowledgeFile
         fields = [
+            "id",
             "file_id",
             "name",
             "folder",
@@ -45,7 +46,7 @@ class ContextOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Context
-        fields = ["context_id", "name", "description", "file_count", "folders", "created_at", "updated_at"]
+        fields = ["id", "context_id", "name", "description", "file_count", "folders", "created_at", "updated_at"]
 
     def get_file_count(self, context) -> int:
         count = getattr(context, "file_count", None)
@@ -69,14 +70,18 @@ class ChunkOutput(serializers.ModelSerializer):
     chunk_id = serializers.IntegerField(source="id")
     file_id = serializers.UUIDField()
     file_name = serializers.CharField(source="file.name")
+    # The seed system's clients read `content`; `text` stays for this system's own.
+    content = serializers.CharField(source="text")
 
     class Meta:
         model = Chunk
         fields = [
+            "id",
             "chunk_id",
             "file_id",
             "file_name",
             "ordinal",
+            "content",
             "text",
             "heading",
             "location",
@@ -98,7 +103,7 @@ class GapOutput(serializers.ModelSerializer):
 
     class Meta:
         model = KnowledgeGap
-        fields = ["gap_id", "query", "context_ids", "conversation_id", "best_score", "created_at", "resolved_at"]
+        fields = ["id", "gap_id", "query", "context_ids", "conversation_id", "best_score", "created_at", "resolved_at"]
 
     def get_context_ids(self, gap) -> list[str]:
         return [str(context.pk) for context in gap.contexts.all()]

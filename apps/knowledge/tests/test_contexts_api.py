@@ -131,3 +131,18 @@ def test_gaps_api(client_for, user, other_user):
     assert resolved["resolved_at"] is not None
     assert api.get("/v1/knowledge/gaps").json()["data"]["items"] == []
     assert len(api.get("/v1/knowledge/gaps", {"include_resolved": "1"}).json()["data"]["items"]) == 1
+
+
+def test_created_objects_come_back_with_id_and_chunks_with_content(user, client_for):
+    """The seed system's clients read `data.id` of what a POST made, and `content` of a chunk."""
+    from apps.knowledge import services
+
+    client = client_for(user)
+    created = client.post("/v1/contexts", {"name": "Ids"}, format="json").json()["data"]
+    assert created["id"] == created["context_id"]
+    conversation = client.post("/v1/conversations", {"title": "Ids"}, format="json").json()["data"]
+    assert conversation["id"] == conversation["conversation_id"]
+    handbook = services.file_upload(actor=user, name="notes.md", content=b"# Notes\n\nThe kettle is in the galley.\n")
+    services.file_ingest(file_id=handbook.pk)
+    [chunk] = client.get(f"/v1/files/{handbook.pk}/chunks").json()["data"]["items"]
+    assert chunk["id"] == chunk["chunk_id"] and chunk["content"] == chunk["text"] and "kettle" in chunk["content"]
