@@ -1,6 +1,7 @@
 """Reads of artifacts, scoped to the acting user: another user's private artifact is
 indistinguishable from none."""
 
+from django.core.exceptions import ValidationError
 from django.db.models import Q
 
 from apps.artifacts.models import Artifact, ArtifactVersion
@@ -35,7 +36,7 @@ def artifact_get(*, actor, artifact_id, kind: str | None = None) -> Artifact:
         artifacts = artifacts.filter(kind=kind)
     try:
         artifact = artifacts.filter(pk=artifact_id).first()
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, ValidationError):  # not an id at all
         artifact = None
     if artifact is None:
         raise NotFound("Artifact not found.")

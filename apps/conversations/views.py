@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework.exceptions import ValidationError
 
+from apps.artifacts import selectors as artifact_selectors
 from apps.conversations import selectors, services
 from apps.conversations.models import Message
 from apps.conversations.rendering import render_markdown
@@ -84,10 +85,14 @@ def _picker_context(user, conversation) -> dict:
     from apps.knowledge import selectors as knowledge_selectors
 
     bound = list(conversation.contexts.all()) if conversation else []
+    workflows = list(artifact_selectors.artifact_list(actor=user, kind="workflow.chat"))
+    current = services.workflow_for(actor=user, conversation=conversation) if workflows else None
     return {
         "all_contexts": knowledge_selectors.context_list(actor=user),
         "bound_ids": {c.pk for c in bound},
         "bound_names": [c.name for c in bound],
+        "workflows": workflows,
+        "current_workflow_id": current.pk if current else None,
     }
 
 

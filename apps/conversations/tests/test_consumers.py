@@ -152,3 +152,44 @@ async def test_api_socket_streams_tokens_cancel_ack_and_one_message_done(make_us
         {"type": "gen.done", "message_id": str(answer.pk), "status": "complete", "error": ""},
     )
     assert (await ws.receive_output(timeout=2))["type"] == "websocket.close"
+
+
+def _own_workflow(user, name):
+    from apps.artifacts import services as artifact_services
+    from apps.artifacts.seeds import WORKFLOW
+
+    return artifact_services.artifact_create(actor=user, name=name, body=WORKFLOW)
+
+
+async def test_ui_send_runs_the_picked_workflow_and_refuses_someone_elses(make_user):
+    alice, bob = await sync_to_async(make_user)(), await sync_to_async(make_user)()
+    mine = await sync_to_async(_own_workflow)(alice, "mine")
+    theirs = await sync_to_async(_own_workflow)(bob, "theirs")
+    ws, connected, _ = await ui_socket(alice)
+    assert connected
+    await ws.send_to(text_data=json.dumps({"action": "send", "content": "hi", "workflow_id": str(theirs.pk)}))
+    assert "Artifact not found" in await ws.receive_from(timeout=5)
+    assert await sync_to_async(Message.objects.count)() == 0
+
+    await ws.send_to(text_data=json.dumps({"action": "send", "content": "hi", "workflow_id": str(mine.pk)}))
+    await ws.receive_from(timeout=5)
+    answer = await sync_to_async(Message.objects.select_related("workflow_version", "conversation").get)(
+        role="assistant"
+    )
+    assert answer.workflow_version.artifact_id == mine.pk and answer.conversation.workflow_id == mine.pk
+    await ws.disconnect()
+
+
+async def test_the_chat_page_offers_a_workflow_picker_once_there_is_a_choice(make_user):
+    user = await sync_to_async(make_user)()
+
+    def page():
+        client = Client()
+        client.force_login(user)
+        return client.get("/").content.decode()
+
+    assert 'name="workflow_id"' not in await sync_to_async(page)()
+    mine = await sync_to_async(_own_workflow)(user, "Terse answers")
+    html = await sync_to_async(page)()
+    assert 'name="workflow_id" form="composer"' in html and f'value="{mine.pk}"' in html
+    assert "Terse answers (yours)" in html
