@@ -96,6 +96,8 @@ def envelope_exception_handler(exc, context):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    elif isinstance(exc, RecursionError):
+        exc = exceptions.ParseError("The request is nested too deeply.")
 
     response = drf_exception_handler(exc, context)
     request = context.get("request")

@@ -8,6 +8,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("v1/", include("apps.accounts.api_urls")),
     path("v1/", include("apps.knowledge.api_urls")),
+    path("v1/", include("apps.artifacts.api_urls")),
     path("v1/", include("apps.conversations.api_urls")),
     path("knowledge/", include("apps.knowledge.urls")),
     path("", include("apps.conversations.urls")),

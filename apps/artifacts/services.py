@@ -75,7 +75,12 @@ def _ensure_writable(actor, artifact: Artifact) -> None:
         raise Forbidden("Only the owner can change this artifact.")
 
 
-def _new_version(*, artifact: Artifact, body: dict, author, created_by: str, change_note: str) -> ArtifactVersion:
+def _new_version(
+    *, artifact: Artifact, body: dict, author, created_by: str | None, change_note: str
+) -> ArtifactVersion:
+    """`created_by` None: the user when there is an author, else the system itself."""
+    if created_by is None:
+        created_by = ArtifactVersion.CreatedBy.USER if author is not None else ArtifactVersion.CreatedBy.SYSTEM
     parent = artifact.current_version
     version = ArtifactVersion.objects.create(
         artifact=artifact,
@@ -102,7 +107,7 @@ def artifact_create(
     description="",
     visibility: str = Artifact.Visibility.PRIVATE,
     type: str | None = None,
-    created_by: str = ArtifactVersion.CreatedBy.USER,
+    created_by: str | None = None,
     change_note: str = "",
 ) -> Artifact:
     """A new artifact and its version 1. `visibility="global"` makes it ownerless (admins only);
@@ -153,7 +158,7 @@ def artifact_update(
     body=None,
     description=None,
     change_note: str = "",
-    created_by: str = ArtifactVersion.CreatedBy.USER,
+    created_by: str | None = None,
 ) -> Artifact:
     """Replace the body (a new version) and/or the description. A changed description alone
     also makes a version, so the history says who changed what."""
@@ -188,7 +193,7 @@ def _patch_ops(patch) -> jsonpatch.JsonPatch:
 
 @transaction.atomic
 def artifact_patch(
-    *, actor, artifact: Artifact, patch, change_note: str = "", created_by: str = ArtifactVersion.CreatedBy.USER
+    *, actor, artifact: Artifact, patch, change_note: str = "", created_by: str | None = None
 ) -> Artifact:
     """Apply RFC 6902 operations to the current body as one new version: all or nothing."""
     _ensure_writable(actor, artifact)
@@ -218,7 +223,7 @@ def artifact_revert(*, actor, artifact: Artifact, version: int, change_note: str
         artifact=artifact,
         body=copy.deepcopy(target.body),
         author=actor,
-        created_by=ArtifactVersion.CreatedBy.USER if actor is not None else ArtifactVersion.CreatedBy.SYSTEM,
+        created_by=None,
         change_note=change_note or f"Reverted to version {version}.",
     )
     return artifact

@@ -18,6 +18,7 @@ from workers.policy import ConditionError, parse_condition
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 KIND_FAMILY = {kind: kind.split(".")[0] for kind in Artifact.Kind.values}
+MAX_BODY_DEPTH = 64
 
 
 @cache
@@ -38,6 +39,30 @@ def _fault(message: str, pointer: str, field: str = "schema"):
     return Invalid(message, field=field, details={"pointer": f"/{field}{pointer}", "body_pointer": pointer or "/"})
 
 
+def check_storable(value, *, field: str = "schema") -> None:
+    """Refuse what PostgreSQL's jsonb cannot hold (NUL characters) and absurd nesting, naming the
+    place by JSON pointer as the body validator does, so the caller gets a 400 instead of a 500."""
+    stack = [(value, "", 0)]
+    while stack:
+        item, pointer, depth = stack.pop()
+        if depth > MAX_BODY_DEPTH:
+            raise _unstorable(f"is nested more than {MAX_BODY_DEPTH} levels deep.", field, pointer)
+        if isinstance(item, str) and "\x00" in item:
+            raise _unstorable("must not contain NUL characters.", field, pointer)
+        if isinstance(item, dict):
+            for key, child in item.items():
+                child_pointer = f"{pointer}/{key.replace('~', '~0').replace('/', '~1')}"
+                if "\x00" in key:
+                    raise _unstorable("keys must not contain NUL characters.", field, child_pointer)
+                stack.append((child, child_pointer, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, f"{pointer}/{index}", depth + 1) for index, child in enumerate(item))
+
+
+def _unstorable(message: str, field: str, pointer: str) -> Invalid:
+    return Invalid(message, field=field, details={"pointer": f"/{field}{pointer}", "body_pointer": pointer or "/"})
+
+
 def body_kind(body) -> str:
     if not isinstance(body, dict):
         raise _fault("must be a JSON object.", "")
@@ -50,6 +75,7 @@ def body_kind(body) -> str:
 def validate_body(body, *, owner, kind: str | None = None) -> str:
     """Check a body for an artifact owned by `owner` (None: global); return its kind.
     Raises Invalid (400 validation_error) naming the first fault by JSON pointer."""
+    check_storable(body)
     found_kind = body_kind(body)
     if kind is not None and found_kind != kind:
         raise _fault(f"kind cannot change from {kind} to {found_kind}.", "/kind")

@@ -170,3 +170,11 @@ def test_api_keys_are_private(api_client, make_user, login_tokens):
     client = as_user(api_client, login_tokens(bob))
     assert client.get("/v1/api-keys").json()["data"]["items"] == []
     error_of(client.delete(f"/v1/api-keys/{key.pk}"), 404)
+
+
+@pytest.mark.parametrize("path", ["/v1/conversations", "/v1/artifacts", "/v1/chat", "/v1/chat/completions"])
+def test_json_nested_thousands_of_levels_deep_is_a_400_not_a_500(api_client, make_user, login_tokens, path):
+    client = as_user(api_client, login_tokens(make_user()))
+    body = '{"a": ' * 5000 + "1" + "}" * 5000
+    response = client.post(path, body, content_type="application/json")
+    assert error_of(response, 400)["code"] == "validation_error"
