@@ -161,14 +161,17 @@ def artifact_update(
     created_by: str | None = None,
 ) -> Artifact:
     """Replace the body (a new version) and/or the description. A changed description alone
-    also makes a version, so the history says who changed what."""
+    also makes a version, so the history says who changed what; a write that changes nothing
+    makes none."""
     _ensure_writable(actor, artifact)
     artifact = _locked(artifact)
-    if description is not None:
-        artifact.description = _clean_description(description)
     if body is None:
         body = copy.deepcopy(artifact.body)
     validate_body(body, owner=artifact.owner, kind=artifact.kind)
+    description = artifact.description if description is None else _clean_description(description)
+    if body == artifact.body and description == artifact.description:
+        return artifact
+    artifact.description = description
     _new_version(artifact=artifact, body=body, author=actor, created_by=created_by, change_note=change_note)
     return artifact
 
@@ -206,6 +209,8 @@ def artifact_patch(
     except (jsonpatch.JsonPatchConflict, jsonpatch.JsonPointerException, jsonpatch.JsonPatchException) as exc:
         raise Invalid(f"The patch does not apply: {exc}", field="patch") from exc
     validate_body(body, owner=artifact.owner, kind=artifact.kind)
+    if body == artifact.body:
+        return artifact  # only test ops, or ops that restore what was there: nothing to record
     _new_version(
         artifact=artifact, body=body, author=actor, created_by=created_by, change_note=change_note or "Patched."
     )
@@ -219,6 +224,8 @@ def artifact_revert(*, actor, artifact: Artifact, version: int, change_note: str
     artifact = _locked(artifact)
     target = selectors.artifact_version_get(actor=actor, artifact=artifact, version=version)
     validate_body(target.body, owner=artifact.owner, kind=artifact.kind)
+    if target.body == artifact.body:
+        return artifact
     _new_version(
         artifact=artifact,
         body=copy.deepcopy(target.body),
