@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import transaction
 
-from apps.conversations import selectors, services
+from apps.conversations import selectors, services, tasks
 from apps.conversations.models import Conversation, Message
 from apps.conversations.serializers import chat_result
 from apps.conversations.streaming import generation_group
@@ -55,6 +56,12 @@ class Turn:
 # ---------------------------------------------------------------- starting and stopping (sync)
 
 
+def _queued(turn: Turn) -> Turn:
+    """Hand the answer to an inference worker once it is committed (at once outside a transaction)."""
+    transaction.on_commit(lambda: tasks.generate_reply.delay(turn.message_id))
+    return turn
+
+
 def start_chat(
     *, actor, content, turn_id, conversation_id=None, context_id=None, workflow_id=None, request_id=None
 ) -> Turn:
@@ -67,19 +74,19 @@ def start_chat(
         request_id=request_id,
         turn_id=turn_id,
     )
-    return Turn(conversation=conversation, assistant=assistant, user_message=user_message)
+    return _queued(Turn(conversation=conversation, assistant=assistant, user_message=user_message))
 
 
 def start_regenerate(*, actor, message_id, turn_id) -> Turn:
     message = selectors.message_get(actor=actor, message_id=message_id)
     assistant = services.chat_regenerate(actor=actor, message=message, turn_id=turn_id)
-    return Turn(conversation=assistant.conversation, assistant=assistant)
+    return _queued(Turn(conversation=assistant.conversation, assistant=assistant))
 
 
 def start_edit(*, actor, message_id, content, turn_id) -> Turn:
     message = selectors.message_get(actor=actor, message_id=message_id)
     edited, assistant = services.chat_edit(actor=actor, message=message, content=content, turn_id=turn_id)
-    return Turn(conversation=assistant.conversation, assistant=assistant, user_message=edited)
+    return _queued(Turn(conversation=assistant.conversation, assistant=assistant, user_message=edited))
 
 
 def start_completion(*, actor, messages, generation_params, turn_id, context_id=None, workflow_id=None) -> Turn:
@@ -91,7 +98,7 @@ def start_completion(*, actor, messages, generation_params, turn_id, context_id=
         workflow_id=workflow_id,
         turn_id=turn_id,
     )
-    return Turn(conversation=conversation, assistant=assistant)
+    return _queued(Turn(conversation=conversation, assistant=assistant))
 
 
 def cancel(*, actor, message_id=None, request_id=None) -> tuple[Message, bool]:
@@ -119,7 +126,6 @@ def invoke_tool(*, actor, tool_id, inputs: dict, conversation_id=None, context_i
 
     from apps.accounts.ratelimit import rate_limit_hit
     from apps.artifacts import selectors as artifact_selectors
-    from apps.conversations.tasks import generate_tool_invocation
     from apps.knowledge import selectors as knowledge_selectors
 
     tool = artifact_selectors.artifact_get(actor=actor, artifact_id=tool_id, kind="tool.spec")
@@ -132,7 +138,7 @@ def invoke_tool(*, actor, tool_id, inputs: dict, conversation_id=None, context_i
     if context_id and knowledge_selectors.context_get(actor=actor, context_id=context_id) is None:
         raise NotFound("Context not found.")
     rate_limit_hit(scope="chat_user", key=str(actor.id))
-    pending = generate_tool_invocation.delay(
+    pending = tasks.generate_tool_invocation.delay(
         str(actor.id),
         str(tool.pk),
         inputs,

@@ -116,7 +116,8 @@ def _start_assistant(
     generation_params: dict | None = None,
 ) -> Message:
     """Create the queued answer (id `turn_id`, issued by the server so the caller could subscribe
-    to its stream first), take one of the user's generation slots, queue it after commit."""
+    to its stream first) and take one of the user's generation slots. The orchestrator queues
+    it for a worker once the transaction commits."""
     request_id = _clean_request_id(actor, request_id)
     workflow = workflow_for(actor=actor, conversation=conversation, workflow_id=workflow_id)
     if workflow_id:
@@ -144,13 +145,6 @@ def _start_assistant(
         state.generation_slot_release(user_id=actor.id, stream_key=str(assistant_id))
         raise
     _touch(conversation, assistant)
-
-    def enqueue():
-        from apps.conversations.tasks import generate_reply
-
-        generate_reply.delay(str(assistant.id))
-
-    transaction.on_commit(enqueue)
     return assistant
 
 
