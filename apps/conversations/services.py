@@ -231,8 +231,15 @@ def chat_regenerate(*, actor, message: Message, request_id: str | None = None, t
     if message.role != Message.Role.ASSISTANT or message.parent is None:
         raise ValidationError({"message_id": ["Only answers can be regenerated."]})
     conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+    # Asked for another answer: the workflow's regenerate sampling, so it is not the same one again.
+    defaults = workflow_for(actor=actor, conversation=conversation).body.get("defaults") or {}
     return _start_assistant(
-        actor=actor, conversation=conversation, parent=message.parent, request_id=request_id, turn_id=turn_id
+        actor=actor,
+        conversation=conversation,
+        parent=message.parent,
+        request_id=request_id,
+        turn_id=turn_id,
+        generation_params=defaults.get("regenerate_sampling"),
     )
 
 

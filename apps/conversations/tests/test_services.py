@@ -57,6 +57,7 @@ def test_regenerate_makes_a_sibling_and_navigation_switches_branches(make_user):
     conversation, question, first = services.chat_turn_start(actor=user, content="hi")
     finish(first, "first answer")
     second = services.chat_regenerate(actor=user, message=first)
+    assert second.generation_params["greedy"] is False, "a regenerated answer is sampled, not the greedy one again"
     assert second.parent == question and second.pk != first.pk
     conversation.refresh_from_db()
     path = selectors.conversation_path(conversation=conversation)
