@@ -116,14 +116,80 @@ TOOLS = [
     },
 ]
 
+TOOLS += [
+    {
+        "kind": "tool.spec",
+        "name": "corrections.recall_v1",
+        "description": "Correction memory: the user's own corrections of prompts like this one (cosine at least "
+        "min_similarity), given to the model as guidance before any training happens. A newer correction "
+        "replaces an older one whose prompt is within replace_similarity.",
+        "handler": "corrections.recall",
+        "inputs": {
+            "type": "object",
+            "properties": {"message": {"type": "string", "minLength": 1}},
+            "required": ["message"],
+        },
+        "outputs": ["corrections_text", "correction_ids"],
+        "timeout_ms": 10000,
+        "retries": 1,
+        "config": {
+            "min_similarity": 0.80,
+            "max_items": 3,
+            "replace_similarity": 0.95,
+            "template": "The user has corrected earlier answers:\n{items}",
+        },
+    },
+    {
+        "kind": "tool.spec",
+        "name": "memory.recall_v1",
+        "description": "Long-term memory: what the user asked to be remembered, the nearest items of the last "
+        "window_days plus pinned ones.",
+        "handler": "memory.recall",
+        "inputs": {
+            "type": "object",
+            "properties": {"message": {"type": "string", "minLength": 1}},
+            "required": ["message"],
+        },
+        "outputs": ["memory_text", "memory_ids"],
+        "timeout_ms": 10000,
+        "retries": 1,
+        "config": {
+            "window_days": 14,
+            "max_items": 3,
+            "min_similarity": 0.2,
+            "template": "What the user asked you to remember:\n{items}",
+        },
+    },
+    {
+        "kind": "tool.spec",
+        "name": "memory.extract_v1",
+        "description": 'Stores what a message like "remember that I use Fedora" asks to remember.',
+        "handler": "memory.extract",
+        "inputs": {
+            "type": "object",
+            "properties": {"message": {"type": "string", "minLength": 1}},
+            "required": ["message"],
+        },
+        "outputs": ["remembered"],
+        "timeout_ms": 10000,
+        "retries": 1,
+        "config": {
+            "patterns": [
+                "^\\s*(?:please\\s+)?(?:remember|keep in mind|note)\\s*(?:that\\s+|:\\s*)?(?P<fact>.+?)\\s*[.!]?\\s*$",
+            ]
+        },
+    },
+]
+
 DEFAULT_WORKFLOW_DESCRIPTION = (
-    "Every chat's default: classify the message, answer from the conversation's documents when it has "
+    "Every chat's default: store what the user asks to remember, recall their corrections of similar "
+    "prompts and their memory, classify the message, answer from the conversation's documents when it has "
     "any (and the message is not small talk), else answer plainly."
 )
 
 WORKFLOW = {
     "kind": "workflow.chat",
-    "entrypoint": "classify",
+    "entrypoint": "remember",
     "timeout_ms": 300000,
     "defaults": {
         # Measured with bench/quality.py: naming "Liminal" here brought French-style openings
@@ -143,6 +209,39 @@ WORKFLOW = {
         "regenerate_sampling": {"greedy": False, "temperature": 0.7, "top_p": 0.9},
     },
     "nodes": [
+        {
+            "id": "remember",
+            "type": "tool_call",
+            "tool": "memory.extract_v1",
+            "inputs": {"message": "${input.message}"},
+            "outputs": ["remembered"],
+            "next": "recall",
+            "on_error": "recall",
+        },
+        {
+            "id": "recall",
+            "type": "parallel",
+            "branches": [{"next": "recall_corrections"}, {"next": "recall_memory"}],
+            "next": "classify",
+        },
+        {
+            "id": "recall_corrections",
+            "type": "tool_call",
+            "tool": "corrections.recall_v1",
+            "inputs": {"message": "${input.message}"},
+            "outputs": ["corrections_text", "correction_ids"],
+            "next": "classify",
+            "on_error": "classify",
+        },
+        {
+            "id": "recall_memory",
+            "type": "tool_call",
+            "tool": "memory.recall_v1",
+            "inputs": {"message": "${input.message}"},
+            "outputs": ["memory_text", "memory_ids"],
+            "next": "classify",
+            "on_error": "classify",
+        },
         {
             "id": "classify",
             "type": "tool_call",
@@ -165,14 +264,14 @@ WORKFLOW = {
             "id": "rag",
             "type": "tool_call",
             "tool": "rag.answer_with_context_v1",
-            "inputs": {"message": "${input.message}"},
+            "inputs": {"message": "${input.message}", "notes": ["${vars.corrections_text}", "${vars.memory_text}"]},
             "next": "end",
         },
         {
             "id": "plain",
             "type": "tool_call",
             "tool": "llm.generic_chat_v1",
-            "inputs": {"message": "${input.message}"},
+            "inputs": {"message": "${input.message}", "notes": ["${vars.corrections_text}", "${vars.memory_text}"]},
             "next": "end",
         },
         {"id": "end", "type": "end"},

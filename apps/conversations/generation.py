@@ -50,9 +50,11 @@ class _Heartbeat(threading.Thread):
             state.heartbeat(self.message_id)
 
 
-def build_receipt(message: Message, *, answer: dict | None, trace: list, finish_reason: str, picked_up, run_s) -> dict:
+def build_receipt(
+    message: Message, *, answer: dict | None, trace: list, finish_reason: str, picked_up, run_s, run_vars=None
+) -> dict:
     """The one receipt shape, whichever entry point started the answer and however it ended."""
-    answer = answer or {}
+    answer, run_vars = answer or {}, run_vars or {}
     version = message.workflow_version
     receipt = {field: answer.get(field) for field in ENGINE_FIELDS}
     receipt.update(
@@ -67,6 +69,8 @@ def build_receipt(message: Message, *, answer: dict | None, trace: list, finish_
         workflow_ms=round(run_s * 1000, 1),
         routing_trace=[],
         adapter_gates=[],
+        correction_ids=run_vars.get("correction_ids") or [],
+        memory_ids=run_vars.get("memory_ids") or [],
         sampling=message.generation_params or None,
         queue_wait_ms=round((picked_up - message.created_at).total_seconds() * 1000, 1),
     )
@@ -145,6 +149,7 @@ def run_reply(message_id) -> str:
             finish_reason=finish_reason,
             picked_up=picked_up,
             run_s=time.monotonic() - started,
+            run_vars=runner.scope["vars"],
         )
         services.generation_finish(
             message=message,
@@ -183,9 +188,7 @@ def run_tool(*, user_id, tool_id, inputs: dict, conversation_id=None, context_id
 
     actor = User.objects.get(pk=user_id)
     tool = artifact_selectors.artifact_get(actor=actor, artifact_id=tool_id, kind="tool.spec")
-    conversation = (
-        selectors.conversation_get(actor=actor, conversation_id=conversation_id) if conversation_id else None
-    )
+    conversation = selectors.conversation_get(actor=actor, conversation_id=conversation_id) if conversation_id else None
     defaults = services.workflow_for(actor=actor, conversation=conversation).body.get("defaults") or {}
     body = {"kind": "workflow.chat", "nodes": [{"id": "invoke", "type": "tool_call", "tool": tool.body["name"]}]}
     run = RunContext(

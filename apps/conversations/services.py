@@ -354,8 +354,7 @@ def message_thumb(*, actor, message: Message, kind: str | None):
     ensure_owner(message, actor, "Message not found.")
     if message.role != Message.Role.ASSISTANT or message.status != Message.Status.COMPLETE:
         raise ValidationError({"message_id": ["Only finished answers can be rated."]})
-    prompt = message.parent.content if message.parent_id else ""
-    return training_services.thumbs_set(actor=actor, message=message, prompt=prompt, kind=kind)
+    return training_services.thumbs_set(actor=actor, message=message, kind=kind)
 
 
 def conversation_title_set(*, conversation: Conversation, title: str) -> bool:

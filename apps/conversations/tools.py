@@ -34,6 +34,7 @@ class RunContext:
     stream_key: str | None = None  # the channel group streamed tokens go to
     context_ids: list = field(default_factory=list)  # outside a chat: the actor's contexts to ground in
     deadline: float | None = None
+    now: object = None  # the time recall is relative to (None: now); tests move it
     on_progress: object = None
     streamed: bool = False
 
@@ -60,10 +61,16 @@ def _question(call: ToolCall) -> str:
 
 
 def _system_prompt(call: ToolCall) -> str:
+    """The system text: the workflow's (or a client's own system message, from the OpenAI-
+    compatible API), then any `notes` the workflow passes in (recalled corrections, memory)."""
     conversation = call.run.conversation
     if conversation is not None and conversation.system_prompt:
-        return conversation.system_prompt  # a client's own system message (the OpenAI-compatible API)
-    return call.inputs.get("system_prompt", call.run.defaults.get("system_prompt", ""))
+        system = conversation.system_prompt
+    else:
+        system = call.inputs.get("system_prompt", call.run.defaults.get("system_prompt", ""))
+    notes = call.inputs.get("notes") or []
+    notes = [notes] if isinstance(notes, str) else notes
+    return "\n\n".join(part for part in (system, *notes) if isinstance(part, str) and part.strip())
 
 
 def _generate(call: ToolCall, *, grounding_text: str = "") -> dict:
@@ -181,7 +188,70 @@ def intent_classifier(call: ToolCall) -> dict:
     }
 
 
+def corrections_recall(call: ToolCall) -> dict:
+    """The user's own corrections of prompts like this one (correction memory), as guidance for
+    the answer. Thresholds come from the tool's config (data)."""
+    from apps.training import selectors as training_selectors
+    from apps.training.services import correction_settings, embed
+
+    settings_ = {**correction_settings(), **{k: v for k, v in call.config.items() if k != "template"}}
+    found = training_selectors.corrections_recall(
+        actor=call.run.actor,
+        embedding=embed(_question(call)),
+        min_similarity=float(settings_["min_similarity"]),
+        limit=int(settings_["max_items"]),
+    )
+    if not found:
+        return {"corrections_text": "", "correction_ids": []}
+    template = call.config.get("template") or "The user has corrected earlier answers:\n{items}"
+    items = "\n".join(f"Question: {event.prompt}\nCorrect answer: {event.correction}" for event, _ in found)
+    return {
+        "corrections_text": template.replace("{items}", items),
+        "correction_ids": [str(event.pk) for event, _ in found],
+        "similarities": [round(similarity, 4) for _, similarity in found],
+    }
+
+
+def memory_recall(call: ToolCall) -> dict:
+    """What the user asked to be remembered: the nearest items of the last `window_days`
+    (default 14, up to `max_items`, default 3), plus pinned ones."""
+    from apps.training import selectors as training_selectors
+    from apps.training.services import embed
+
+    found = training_selectors.memory_recall(
+        actor=call.run.actor,
+        embedding=embed(_question(call)),
+        window_days=int(call.config.get("window_days", 14)),
+        limit=int(call.config.get("max_items", 3)),
+        min_similarity=float(call.config.get("min_similarity", 0.2)),
+        now=call.run.now,
+    )
+    if not found:
+        return {"memory_text": "", "memory_ids": []}
+    template = call.config.get("template") or "What the user asked you to remember:\n{items}"
+    return {
+        "memory_text": template.replace("{items}", "\n".join(f"- {item.text}" for item, _ in found)),
+        "memory_ids": [str(item.pk) for item, _ in found],
+    }
+
+
+def memory_extract(call: ToolCall) -> dict:
+    """Stores what a message like "remember that I use Fedora" asks to remember (the patterns
+    are the tool's config)."""
+    from apps.training import services as training_services
+
+    fact = training_services.remember_request(_question(call), call.config.get("patterns") or [])
+    if fact is None:
+        return {"remembered": None}
+    source = call.run.message.parent if call.run.message is not None else None
+    item = training_services.memory_remember(actor=call.run.actor, text=fact, source_message=source)
+    return {"remembered": item.text, "memory_id": str(item.pk)}
+
+
 HANDLERS = {
+    "corrections.recall": corrections_recall,
+    "memory.recall": memory_recall,
+    "memory.extract": memory_extract,
     "llm.generic_chat": generic_chat,
     "rag.answer_with_context": rag_answer,
     "llm.intent_classifier": intent_classifier,

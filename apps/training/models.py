@@ -2,7 +2,11 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
+from pgvector.django import HnswIndex, VectorField
+
+EMBEDDING_DIM = 384  # all-MiniLM-L6-v2, the knowledge encoder
 
 
 class PreferenceEvent(models.Model):
@@ -13,6 +17,15 @@ class PreferenceEvent(models.Model):
         THUMBS_DOWN = "thumbs_down", "Thumbs down"
         CORRECTION = "correction", "Correction"
         PICK = "pick", "Regenerate-and-pick"
+        FEEDBACK = "feedback", "Feedback"
+        ROUTING = "routing", "Routing feedback"
+
+    class Feedback(models.TextChoices):
+        POSITIVE = "positive", "Positive"
+        NEGATIVE = "negative", "Negative"
+        NEUTRAL = "neutral", "Neutral"
+        LIKE = "like", "Like"
+        DISLIKE = "dislike", "Dislike"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preference_events")
@@ -23,17 +36,83 @@ class PreferenceEvent(models.Model):
         "conversations.Conversation", null=True, on_delete=models.SET_NULL, related_name="preference_events"
     )
     kind = models.CharField(max_length=16, choices=Kind.choices)
+    feedback = models.CharField(max_length=16, choices=Feedback.choices, blank=True)
+    explicit_signal = models.CharField(max_length=32, blank=True)
+    score = models.FloatField(null=True, blank=True, help_text="From -1 (bad) to 1 (good).")
+    weight = models.FloatField(null=True, blank=True, help_text="How much this signal counts in training, 0 to 1.")
+    reasons = models.JSONField(default=list, blank=True, help_text="wrong, unhelpful, unsafe, other")
+    notes = models.TextField(blank=True)
     prompt = models.TextField(help_text="The user message the judged answer replied to.")
     answer = models.TextField(help_text="The judged answer as it was when judged.")
     correction = models.TextField(blank=True)
+    context_text = models.TextField(blank=True)
+    # For a regenerate-and-pick pair: the answer not chosen.
+    rejected_message = models.ForeignKey(
+        "conversations.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    rejected_answer = models.TextField(blank=True)
     receipt = models.JSONField(default=dict, blank=True)
+    routing_trace = models.JSONField(default=list, blank=True)
+    adapter_gates = models.JSONField(default=list, blank=True)
+    prompt_embedding = VectorField(dimensions=EMBEDDING_DIM, null=True, blank=True)
+    # Clustering (the skills work) fills this in.
+    cluster_id = models.CharField(max_length=64, blank=True)
+    # A newer correction of (nearly) the same prompt replaces this one in correction memory.
+    superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Forgotten: no dataset built after this may contain the event.
+    excluded_at = models.DateTimeField(null=True, blank=True)
     # Evaluation traffic is never training data.
     is_evaluation = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["owner", "kind", "-created_at"])]
+        indexes = [
+            models.Index(fields=["owner", "kind", "-created_at"]),
+            HnswIndex(
+                name="preference_prompt_hnsw",
+                fields=["prompt_embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+        ]
 
     def __str__(self):
         return f"{self.kind} on {self.message_id}"
+
+    @property
+    def is_training_data(self) -> bool:
+        return self.excluded_at is None and not self.is_evaluation
+
+
+class MemoryItem(models.Model):
+    """Something the user asked Liminal to remember, recalled in later conversations."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memory_items")
+    text = models.TextField()
+    embedding = VectorField(dimensions=EMBEDDING_DIM)
+    source_message = models.ForeignKey(
+        "conversations.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="memory_items"
+    )
+    pinned = models.BooleanField(default=False, help_text="Pinned items are recalled however old they are.")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-pinned", "-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            HnswIndex(
+                name="memory_item_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+        ]
+        constraints = [models.CheckConstraint(condition=~Q(text=""), name="memory_item_text_not_empty")]
+
+    def __str__(self):
+        return self.text[:60]

@@ -1,8 +1,122 @@
-from apps.training.models import PreferenceEvent
-from apps.training.services import THUMBS
+"""Reads of feedback and memory, scoped to the acting user."""
+
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Q
+from django.utils import timezone
+from pgvector.django import CosineDistance
+
+from apps.training.models import MemoryItem, PreferenceEvent
+from liminal.errors import NotFound
+
+THUMBS = (PreferenceEvent.Kind.THUMBS_UP, PreferenceEvent.Kind.THUMBS_DOWN)
+
+
+def _one(queryset, object_id, what: str):
+    try:
+        found = queryset.filter(pk=object_id).first()
+    except (ValueError, TypeError, ValidationError):
+        found = None
+    if found is None:
+        raise NotFound(f"{what} not found.")
+    return found
 
 
 def thumbs_for_messages(*, actor, message_ids) -> dict:
     """message id -> the actor's current thumb kind, for the given messages."""
-    rows = PreferenceEvent.objects.filter(owner=actor, message_id__in=list(message_ids), kind__in=THUMBS)
+    rows = PreferenceEvent.objects.filter(
+        owner=actor, message_id__in=list(message_ids), kind__in=THUMBS, excluded_at=None
+    )
     return {row.message_id: row.kind for row in rows}
+
+
+def events_list(*, actor, kind: str | None = None):
+    """The actor's signals that are not forgotten, newest first."""
+    events = PreferenceEvent.objects.filter(owner=actor, excluded_at=None)
+    if kind:
+        events = events.filter(kind=kind)
+    return events.order_by("-created_at")
+
+
+def event_get(*, actor, event_id) -> PreferenceEvent:
+    return _one(PreferenceEvent.objects.filter(owner=actor, excluded_at=None), event_id, "Feedback")
+
+
+def corrections_recall(*, actor, embedding, min_similarity: float, limit: int) -> list[tuple[PreferenceEvent, float]]:
+    """The actor's live corrections of prompts within `min_similarity` (cosine) of this one."""
+    rows = (
+        PreferenceEvent.objects.filter(
+            owner=actor,
+            kind=PreferenceEvent.Kind.CORRECTION,
+            superseded_by=None,
+            excluded_at=None,
+            prompt_embedding__isnull=False,
+        )
+        .annotate(distance=CosineDistance("prompt_embedding", embedding))
+        .filter(distance__lte=1 - min_similarity)
+        .order_by("distance", "-created_at")[:limit]
+    )
+    return [(row, 1 - row.distance) for row in rows]
+
+
+def memory_list(*, actor):
+    return MemoryItem.objects.filter(owner=actor).order_by("-pinned", "-created_at")
+
+
+def memory_get(*, actor, item_id) -> MemoryItem:
+    return _one(MemoryItem.objects.filter(owner=actor), item_id, "Memory item")
+
+
+def memory_recall(
+    *, actor, embedding, window_days: int, limit: int, min_similarity: float, now=None
+) -> list[tuple[MemoryItem, float]]:
+    """The `limit` items from the last `window_days` nearest this text, plus every pinned one
+    (at `min_similarity` or nearer, cosine), nearest first."""
+    now = now or timezone.now()
+    rows = (
+        MemoryItem.objects.filter(owner=actor)
+        .annotate(distance=CosineDistance("embedding", embedding))
+        .filter(distance__lte=1 - min_similarity)
+    )
+    recent = list(rows.filter(created_at__gte=now - timezone.timedelta(days=window_days), created_at__lte=now))
+    recent = sorted(recent, key=lambda row: row.distance)[:limit]
+    pinned = [row for row in rows.filter(pinned=True, created_at__lte=now) if row not in recent]
+    return [(row, 1 - row.distance) for row in sorted(recent + pinned, key=lambda row: row.distance)]
+
+
+def insights(*, actor) -> dict:
+    """The seed system's insights shape: totals, clusters, adapters, routing feedback, events."""
+    events = events_list(actor=actor)
+    by_kind = dict(events.values_list("kind").annotate(n=Count("id")).values_list("kind", "n"))
+    positive = events.filter(Q(score__gt=0)).count()
+    negative = events.filter(Q(score__lt=0)).count()
+    clusters = events.exclude(cluster_id="").values("cluster_id").annotate(events=Count("id")).order_by("-events")[:50]
+    routing = events.filter(kind=PreferenceEvent.Kind.ROUTING)
+    return {
+        "totals": {
+            "events": events.count(),
+            "positive": positive,
+            "negative": negative,
+            "corrections": by_kind.get(PreferenceEvent.Kind.CORRECTION, 0),
+            "pairs": by_kind.get(PreferenceEvent.Kind.PICK, 0),
+            "by_kind": by_kind,
+            "memory_items": MemoryItem.objects.filter(owner=actor).count(),
+        },
+        "clusters": list(clusters),
+        "adapters": [],
+        "routing_feedback": {
+            "total": routing.count(),
+            "positive": routing.filter(score__gt=0).count(),
+            "negative": routing.filter(score__lt=0).count(),
+        },
+        "events": [
+            {
+                "id": str(e.pk),
+                "kind": e.kind,
+                "feedback": e.feedback,
+                "score": e.score,
+                "message_id": str(e.message_id) if e.message_id else None,
+                "created_at": e.created_at.isoformat(),
+            }
+            for e in events[:20]
+        ],
+    }
