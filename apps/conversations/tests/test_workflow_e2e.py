@@ -217,7 +217,11 @@ def test_editing_the_workflow_changes_the_next_answer_and_reverting_restores_it(
             {
                 "patch": [
                     {"op": "test", "path": f"/nodes/{rag}/id", "value": "rag"},
-                    {"op": "replace", "path": f"/nodes/{switch}/branches", "value": [{"when": "true", "next": "plain"}]},
+                    {
+                        "op": "replace",
+                        "path": f"/nodes/{switch}/branches",
+                        "value": [{"when": "true", "next": "plain"}],
+                    },
                     {"op": "remove", "path": f"/nodes/{rag}"},
                 ],
                 "change_note": "No retrieval",
