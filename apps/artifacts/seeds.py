@@ -157,7 +157,10 @@ TOOLS += [
             "window_days": 14,
             "max_items": 3,
             "min_similarity": 0.2,
-            "template": "What the user asked you to remember:\n{items}",
+            # The user's words are first person; framed as what the user said, the small default
+            # model answers "What operating system do I use?" with Fedora (other framings: not).
+            "template": "What you know about the user:\n{items}",
+            "item_template": "- The user said: {text}",
         },
     },
     {

@@ -228,9 +228,11 @@ def memory_recall(call: ToolCall) -> dict:
     )
     if not found:
         return {"memory_text": "", "memory_ids": []}
-    template = call.config.get("template") or "What the user asked you to remember:\n{items}"
+    template = call.config.get("template") or "What you know about the user:\n{items}"
+    item_template = call.config.get("item_template") or "- The user said: {text}"
+    items = "\n".join(item_template.replace("{text}", item.text) for item, _ in found)
     return {
-        "memory_text": template.replace("{items}", "\n".join(f"- {item.text}" for item, _ in found)),
+        "memory_text": template.replace("{items}", items),
         "memory_ids": [str(item.pk) for item, _ in found],
     }
 
