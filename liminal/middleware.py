@@ -2,6 +2,8 @@ import logging
 import re
 import uuid
 
+from django.http import HttpResponseBadRequest
+
 from liminal.api import ERROR_CODES, error_response
 
 logger = logging.getLogger(__name__)
@@ -50,3 +52,32 @@ class ApiErrorEnvelopeMiddleware:
             return None
         logger.exception("Unhandled error on %s", request.path, exc_info=exception)
         return error_response(500, "server_error", "Internal server error.", request=request)
+
+
+class RejectNulMiddleware:
+    """A NUL byte in the query string or a header is never meaningful, and PostgreSQL refuses it
+    in text: answer 400 (in the envelope under /v1/) before any view builds a query with it."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        field = self._nul_field(request)
+        if field is None:
+            return self.get_response(request)
+        message = f"{field}: must not contain NUL characters."
+        if request.path.startswith("/v1/"):
+            return error_response(400, "validation_error", message, {field: [message]}, request=request)
+        return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+
+    @staticmethod
+    def _nul_field(request) -> str | None:
+        for key, values in request.GET.lists():
+            if "\x00" in key or any("\x00" in value for value in values):
+                return key.replace("\x00", "") or "query"
+        for name, value in request.headers.items():
+            if "\x00" in value:
+                return name
+        if "\x00" in request.path:
+            return "path"
+        return None

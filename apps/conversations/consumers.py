@@ -90,7 +90,7 @@ class ChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
             frame = json.loads(text_data or "")
             if not isinstance(frame, dict):
                 raise ValueError
-        except ValueError:
+        except (ValueError, RecursionError):
             await self.send_notice("That request was not understood.")
             return
         action = frame.get("action") or "send"

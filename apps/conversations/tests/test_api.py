@@ -178,3 +178,22 @@ def test_json_nested_thousands_of_levels_deep_is_a_400_not_a_500(api_client, mak
     body = '{"a": ' * 5000 + "1" + "}" * 5000
     response = client.post(path, body, content_type="application/json")
     assert error_of(response, 400)["code"] == "validation_error"
+
+
+@pytest.mark.parametrize(
+    "url", ["/v1/conversations?q=%00", "/v1/files?folder=%00", "/v1/artifacts?q=a%00b", "/v1/preferences?kind=%00"]
+)
+def test_a_nul_byte_in_the_query_is_a_400_naming_the_field(api_client, make_user, login_tokens, url):
+    client = as_user(api_client, login_tokens(make_user()))
+    fault = error_of(client.get(url), 400)
+    assert fault["code"] == "validation_error" and url.split("?")[1].split("=")[0] in fault["details"]
+
+
+def test_a_nul_byte_in_the_ui_search_is_a_400(client, make_user):
+    client.force_login(make_user())
+    assert client.get("/c/search/?q=%00").status_code == 400
+
+
+def test_a_nul_byte_in_the_authorization_header_is_a_400_in_the_envelope(api_client):
+    response = api_client.get("/v1/me", HTTP_AUTHORIZATION="Bearer a\x00b")
+    assert error_of(response, 400)["code"] == "validation_error"

@@ -193,3 +193,33 @@ async def test_the_chat_page_offers_a_workflow_picker_once_there_is_a_choice(mak
     html = await sync_to_async(page)()
     assert 'name="workflow_id" form="composer"' in html and f'value="{mine.pk}"' in html
     assert "Terse answers (yours)" in html
+
+
+async def test_malformed_frames_get_an_error_and_the_sockets_stay_usable(make_user, login_tokens):
+    user = await sync_to_async(make_user)()
+    ws, connected, _ = await ui_socket(user)
+    assert connected
+    deep = '{"a": ' * 5000 + "1" + "}" * 5000
+    for frame in (deep, json.dumps({"action": "stop", "message_id": "zzz"}), json.dumps({"action": "regenerate"})):
+        await ws.send_to(text_data=frame)
+        assert 'id="notices"' in await ws.receive_from(timeout=5)
+    await ws.send_to(text_data=json.dumps({"action": "send", "content": "still here"}))
+    assert "still here" in await ws.receive_from(timeout=5)
+    await ws.disconnect()
+
+    tokens = await sync_to_async(login_tokens)(user)
+    api = await api_socket()
+    for frame, field in [
+        ({"access_token": tokens["access_token"], "message": "hi", "conversation_id": "zzz"}, "conversation_id"),
+        ({"access_token": tokens["access_token"], "message": "hi", "context_id": {"x": 1}}, "context_id"),
+        ({"access_token": tokens["access_token"], "message": {"content": ""}}, "content"),
+    ]:
+        await api.send_json_to(frame)
+        error = await api.receive_json_from(timeout=5)
+        assert error["event"] == "error" and field in error["data"]["details"], error
+    await api.send_to(text_data=deep)
+    assert (await api.receive_json_from(timeout=5))["data"]["code"] == "validation_error"
+    await api.send_json_to({"access_token": tokens["access_token"], "message": {"content": "now valid"}})
+    await asyncio.sleep(0.3)
+    assert await sync_to_async(Message.objects.filter(owner=user, content="now valid").exists)()
+    await api.disconnect()
