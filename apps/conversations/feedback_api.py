@@ -17,7 +17,7 @@ from apps.training.serializers import (
     PreferenceOutput,
 )
 from liminal.api import validated
-from liminal.errors import Invalid, NotFound
+from liminal.errors import NotFound
 
 
 def _judged_message(request, data):
@@ -25,8 +25,6 @@ def _judged_message(request, data):
     message = conversation_selectors.message_get(actor=request.user, message_id=data["message_id"])
     if message.conversation_id != data["conversation_id"]:
         raise NotFound("Message not found in this conversation.")
-    if message.role != "assistant" or message.is_pending:
-        raise Invalid("Only finished answers can be judged.", field="message_id")
     return message
 
 

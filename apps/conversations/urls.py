@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.conversations import views
+from apps.conversations import feedback_views, views
 
 urlpatterns = [
     path("", views.chat_home, name="chat-home"),
@@ -13,4 +13,14 @@ urlpatterns = [
     path("m/<uuid:message_id>/select/", views.branch_select, name="message-select"),
     path("m/<uuid:message_id>/thumb/", views.message_thumb, name="message-thumb"),
     path("m/<uuid:message_id>/edit/", views.message_edit_form, name="message-edit"),
+    path("m/<uuid:message_id>/feedback/", feedback_views.message_feedback, name="message-feedback"),
+    path("m/<uuid:message_id>/keep/", feedback_views.message_keep, name="message-keep"),
+    path("feedback/", feedback_views.feedback_page, name="feedback"),
+    path("feedback/<uuid:event_id>/delete/", feedback_views.feedback_delete, name="feedback-delete"),
+    path("memory/", feedback_views.memory_page, name="memory"),
+    path("memory/add/", feedback_views.memory_add, name="memory-add"),
+    path("memory/<uuid:item_id>/", feedback_views.memory_item, name="memory-item"),
+    path("memory/<uuid:item_id>/edit/", feedback_views.memory_edit, name="memory-edit"),
+    path("memory/<uuid:item_id>/pin/", feedback_views.memory_pin, name="memory-pin"),
+    path("memory/<uuid:item_id>/delete/", feedback_views.memory_delete, name="memory-delete"),
 ]

@@ -16,8 +16,9 @@ from apps.artifacts import selectors as artifact_selectors
 from apps.conversations import selectors, services
 from apps.conversations.models import Message
 from apps.conversations.rendering import render_markdown
+from apps.training import selectors as training_selectors
+from apps.training import services as training_services
 from apps.training.models import PreferenceEvent
-from apps.training.selectors import thumbs_for_messages
 
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 
@@ -47,8 +48,27 @@ def _answer_html(message: Message) -> str:
     return _link_citations(render_markdown(message.content), message)
 
 
-def _entry_context(entry, thumb) -> dict:
+def _signals_for(user, message_ids) -> dict:
+    """message id -> what the user has said about that answer: their thumb, whether they gave a
+    better answer, whether they kept it over a regenerated sibling."""
+    message_ids = list(message_ids)
+    signals = {pk: {"thumb": None, "corrected": False, "kept": False} for pk in message_ids}
+    for message_id, kind in training_selectors.thumbs_for_messages(actor=user, message_ids=message_ids).items():
+        signals[message_id]["thumb"] = kind
+    judged = training_selectors.events_list(actor=user).filter(
+        message_id__in=message_ids, kind__in=(PreferenceEvent.Kind.CORRECTION, PreferenceEvent.Kind.PICK)
+    )
+    for message_id, kind in judged.values_list("message_id", "kind"):
+        signals[message_id]["corrected" if kind == PreferenceEvent.Kind.CORRECTION else "kept"] = True
+    return signals
+
+
+def _entry_context(entry, signals, shown_before=None) -> dict:
     message = entry.message
+    neighbours = [entry.previous_sibling_id, entry.next_sibling_id]
+    # "Keep this one" prefers the sibling the user was looking at before this one; without that
+    # (a fresh page, a new answer) the neighbour created just before it, or just after for the first.
+    keep_against = shown_before if shown_before and shown_before in neighbours else neighbours[0] or neighbours[1]
     return {
         "m": message,
         "html": _answer_html(message),
@@ -56,19 +76,25 @@ def _entry_context(entry, thumb) -> dict:
         "sibling_count": entry.sibling_count,
         "previous_sibling_id": entry.previous_sibling_id,
         "next_sibling_id": entry.next_sibling_id,
-        "thumb": thumb,
+        # A better answer is a thumbs down with more to say.
+        "thumb": signals["thumb"] or (PreferenceEvent.Kind.THUMBS_DOWN if signals["corrected"] else None),
+        "corrected": signals["corrected"],
+        "kept": signals["kept"],
+        "keep_against": keep_against,
     }
 
 
-def message_context(message: Message, user) -> dict:
-    thumb = thumbs_for_messages(actor=user, message_ids=[message.pk]).get(message.pk)
-    return _entry_context(selectors.message_position(message), thumb)
+def message_context(message: Message, user, **extra) -> dict:
+    signals = _signals_for(user, [message.pk])[message.pk]
+    return {**_entry_context(selectors.message_position(message), signals), **extra}
 
 
-def messages_context(conversation, user) -> list[dict]:
+def messages_context(conversation, user, shown_before: dict | None = None) -> list[dict]:
+    """The selected path's entries; `shown_before` maps a parent id to the sibling shown before."""
     entries = selectors.conversation_path(conversation=conversation)
-    thumbs = thumbs_for_messages(actor=user, message_ids=[e.message.pk for e in entries])
-    return [_entry_context(e, thumbs.get(e.message.pk)) for e in entries]
+    signals = _signals_for(user, [e.message.pk for e in entries])
+    shown_before = shown_before or {}
+    return [_entry_context(e, signals[e.message.pk], shown_before.get(e.message.parent_id)) for e in entries]
 
 
 def sidebar_item_html(conversation, *, prepend_oob: bool = False, active: bool = False) -> str:
@@ -163,22 +189,29 @@ def branch_select(request, message_id):
     message = selectors.message_get(actor=request.user, message_id=message_id)
     services.branch_select(actor=request.user, message=message)
     conversation = selectors.conversation_get(actor=request.user, conversation_id=message.conversation_id)
+    shown_before = {message.parent_id: request.POST.get("shown", "")}
     return render(
         request,
         "conversations/_messages.html",
-        {"entries": messages_context(conversation, request.user), "conversation": conversation},
+        {"entries": messages_context(conversation, request.user, shown_before), "conversation": conversation},
     )
 
 
 @login_required
 @require_POST
 def message_thumb(request, message_id):
+    """The thumbs toggle. Clearing a thumbs down that came with a better answer takes that back too."""
     message = selectors.message_get(actor=request.user, message_id=message_id)
     kind = request.POST.get("kind") or None
     if kind not in (None, PreferenceEvent.Kind.THUMBS_UP, PreferenceEvent.Kind.THUMBS_DOWN):
         return HttpResponse("Unknown rating.", status=400)
     try:
-        services.message_thumb(actor=request.user, message=message, kind=kind)
+        with transaction.atomic():
+            services.message_thumb(actor=request.user, message=message, kind=kind)
+            if kind is None and request.POST.get("forget_correction") == "1":
+                corrections = training_selectors.events_list(actor=request.user, kind=PreferenceEvent.Kind.CORRECTION)
+                for event in corrections.filter(message=message):
+                    training_services.event_forget(actor=request.user, event=event)
     except ValidationError:
         return HttpResponse("Only finished answers can be rated.", status=400)
     return render(request, "conversations/_message.html", message_context(message, request.user))

@@ -36,6 +36,11 @@ def _snapshot(message) -> dict:
     }
 
 
+def _ensure_finished_answer(message, field: str) -> None:
+    if message.role != "assistant" or message.status in ("queued", "streaming"):
+        raise Invalid("Only finished answers can be judged.", field=field)
+
+
 def _kind_of(*, feedback: str, explicit_signal: str, corrected_text: str, routing: bool) -> str:
     if routing or explicit_signal == "routing_feedback":
         return PreferenceEvent.Kind.ROUTING
@@ -73,6 +78,7 @@ def feedback_record(
     correction (the user's better answer) also replaces, in correction memory, their older
     corrections of nearly the same prompt."""
     ensure_owner(message, actor, "Message not found.")
+    _ensure_finished_answer(message, "message_id")
     corrected_text = (corrected_text or "").replace("\x00", "").strip()
     kind = _kind_of(
         feedback=feedback, explicit_signal=explicit_signal or "", corrected_text=corrected_text, routing=routing
@@ -83,7 +89,8 @@ def feedback_record(
     if unknown:
         raise Invalid(f"Unknown reason {unknown[0]!r}; use {', '.join(REASONS)}.", field="reasons")
     snapshot = _snapshot(message)
-    if kind in THUMBS:
+    if kind in THUMBS or kind == PreferenceEvent.Kind.CORRECTION:
+        # One thumb per answer; a correction stands in for the thumbs down it came with.
         PreferenceEvent.objects.filter(owner=actor, message=message, kind__in=THUMBS, excluded_at=None).delete()
     event = PreferenceEvent.objects.create(
         owner=actor,
@@ -128,6 +135,8 @@ def pick_record(*, actor, chosen, rejected) -> PreferenceEvent:
     """After regenerating, the user kept `chosen` over its sibling `rejected`: a preference pair."""
     ensure_owner(chosen, actor, "Message not found.")
     ensure_owner(rejected, actor, "Message not found.")
+    _ensure_finished_answer(chosen, "chosen_message_id")
+    _ensure_finished_answer(rejected, "rejected_message_id")
     if chosen.pk == rejected.pk or chosen.parent_id != rejected.parent_id or chosen.role != "assistant":
         raise Invalid("A pair is two answers to the same message.", field="rejected_message_id")
     PreferenceEvent.objects.filter(
