@@ -116,3 +116,38 @@ class MemoryItem(models.Model):
 
     def __str__(self):
         return self.text[:60]
+
+
+class AdapterVersion(models.Model):
+    """One trained version of an `adapter.lora` artifact: its files, lineage, gate report, and
+    the events it was trained on (so forgetting an event can flag it)."""
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate", "Candidate"
+        PROMOTED = "promoted", "Promoted"
+        REJECTED = "rejected", "Rejected"
+        ROLLED_BACK = "rolled_back", "Rolled back"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="adapter_versions")
+    adapter = models.ForeignKey("artifacts.Artifact", on_delete=models.CASCADE, related_name="adapter_versions")
+    version = models.PositiveIntegerField()
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
+    fs_dir = models.CharField(max_length=1000)
+    checksum = models.CharField(max_length=64, blank=True)
+    dataset_hash = models.CharField(max_length=64, blank=True)
+    trained_on = models.ManyToManyField(PreferenceEvent, blank=True, related_name="adapter_versions")
+    evaluation = models.JSONField(default=dict, blank=True)
+    loss_curve = models.JSONField(default=list, blank=True)
+    # Set when an event it was trained on is forgotten: retrain from the last clean version.
+    tainted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["adapter", "-version"]
+        constraints = [models.UniqueConstraint(fields=["adapter", "version"], name="adapter_version_unique")]
+
+    def __str__(self):
+        return f"{self.adapter_id} v{self.version}"

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 from pgvector.django import CosineDistance
 
-from apps.training.models import MemoryItem, PreferenceEvent
+from apps.training.models import AdapterVersion, MemoryItem, PreferenceEvent
 from liminal.errors import Invalid, ensure_owner
 
 THUMBS = (PreferenceEvent.Kind.THUMBS_UP, PreferenceEvent.Kind.THUMBS_DOWN)
@@ -158,9 +158,11 @@ def pick_record(*, actor, chosen, rejected) -> PreferenceEvent:
 
 def _forget_events(events) -> int:
     """Excluded from every future dataset, and the user's words dropped; the row stays as a
-    tombstone so adapter versions trained on it can be found and retrained."""
+    tombstone, and every adapter version trained on it is flagged for retraining without it."""
+    now = timezone.now()
+    AdapterVersion.objects.filter(trained_on__in=events, tainted_at=None).update(tainted_at=now)
     return events.filter(excluded_at=None).update(
-        excluded_at=timezone.now(),
+        excluded_at=now,
         prompt="",
         answer="",
         correction="",
