@@ -282,6 +282,25 @@ WORKFLOW = {
 }
 
 
+DEFAULT_TRAINING_POLICY = "training.default"
+
+TRAINING_POLICY = {
+    "kind": "policy.training",
+    "method": "sft+dpo",
+    # Measured on the real SmolLM2 on 2 cores (workers/train tests): 20 steps of rank 8 at 2e-3
+    # teach a fact in under two minutes; replaying the current version's own answers to unrelated
+    # prompts 1:1 keeps what it knew (without replay, 40 corrections overwrite unrelated answers).
+    "min_examples": 8,
+    "max_steps": 24,
+    "learning_rate": 0.001,
+    "batch_size": 8,
+    "rank": 8,
+    "replay_fraction": 0.5,
+    "time_budget_s": 300,
+    "gate": {"held_out_fraction": 0.1, "max_regression": 0.05, "min_held_out": 8},
+}
+
+
 def _mirror(artifact, version):
     path = Path(settings.SHARED_FS_ROOT) / "artifacts" / str(artifact.pk) / f"v{version.version:04d}.json"
     try:
@@ -321,7 +340,15 @@ def seed_missing(Artifact, ArtifactVersion) -> None:
     for tool in TOOLS:
         _seed_one(Artifact, ArtifactVersion, "tool.spec", tool["name"], tool["description"], tool)
     _seed_one(Artifact, ArtifactVersion, "workflow.chat", DEFAULT_WORKFLOW, DEFAULT_WORKFLOW_DESCRIPTION, WORKFLOW)
+    _seed_one(
+        Artifact,
+        ArtifactVersion,
+        "policy.training",
+        DEFAULT_TRAINING_POLICY,
+        "How persona adapters are trained, and what the gate demands before one is promoted.",
+        TRAINING_POLICY,
+    )
 
 
 def seeded_names() -> list[str]:
-    return [tool["name"] for tool in TOOLS] + [DEFAULT_WORKFLOW]
+    return [tool["name"] for tool in TOOLS] + [DEFAULT_WORKFLOW, DEFAULT_TRAINING_POLICY]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.conversations import api, api_async, feedback_api
+from apps.conversations import api, api_async, feedback_api, training_api
 
 urlpatterns = [
     path("chat", api_async.chat, name="api-chat"),
@@ -22,4 +22,8 @@ urlpatterns = [
     path("preferences/<uuid:event_id>", feedback_api.PreferenceDetailApi.as_view(), name="api-preference"),
     path("memory", feedback_api.MemoryListApi.as_view(), name="api-memory"),
     path("memory/<uuid:item_id>", feedback_api.MemoryDetailApi.as_view(), name="api-memory-item"),
+    path("adapters", training_api.AdapterListApi.as_view(), name="api-adapters"),
+    path("adapters/<uuid:adapter_id>", training_api.AdapterDetailApi.as_view(), name="api-adapter"),
+    path("adapters/<uuid:adapter_id>/rollback", training_api.AdapterRollbackApi.as_view(), name="api-adapter-rollback"),
+    path("training/jobs", training_api.TrainingJobListApi.as_view(), name="api-training-jobs"),
 ]

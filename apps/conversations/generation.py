@@ -14,6 +14,7 @@ from apps.conversations.models import Message
 from apps.conversations.streaming import publish
 from apps.conversations.tools import RunContext
 from apps.conversations.workflow import WorkflowFailed, WorkflowRunner
+from apps.training import selectors as training_selectors
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def run_reply(message_id) -> str:
             overrides=message.generation_params or {},
             stream_key=message.stream_key,
             on_progress=lambda text: services.generation_progress(message=message, content=text),
+            adapters=training_selectors.serving_adapters(actor=message.owner),
         )
         runner = WorkflowRunner(
             body, run, publish_trace=lambda entry: publish(message.stream_key, {"type": "gen.trace", "entry": entry})

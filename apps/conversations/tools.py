@@ -33,13 +33,26 @@ class RunContext:
     overrides: dict = field(default_factory=dict)  # sampling the request asked for
     stream_key: str | None = None  # the channel group streamed tokens go to
     context_ids: list = field(default_factory=list)  # outside a chat: the actor's contexts to ground in
+    adapters: list = field(default_factory=list)  # [{name, version, fs_dir, weight}] the answer runs on
     deadline: float | None = None
     now: object = None  # the time recall is relative to (None: now); tests move it
     on_progress: object = None
     streamed: bool = False
+    _embeddings: dict = field(default_factory=dict)
+    _embedding_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def mark_streamed(self) -> None:
         self.streamed = True
+
+    def embedding(self, text: str) -> list[float]:
+        """The MiniLM embedding of `text`, computed once per run: the recall steps and the
+        classifier all need the message's, and each encode costs ~15 ms on CPU."""
+        with self._embedding_lock:
+            if text not in self._embeddings:
+                from apps.training.services import embed
+
+                self._embeddings[text] = embed(text)
+            return self._embeddings[text]
 
 
 @dataclass
@@ -94,7 +107,17 @@ def _generate(call: ToolCall, *, grounding_text: str = "") -> dict:
         head = [{"role": "system", "content": system}] if system else []
         text = engine.render_chat([*head, {"role": "user", "content": _question(call)}], add_generation_prompt=True)
     build_s = time.perf_counter() - started
-    handle = engine.submit(text, params=params, should_cancel=call.should_cancel(), truncate=True)
+    # Hot swap: a newly promoted version is loaded into a free slot on first use; requests already
+    # running keep the version they started with.
+    for adapter in run.adapters:
+        engine.ensure_adapter(adapter["name"], adapter["fs_dir"], version=adapter["version"])
+    handle = engine.submit(
+        text,
+        params=params,
+        adapters=[(adapter["name"], adapter["weight"]) for adapter in run.adapters],
+        should_cancel=call.should_cancel(),
+        truncate=True,
+    )
     stream_handle(handle, run.stream_key, on_progress=run.on_progress, on_first=run.mark_streamed)
     result = handle.result()
     if result.finish_reason == "error":
@@ -167,7 +190,6 @@ def intent_classifier(call: ToolCall) -> dict:
     """The intent of a message from labelled examples (the tool's config, so data): each label
     scores the mean cosine similarity of its `k` nearest examples to the message in MiniLM space
     (default 3), and the best label wins. `confidence` is its margin over the runner-up."""
-    from apps.knowledge.embedding import current_encoder
 
     examples = call.config.get("examples") or {}
     if (
@@ -178,7 +200,7 @@ def intent_classifier(call: ToolCall) -> dict:
         raise Invalid("The classifier's config needs examples for at least two labels.", field="config.examples")
     k = max(1, int(call.config.get("k", 3)))
     labels, vectors = _labelled_vectors(examples)
-    query = _unit(current_encoder().encode([_question(call)], batch_size=1)[0])
+    query = _unit(call.run.embedding(_question(call)))
     scores = np.array([float(np.sort(rows @ query)[-k:].mean()) for rows in vectors])
     order = np.argsort(-scores)
     return {
@@ -192,12 +214,12 @@ def corrections_recall(call: ToolCall) -> dict:
     """The user's own corrections of prompts like this one (correction memory), as guidance for
     the answer. Thresholds come from the tool's config (data)."""
     from apps.training import selectors as training_selectors
-    from apps.training.services import correction_settings, embed
+    from apps.training.services import correction_settings
 
     settings_ = {**correction_settings(), **{k: v for k, v in call.config.items() if k != "template"}}
     found = training_selectors.corrections_recall(
         actor=call.run.actor,
-        embedding=embed(_question(call)),
+        embedding=call.run.embedding(_question(call)),
         min_similarity=float(settings_["min_similarity"]),
         limit=int(settings_["max_items"]),
     )
@@ -216,11 +238,10 @@ def memory_recall(call: ToolCall) -> dict:
     """What the user asked to be remembered: the nearest items of the last `window_days`
     (default 14, up to `max_items`, default 3), plus pinned ones."""
     from apps.training import selectors as training_selectors
-    from apps.training.services import embed
 
     found = training_selectors.memory_recall(
         actor=call.run.actor,
-        embedding=embed(_question(call)),
+        embedding=call.run.embedding(_question(call)),
         window_days=int(call.config.get("window_days", 14)),
         limit=int(call.config.get("max_items", 3)),
         min_similarity=float(call.config.get("min_similarity", 0.2)),

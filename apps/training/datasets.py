@@ -55,9 +55,14 @@ def training_examples(*, actor, count_tokens=None, max_tokens: int = MAX_EXAMPLE
     return list(latest.values())
 
 
-def split_held_out(examples: list[dict], fraction: float = HELD_OUT_FRACTION) -> tuple[list[dict], list[dict]]:
-    """The most recent `fraction` (at least one once there are ten) is held out for the gate."""
+def split_held_out(
+    examples: list[dict], fraction: float = HELD_OUT_FRACTION, minimum: int = 0
+) -> tuple[list[dict], list[dict]]:
+    """The most recent `fraction` is held out for the gate; at least `minimum` once there are
+    twice that many, so the gate has enough to judge by."""
     held = math.floor(len(examples) * fraction)
+    if len(examples) >= 2 * minimum:
+        held = max(held, minimum)
     if held == 0:
         return list(examples), []
     return list(examples[:-held]), list(examples[-held:])

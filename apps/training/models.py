@@ -151,3 +151,54 @@ class AdapterVersion(models.Model):
 
     def __str__(self):
         return f"{self.adapter_id} v{self.version}"
+
+
+class TrainingJob(models.Model):
+    """One training run of an adapter: queued, running (with a heartbeat), then finished."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        PROMOTED = "promoted", "Promoted"
+        REJECTED = "rejected", "Rejected by the gate"
+        SKIPPED = "skipped", "Nothing new to train on"
+        FAILED = "failed", "Failed"
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual", "Train now"
+        THRESHOLD = "threshold", "Enough new signals"
+        SCHEDULE = "schedule", "Schedule"
+        SATISFACTION = "satisfaction", "Satisfaction dropped"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="training_jobs")
+    adapter = models.ForeignKey("artifacts.Artifact", on_delete=models.CASCADE, related_name="training_jobs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.MANUAL)
+    dataset_hash = models.CharField(max_length=64, blank=True)
+    examples = models.PositiveIntegerField(default=0)
+    steps_done = models.PositiveIntegerField(default=0)
+    steps_total = models.PositiveIntegerField(default=0)
+    loss_curve = models.JSONField(default=list, blank=True)
+    report = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    version = models.ForeignKey(AdapterVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # One job per adapter at a time.
+            models.UniqueConstraint(
+                fields=["adapter"], condition=Q(status__in=["queued", "running"]), name="training_job_one_active"
+            )
+        ]
+
+    def __str__(self):
+        return f"job {self.id} ({self.status})"

@@ -120,3 +120,46 @@ def insights(*, actor) -> dict:
             for e in events[:20]
         ],
     }
+
+
+PERSONA_ADAPTER_NAME = "persona"
+
+
+def persona_adapter(*, actor):
+    """The actor's own persona `adapter.lora` artifact, if they have one (never anyone else's)."""
+    from apps.artifacts.models import Artifact
+
+    return (
+        Artifact.objects.filter(owner=actor, kind="adapter.lora", name=PERSONA_ADAPTER_NAME)
+        .select_related("current_version")
+        .first()
+    )
+
+
+def promoted_version(*, adapter):
+    """The version the artifact's body names as current, if it is promoted."""
+    from apps.training.models import AdapterVersion
+
+    number = (adapter.body or {}).get("current_version") if adapter is not None else None
+    if not number:
+        return None
+    return AdapterVersion.objects.filter(
+        adapter=adapter, version=number, status=AdapterVersion.Status.PROMOTED
+    ).first()
+
+
+def serving_adapters(*, actor) -> list[dict]:
+    """What answers for this user use: their promoted persona adapter, if any. The engine name
+    carries the user's id, so no other user's request can resolve to it."""
+    version = promoted_version(adapter=persona_adapter(actor=actor))
+    if version is None:
+        return []
+    return [
+        {
+            "name": f"persona-{actor.pk}",
+            "adapter_id": str(version.adapter_id),
+            "version": version.version,
+            "fs_dir": version.fs_dir,
+            "weight": 1.0,
+        }
+    ]

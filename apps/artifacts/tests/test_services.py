@@ -4,17 +4,17 @@ import pytest
 
 from apps.artifacts import services
 from apps.artifacts.models import Artifact
-from apps.artifacts.seeds import TOOLS, WORKFLOW, seeded_names
+from apps.artifacts.seeds import TOOLS, TRAINING_POLICY, WORKFLOW, seeded_names
 from apps.artifacts.validation import validate_body
 
 pytestmark = pytest.mark.django_db
 
 
 def test_every_seeded_body_passes_its_own_validation():
-    for body in [*TOOLS, WORKFLOW]:
+    for body in [*TOOLS, WORKFLOW, TRAINING_POLICY]:
         assert validate_body(body, owner=None) == body["kind"]
     seeded = Artifact.objects.filter(owner__isnull=True, name__in=seeded_names())
-    assert seeded.count() == len(TOOLS) + 1 and all(a.current_version_id for a in seeded)
+    assert seeded.count() == len(TOOLS) + 2 and all(a.current_version_id for a in seeded)
 
 
 def test_a_write_that_changes_nothing_makes_no_version(user, workflow_body):

@@ -48,6 +48,8 @@ def test_the_most_recent_tenth_is_held_out():
     train, held = datasets.split_held_out(examples)
     assert [e["prompt"] for e in held] == ["q23", "q24"] and len(train) == 23
     assert datasets.split_held_out(examples[:9]) == (examples[:9], [])
+    train, held = datasets.split_held_out(examples[:20], minimum=8)
+    assert len(held) == 8 and len(train) == 12
 
 
 def test_the_dataset_file_and_its_hash(make_user, settings, tmp_path):

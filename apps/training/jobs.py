@@ -1,0 +1,285 @@
+"""One training job, run on a `train` worker: dataset, replay, training, the gate, promotion.
+
+Thin over `workers.train` (the trainer and the gate's statistics) and the training services.
+A job delivered twice resumes from its checkpoint and never makes two versions: a version is
+keyed on (adapter, dataset hash).
+"""
+
+import hashlib
+import json
+import logging
+import shutil
+import threading
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.artifacts.selectors import global_artifact
+from apps.training import adapters, datasets, selectors
+from apps.training.models import AdapterVersion, TrainingJob
+
+logger = logging.getLogger(__name__)
+
+STALE_HEARTBEAT_SECONDS = 120
+REPLAY_PROMPTS = Path(__file__).resolve().parents[2] / "workers" / "train" / "replay_prompts.v1.json"
+ANSWER_TOKENS = 48
+
+_lock = threading.Lock()
+_model = None
+_engine = None
+
+
+def _training_model():
+    global _model
+    with _lock:
+        if _model is None:
+            from workers.train import TrainingModel
+
+            _model = TrainingModel.load(settings.MODEL_PATH or None)
+        return _model
+
+
+def _generation_engine():
+    """Greedy answers for replay, retention and the fact checks, in the train worker itself."""
+    global _engine
+    with _lock:
+        if _engine is None:
+            from workers.llm import load_engine
+
+            _engine = load_engine(settings.MODEL_PATH or None, max_batch_slots=8, max_seq_len=1024)
+            _engine.start()
+        return _engine
+
+
+def _greedy(engine, prompts: list[str], adapter_name: str | None) -> list[tuple[str, bool]]:
+    """(answer, finished on its own) for each prompt, under an adapter or the base."""
+    from workers.llm import SamplingParams
+
+    params = SamplingParams(greedy=True, max_tokens=ANSWER_TOKENS)
+    adapters_ = [(adapter_name, 1.0)] if adapter_name else []
+    handles = [
+        engine.submit(engine.render_chat([{"role": "user", "content": p}]), params=params, adapters=adapters_)
+        for p in prompts
+    ]
+    return [(h.result().text.strip(), h.result().finish_reason == "stop") for h in handles]
+
+
+def _policy() -> dict:
+    artifact = global_artifact(kind="policy.training", name="training.default")
+    return dict(artifact.body) if artifact is not None else {}
+
+
+def _claim(job_id) -> TrainingJob | None:
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().select_related("adapter", "owner").filter(pk=job_id).first()
+        if job is None:
+            return None
+        stale = (
+            job.heartbeat_at is None or (timezone.now() - job.heartbeat_at).total_seconds() > STALE_HEARTBEAT_SECONDS
+        )
+        if job.status == TrainingJob.Status.QUEUED or (job.status == TrainingJob.Status.RUNNING and stale):
+            job.status = TrainingJob.Status.RUNNING
+            job.attempts += 1
+            job.started_at = job.started_at or timezone.now()
+            job.heartbeat_at = timezone.now()
+            job.save(update_fields=["status", "attempts", "started_at", "heartbeat_at"])
+            return job
+    return None
+
+
+def _finish(job: TrainingJob, status: str, **fields) -> str:
+    for name, value in fields.items():
+        setattr(job, name, value)
+    job.status = status
+    job.finished_at = timezone.now()
+    job.save()
+    return status
+
+
+def run_training_job(job_id) -> str:
+    job = _claim(job_id)
+    if job is None:
+        return "skipped"
+    try:
+        return _run(job)
+    except Exception as exc:
+        logger.exception("Training job %s failed", job.pk)
+        return _finish(job, TrainingJob.Status.FAILED, error=f"{exc.__class__.__name__}: {exc}")
+
+
+def _run(job: TrainingJob) -> str:
+    from workers.train import CheckpointMismatchError, TrainingPolicy, target_logprobs, train
+    from workers.train.gate import evaluate_gate, retention_prompts
+
+    policy = _policy()
+    model = _training_model()
+    engine = _generation_engine()
+    tokenizer = model.tokenizer if hasattr(model, "tokenizer") else engine.tokenizer
+    examples = datasets.training_examples(
+        actor=job.owner, count_tokens=lambda e: len(tokenizer.encode(e["prompt"] + " " + e["target"]))
+    )
+    if len(examples) < int(policy.get("min_examples", 8)):
+        return _finish(
+            job,
+            TrainingJob.Status.SKIPPED,
+            examples=len(examples),
+            report={"reason": f"{len(examples)} examples; at least {policy.get('min_examples', 8)} are needed."},
+        )
+    gate_policy = policy.get("gate") or {}
+    train_set, held_out = datasets.split_held_out(
+        examples, float(gate_policy.get("held_out_fraction", 0.1)), int(gate_policy.get("min_held_out", 8))
+    )
+
+    parent = selectors.promoted_version(adapter=job.adapter)
+    current_name = None
+    if parent is not None:
+        current_name = f"job-current-{job.adapter_id}"
+        engine.ensure_adapter(current_name, parent.fs_dir, version=parent.version)
+
+    replay_share = float(policy.get("replay_fraction", 0.5))
+    replay_prompts = json.loads(REPLAY_PROMPTS.read_text())["prompts"]
+    wanted = min(len(replay_prompts), round(len(train_set) * replay_share / max(1e-6, 1 - replay_share)))
+    replay = [
+        {"prompt": prompt, "target": answer, "weight": 1.0, "replay": True}
+        for prompt, (answer, finished) in zip(
+            replay_prompts[:wanted], _greedy(engine, replay_prompts[:wanted], current_name), strict=True
+        )
+        if finished and answer
+    ]
+    dataset = train_set + replay
+    job_dir = datasets.dataset_dir(user_id=job.owner_id, adapter_id=job.adapter_id, job_id=job.pk)
+    _, digest = datasets.dataset_write(user_id=job.owner_id, adapter_id=job.adapter_id, job_id=job.pk, examples=dataset)
+    existing = AdapterVersion.objects.filter(adapter=job.adapter, dataset_hash=digest).first()
+    if existing is not None:
+        return _finish(job, _job_status(existing), version=existing, dataset_hash=digest, report=existing.evaluation)
+
+    steps = int(policy.get("max_steps", 30))
+    training_policy = TrainingPolicy.from_dict(
+        {
+            "rank": int(job.adapter.body.get("rank", policy.get("rank", 8))),
+            "alpha": float(job.adapter.body.get("alpha", 16.0)),
+            "steps": steps,
+            "batch_size": int(policy.get("batch_size", 8)),
+            "learning_rate": float(policy.get("learning_rate", 2e-3)),
+            "warmup_steps": max(1, steps // 10),
+            "time_budget_s": policy.get("time_budget_s"),
+            "checkpoint_every": 5,
+        }
+    )
+    number = (
+        AdapterVersion.objects.filter(adapter=job.adapter)
+        .order_by("-version")
+        .values_list("version", flat=True)
+        .first()
+        or 0
+    ) + 1
+    out_dir = job_dir.parent.parent / f"v{number:04d}"
+    job.dataset_hash, job.examples, job.steps_total = digest, len(dataset), steps
+    job.save(update_fields=["dataset_hash", "examples", "steps_total"])
+
+    def progress(entry: dict) -> None:
+        job.loss_curve = [*job.loss_curve, round(float(entry["loss"]), 5)]
+        job.steps_done = len(job.loss_curve)
+        job.heartbeat_at = timezone.now()
+        job.save(update_fields=["loss_curve", "steps_done", "heartbeat_at"])
+
+    plain = [{k: v for k, v in e.items() if k in ("prompt", "target", "rejected", "weight")} for e in dataset]
+    checkpoints = job_dir / "checkpoints"
+    try:
+        result = train(
+            model,
+            plain,
+            training_policy,
+            parent=parent.fs_dir if parent else None,
+            checkpoint_dir=checkpoints,
+            adapter_dir=out_dir,
+            on_step=progress,
+        )
+    except CheckpointMismatchError:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        job.loss_curve = []
+        result = train(
+            model,
+            plain,
+            training_policy,
+            parent=parent.fs_dir if parent else None,
+            checkpoint_dir=checkpoints,
+            adapter_dir=out_dir,
+            on_step=progress,
+        )
+    if not result.completed and result.stop_reason != "time_budget":
+        return _finish(job, TrainingJob.Status.FAILED, error=f"Training stopped: {result.stop_reason}.")
+
+    parent_adapter = None
+    if parent is not None:
+        from workers.llm import load_peft_adapter
+
+        parent_adapter = load_peft_adapter(parent.fs_dir, engine.config)
+    candidate_name = f"job-candidate-{job.pk}"
+    engine.load_adapter(candidate_name, out_dir)
+    held = [{"prompt": e["prompt"], "target": e["target"]} for e in held_out]
+    retention = retention_prompts()
+    retention_answers = [answer for answer, _ in _greedy(engine, retention, current_name)]
+    retention_examples = [{"prompt": p, "target": a} for p, a in zip(retention, retention_answers, strict=True) if a]
+    facts = [e for e in held_out if "rejected" not in e]
+    fact_answers = _greedy(engine, [e["prompt"] for e in facts], candidate_name)
+    report = evaluate_gate(
+        held_out_candidate=target_logprobs(model, held, result.adapter),
+        held_out_current=target_logprobs(model, held, parent_adapter),
+        fact_checks=[(e["target"], answer) for e, (answer, _) in zip(facts, fact_answers, strict=True)],
+        retention_candidate=target_logprobs(model, retention_examples, result.adapter),
+        retention_current=target_logprobs(model, retention_examples, parent_adapter),
+        min_held_out=int(gate_policy.get("min_held_out", 8)),
+    )
+    engine.evict_adapter(candidate_name)
+
+    weights = out_dir / "adapter_model.safetensors"
+    checksum = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.exists() else ""
+    evaluation = {
+        **report.to_dict(),
+        "summary": report.summary(),
+        "loss_curve": result.loss_curve,
+        "tokens_per_second": result.tokens_per_second,
+        "stop_reason": result.stop_reason,
+    }
+    with transaction.atomic():
+        version = AdapterVersion.objects.create(
+            owner=job.owner,
+            adapter=job.adapter,
+            version=number,
+            parent=parent,
+            fs_dir=str(out_dir),
+            checksum=checksum,
+            dataset_hash=digest,
+            evaluation=evaluation,
+            loss_curve=result.loss_curve,
+            status=AdapterVersion.Status.REJECTED if not report.passed else AdapterVersion.Status.CANDIDATE,
+        )
+        version.trained_on.set([e["event_id"] for e in train_set])
+        (out_dir / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "adapter_id": str(job.adapter_id),
+                    "version": number,
+                    "parent_version": parent.version if parent else None,
+                    "base_model": settings.SERVED_MODEL_ID,
+                    "dataset_hash": digest,
+                    "checksum": checksum,
+                    "policy": training_policy.to_dict(),
+                    "created_at": version.created_at.isoformat(),
+                },
+                indent=2,
+            )
+        )
+        if report.passed:
+            adapters.version_promote(version=version, note=report.summary())
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return _finish(job, _job_status(version), version=version, report=evaluation, loss_curve=result.loss_curve)
+
+
+def _job_status(version: AdapterVersion) -> str:
+    return (
+        TrainingJob.Status.PROMOTED if version.status == AdapterVersion.Status.PROMOTED else TrainingJob.Status.REJECTED
+    )
