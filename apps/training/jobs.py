@@ -111,7 +111,7 @@ def run_training_job(job_id) -> str:
 
 def _run(job: TrainingJob) -> str:
     from workers.train import CheckpointMismatchError, TrainingPolicy, target_logprobs, train
-    from workers.train.gate import evaluate_gate, retention_prompts
+    from workers.train.gate import evaluate_gate, retention_prompts, retention_prompts_version
 
     policy = _policy()
     model = _training_model()
@@ -232,6 +232,8 @@ def _run(job: TrainingJob) -> str:
         retention_candidate=target_logprobs(model, retention_examples, result.adapter),
         retention_current=target_logprobs(model, retention_examples, parent_adapter),
         min_held_out=int(gate_policy.get("min_held_out", 8)),
+        retention_ratio=1 - float(gate_policy.get("max_regression", 0.05)),
+        retention_set=retention_prompts_version(),
     )
     engine.evict_adapter(candidate_name)
 

@@ -60,14 +60,26 @@ TrainingPolicy(rank=8, alpha=16.0, target_modules=all seven, steps=100, batch_si
 target_logprobs(model, examples, adapter=None, *, batch_size=8, max_tokens=512) -> list[float]
     Mean log-probability per answer token of each example under the base (adapter None) or
     base + adapter (LoraAdapter or PEFT directory): the gate's held-out statistic.
+
+Gate (workers/train/gate.py; numpy only)
+    paired_bootstrap(candidate, current, *, resamples=10000, confidence=0.95, seed=0)
+        -> {"mean_delta", "low", "high", "n"}: percentile interval of the mean paired difference.
+    evaluate_gate(*, held_out_candidate, held_out_current, fact_checks, retention_candidate,
+                  retention_current, min_held_out=8, retention_ratio=0.95, ...) -> GateReport
+        checks held_out, improvement (bootstrap low >= 0), facts, retention (per-token
+        probability ratio exp(mean lp_candidate - mean lp_current) >= 0.95); `passed` = all.
+    GateReport.passed / .checks / .failed / .to_dict() (plain JSON) / .summary() (sentences).
+    retention_prompts() / retention_prompts_version(): the fixed 50 prompts (retention-v1).
 """
 
 from .checkpoint import CheckpointMismatchError
 from .data import TrainingExample
+from .gate import GateReport, evaluate_gate, paired_bootstrap, retention_prompts, retention_prompts_version
 from .policy import TrainingPolicy
 from .trainer import TrainingModel, TrainingResult, target_logprobs, train
 
 __all__ = [
     "CheckpointMismatchError", "TrainingExample", "TrainingModel", "TrainingPolicy",
     "TrainingResult", "target_logprobs", "train",
+    "GateReport", "evaluate_gate", "paired_bootstrap", "retention_prompts", "retention_prompts_version",
 ]
