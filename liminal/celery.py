@@ -3,7 +3,9 @@
 import os
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
 from django.conf import settings
+from django.db import close_old_connections
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "liminal.settings")
@@ -37,6 +39,12 @@ app.conf.update(
     accept_content=["json"],
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
+    # Celery's Django fixup closes every database connection before and after each task unless
+    # this is set, so each answer opened a new PostgreSQL connection (a server process started
+    # and authenticated) before its first query: 6 ms of its time to first token here, against
+    # 3 ms with the thread's connection kept and health-checked (bench/README.md, 2026-12-04).
+    # Connections are recycled as Django does around requests instead (below).
+    CELERY_DB_REUSE_MAX=2**62,
     beat_schedule={
         "reap-stalled-generations": {
             "task": "apps.conversations.tasks.reap_stalled_generations",
@@ -49,3 +57,13 @@ app.conf.update(
     },
 )
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _recycle_database_connections(task=None, **kwargs):
+    """What Django does around each request: drop this thread's connection once it is older than
+    CONN_MAX_AGE or unusable, and health-check it before its next use (CONN_HEALTH_CHECKS).
+    Not for eager tasks, which run inside the caller's transaction."""
+    if not getattr(task.request, "is_eager", False):
+        close_old_connections()

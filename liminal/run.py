@@ -5,9 +5,13 @@
 Ctrl-C (or SIGTERM) stops every process cleanly: each gets SIGTERM, then SIGKILL after a
 grace period. If one process dies, the others are stopped too, so a broken platform never
 half-runs.
+
+The web server and the inference worker run at normal CPU priority; the batch worker, beat and
+Flower at the lowest, so they only take the cores the chat path leaves idle.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +21,16 @@ import time
 from liminal import infra
 
 GRACE_SECONDS = 20
+# Ingestion, clustering and training run JAX, which sizes its thread pool to every core as the
+# inference engine does, and the engine's kernels spin-wait for their partner thread: on 2 cores
+# an embedding job at the same priority took the engine's time to first token from 53 to 133 ms;
+# at niceness 19 it stayed at 53-61 ms (bench/README.md, 2026-12-04).
+BACKGROUND_NICENESS = 19
+
+
+def low_priority(argv: list[str]) -> list[str]:
+    nice = shutil.which("nice")
+    return [nice, "-n", str(BACKGROUND_NICENESS), *argv] if nice else argv
 
 
 def commands(port: str, flower_port: str) -> dict[str, list[str]]:
@@ -49,22 +63,26 @@ def commands(port: str, flower_port: str) -> dict[str, list[str]]:
             "--loglevel",
             "INFO",
         ],
-        "worker": celery
-        + [
-            "worker",
-            "-Q",
-            "ingest,cluster,train,default",
-            "--pool",
-            "threads",
-            "--concurrency",
-            os.environ.get("WORKER_CONCURRENCY", "2"),
-            "-n",
-            "worker@%h",
-            "--loglevel",
-            "INFO",
-        ],
-        "beat": celery + ["beat", "--loglevel", "INFO", "-s", str(infra.var_dir() / "celerybeat-schedule")],
-        "flower": celery + ["flower", f"--port={flower_port}", "--address=127.0.0.1"],
+        "worker": low_priority(
+            celery
+            + [
+                "worker",
+                "-Q",
+                "ingest,cluster,train,default",
+                "--pool",
+                "threads",
+                "--concurrency",
+                os.environ.get("WORKER_CONCURRENCY", "2"),
+                "-n",
+                "worker@%h",
+                "--loglevel",
+                "INFO",
+            ]
+        ),
+        "beat": low_priority(
+            celery + ["beat", "--loglevel", "INFO", "-s", str(infra.var_dir() / "celerybeat-schedule")]
+        ),
+        "flower": low_priority(celery + ["flower", f"--port={flower_port}", "--address=127.0.0.1"]),
     }
 
 
@@ -87,8 +105,16 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
 
     for name, argv in commands(port, flower_port).items():
+        # Each process leads its own process group (stopping it stops its children) but stays in
+        # this session: on Linux a new session is also a new scheduler autogroup, and niceness
+        # only orders processes within one group.
         proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy()
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+            env=os.environ.copy(),
         )
         processes[name] = proc
         threading.Thread(target=_pump, args=(name, proc.stdout), daemon=True).start()
