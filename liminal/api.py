@@ -86,18 +86,22 @@ def _add_error_headers(exc, response) -> None:
         response["Retry-After"] = str(int(retry_after))
 
 
+def _as_drf(exc):
+    """Django's and Python's exceptions that input can cause, as DRF's, for both mappings below."""
+    if isinstance(exc, PermissionDenied):
+        return exceptions.PermissionDenied()
+    if isinstance(exc, DjangoValidationError):
+        return exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    if isinstance(exc, RecursionError):  # JSON nested thousands of levels deep
+        return exceptions.ParseError("The request is nested too deeply.")
+    return exc
+
+
 def envelope_exception_handler(exc, context):
     # Imported here: rest_framework.views reads the renderer setting, which names this module.
     from rest_framework.views import exception_handler as drf_exception_handler
 
-    if isinstance(exc, Http404) and not isinstance(exc, DomainError):
-        exc = exceptions.NotFound()
-    elif isinstance(exc, PermissionDenied):
-        exc = exceptions.PermissionDenied()
-    elif isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
-    elif isinstance(exc, RecursionError):
-        exc = exceptions.ParseError("The request is nested too deeply.")
+    exc = exceptions.NotFound() if isinstance(exc, Http404) and not isinstance(exc, DomainError) else _as_drf(exc)
 
     response = drf_exception_handler(exc, context)
     request = context.get("request")
@@ -130,10 +134,7 @@ def error_parts(exc) -> tuple[int, str, str, object]:
     async views, WebSocket consumers and tasks share with DRF's handler above."""
     if isinstance(exc, Http404) and not isinstance(exc, DomainError):
         return 404, "not_found", str(exc) or "Not found.", None
-    if isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
-    if isinstance(exc, RecursionError):
-        return 400, "validation_error", "The request is nested too deeply.", None
+    exc = _as_drf(exc)
     if not isinstance(exc, exceptions.APIException):
         logger.exception("Unhandled API error", exc_info=exc)
         return 500, "server_error", "Internal server error.", None
