@@ -15,34 +15,28 @@ def _pretty(value) -> str:
     return format_html('<pre class="pretty-json">{}</pre>', text)
 
 
-class ExcludedFilter(admin.SimpleListFilter):
-    title = "training use"
-    parameter_name = "excluded"
+def _is_set_filter(field: str, title: str, parameter: str, unset_label: str, set_label: str):
+    """A list filter on whether `field` is set, with labels that say what that means."""
 
-    def lookups(self, request, model_admin):
-        return [("no", "Live"), ("yes", "Forgotten (excluded)")]
+    class IsSetFilter(admin.SimpleListFilter):
+        parameter_name = parameter
 
-    def queryset(self, request, queryset):
-        if self.value() == "yes":
-            return queryset.filter(excluded_at__isnull=False)
-        if self.value() == "no":
-            return queryset.filter(excluded_at__isnull=True)
-        return queryset
+        def lookups(self, request, model_admin):
+            return [("no", unset_label), ("yes", set_label)]
+
+        def queryset(self, request, queryset):
+            if self.value() in ("yes", "no"):
+                return queryset.filter(**{f"{field}__isnull": self.value() == "no"})
+            return queryset
+
+    IsSetFilter.title = title
+    return IsSetFilter
 
 
-class SupersededFilter(admin.SimpleListFilter):
-    title = "correction memory"
-    parameter_name = "superseded"
-
-    def lookups(self, request, model_admin):
-        return [("no", "Current"), ("yes", "Replaced by a newer correction")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "yes":
-            return queryset.filter(superseded_by__isnull=False)
-        if self.value() == "no":
-            return queryset.filter(superseded_by__isnull=True)
-        return queryset
+ExcludedFilter = _is_set_filter("excluded_at", "training use", "excluded", "Live", "Forgotten (excluded)")
+SupersededFilter = _is_set_filter(
+    "superseded_by", "correction memory", "superseded", "Current", "Replaced by a newer correction"
+)
 
 
 @admin.register(PreferenceEvent)
