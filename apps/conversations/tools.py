@@ -214,9 +214,10 @@ def corrections_recall(call: ToolCall) -> dict:
     """The user's own corrections of prompts like this one (correction memory), as guidance for
     the answer. Thresholds come from the tool's config (data)."""
     from apps.training import selectors as training_selectors
-    from apps.training.services import correction_settings
+    from apps.training.services import CORRECTION_DEFAULTS
 
-    settings_ = {**correction_settings(), **{k: v for k, v in call.config.items() if k != "template"}}
+    # The call's config is this tool's own; reading the global spec again would cost a query.
+    settings_ = {**CORRECTION_DEFAULTS, **{k: v for k, v in call.config.items() if k != "template"}}
     found = training_selectors.corrections_recall(
         actor=call.run.actor,
         embedding=call.run.embedding(_question(call)),

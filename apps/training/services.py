@@ -16,6 +16,8 @@ POSITIVE = {"positive", "like", "thumbs_up"}
 NEGATIVE = {"negative", "dislike", "thumbs_down"}
 REASONS = ("wrong", "unhelpful", "unsafe", "other")
 MEMORY_TEXT_MAX = 2000
+# Correction memory's thresholds when its tool's config does not say.
+CORRECTION_DEFAULTS = {"min_similarity": 0.80, "max_items": 3, "replace_similarity": 0.95}
 
 
 def embed(text: str) -> list[float]:
@@ -182,7 +184,7 @@ def correction_settings() -> dict:
     """Correction memory's thresholds: data in the `corrections.recall_v1` tool's config."""
     from apps.artifacts.selectors import global_artifact
 
-    defaults = {"min_similarity": 0.80, "max_items": 3, "replace_similarity": 0.95}
+    defaults = CORRECTION_DEFAULTS
     tool = global_artifact(kind="tool.spec", name="corrections.recall_v1")
     config = (tool.body.get("config") or {}) if tool is not None and tool.current_version_id else {}
     return {**defaults, **{k: config[k] for k in defaults if k in config}}
