@@ -112,12 +112,11 @@ def _recall(user, question, now):
 
 def test_memory_is_recalled_on_day_3_not_on_day_15_unless_pinned(make_user):
     user = make_user()
-    conversation_message = None
     stored = memory_extract(
         ToolCall(
             inputs={"message": "remember that I use Fedora"},
             config={"patterns": [r"^\s*(?:please\s+)?remember\s+(?:that\s+)?(?P<fact>.+?)\s*[.!]?\s*$"]},
-            run=RunContext(actor=user, defaults={}, message=conversation_message),
+            run=RunContext(actor=user, defaults={}),
         )
     )
     item = MemoryItem.objects.get(pk=stored["memory_id"])
