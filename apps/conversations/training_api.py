@@ -1,13 +1,11 @@
 """/v1 adapters and training jobs: entry points over the training app's services."""
 
-from django.db import transaction
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.artifacts.models import Artifact
 from apps.training import adapters as adapter_services
-from apps.training import tasks
 from apps.training.models import AdapterVersion, TrainingJob
 from liminal.api import validated
 from liminal.errors import NotFound
@@ -117,7 +115,5 @@ class TrainingJobListApi(APIView):
 
     def post(self, request):
         """Train now: a job for your persona adapter on the `train` queue."""
-        with transaction.atomic():
-            job = adapter_services.training_job_create(actor=request.user, trigger=TrainingJob.Trigger.MANUAL)
-            transaction.on_commit(lambda: tasks.train_adapter.delay(str(job.pk)))
+        job = adapter_services.training_job_create(actor=request.user, trigger=TrainingJob.Trigger.MANUAL)
         return Response(JobOutput(job).data, status=status.HTTP_202_ACCEPTED)

@@ -13,7 +13,9 @@ from apps.artifacts import services as artifact_services
 from apps.artifacts.models import ArtifactVersion as BodyVersion
 from apps.training import selectors
 from apps.training.models import AdapterVersion, TrainingJob
-from liminal.errors import Conflict, Invalid, NotFound, ensure_owner
+from liminal.errors import Conflict, Forbidden, Invalid, NotFound, ensure_owner
+
+TRAIN_TASK = "apps.training.tasks.train_adapter"
 
 
 def persona_adapter_ensure(*, actor, rank: int = 8, alpha: float = 16.0):
@@ -38,14 +40,23 @@ def persona_adapter_ensure(*, actor, rank: int = 8, alpha: float = 16.0):
 
 
 def training_job_create(*, actor, trigger: str = TrainingJob.Trigger.MANUAL) -> TrainingJob:
-    """Queue a job for the actor's persona adapter (409 while one is queued or running). The
-    caller hands it to the `train` queue once committed."""
+    """A job for the actor's persona adapter (409 while one is queued or running), handed to the
+    `train` queue once the transaction commits. The task is sent by name: the training tasks
+    import these services, not the other way round."""
     adapter = persona_adapter_ensure(actor=actor)
     try:
         with transaction.atomic():
-            return TrainingJob.objects.create(owner=actor, adapter=adapter, trigger=trigger)
+            job = TrainingJob.objects.create(owner=actor, adapter=adapter, trigger=trigger)
     except IntegrityError as exc:
         raise Conflict("A training job for this adapter is already queued or running.") from exc
+    transaction.on_commit(lambda: _queue(job))
+    return job
+
+
+def _queue(job: TrainingJob) -> None:
+    from celery import current_app
+
+    current_app.send_task(TRAIN_TASK, args=[str(job.pk)], queue="train")
 
 
 def _fresh(adapter):
@@ -73,6 +84,36 @@ def version_promote(*, version: AdapterVersion, note: str = "Passed the gate.") 
     version.save(update_fields=["status", "promoted_at"])
     _set_current(version.adapter, version.version, f"Promoted version {version.version}: {note}")
     return version
+
+
+@transaction.atomic
+def version_approve(*, actor, version: AdapterVersion) -> AdapterVersion:
+    """Serve a version the gate did not promote (or one rolled back earlier). Only an admin may
+    overrule the gate; the owner may bring back a version that passed it. A version trained on
+    forgotten signals is never served again."""
+    if not actor.is_staff:
+        ensure_owner(version, actor, "Adapter version not found.")
+    version = AdapterVersion.objects.select_for_update().select_related("adapter").get(pk=version.pk)
+    if version.tainted_at is not None:
+        raise Conflict("This version was trained on signals that were since deleted; train a new one.")
+    current = selectors.promoted_version(adapter=version.adapter)
+    if current is not None and current.pk == version.pk:
+        raise Conflict("This version is already being served.")
+    passed = bool((version.evaluation or {}).get("passed"))
+    if not passed and not actor.is_staff:
+        raise Forbidden("Only an admin can promote a version the gate rejected.")
+    if current is not None:
+        current.status = AdapterVersion.Status.ROLLED_BACK
+        current.save(update_fields=["status"])
+    if not passed:
+        version.evaluation = {
+            **(version.evaluation or {}),
+            "approved_by": actor.get_username(),
+            "approved_at": timezone.now().isoformat(),
+        }
+        version.save(update_fields=["evaluation"])
+    how = "approved by an admin over the gate" if not passed else "brought back by its owner"
+    return version_promote(version=version, note=how)
 
 
 @transaction.atomic
