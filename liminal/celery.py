@@ -25,6 +25,8 @@ app.conf.update(
         "apps.knowledge.tasks.*": {"queue": "ingest"},
         "apps.training.tasks.cluster_*": {"queue": "cluster"},
         "apps.training.tasks.train_*": {"queue": "train"},
+        "apps.training.tasks.check_*": {"queue": "default"},
+        "apps.training.tasks.reap_*": {"queue": "default"},
     },
     # A job is acknowledged only when it finishes, so a worker that dies mid-run leaves it queued
     # for another worker; the visibility timeout must exceed the longest job.
@@ -49,6 +51,14 @@ app.conf.update(
         "reap-stalled-generations": {
             "task": "apps.conversations.tasks.reap_stalled_generations",
             "schedule": 10.0,
+        },
+        "check-training-triggers": {
+            "task": "apps.training.tasks.check_training_triggers",
+            "schedule": 60.0,
+        },
+        "reap-stalled-training-jobs": {
+            "task": "apps.training.tasks.reap_stalled_training_jobs",
+            "schedule": 60.0,
         },
         "purge-expired-auth-sessions": {
             "task": "apps.accounts.tasks.purge_expired_auth_sessions",

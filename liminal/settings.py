@@ -179,6 +179,8 @@ CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or redis_db_url(
 # Long jobs (training, ingestion) ack late; the visibility timeout must outlast the longest job
 # or Redis redelivers it to a second worker while the first is still running.
 CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600)
+# A training job whose heartbeat is older than this lost its worker; beat sends it again.
+TRAINING_STALE_AFTER_S = env_int("TRAINING_STALE_AFTER_S", 120)
 CELERY_TASK_ALWAYS_EAGER = False
 
 # ---------------------------------------------------------------- Auth

@@ -297,7 +297,17 @@ TRAINING_POLICY = {
     "rank": 8,
     "replay_fraction": 0.5,
     "time_budget_s": 300,
+    "checkpoint_every": 5,
     "gate": {"held_out_fraction": 0.1, "max_regression": 0.05, "min_held_out": 8},
+    # 40 new corrections, liked answers or picks start a job; so does a drop of a quarter in the
+    # share of thumbs up over the latest 20, or a day with something new. No automatic job
+    # within 30 minutes of the last.
+    "triggers": {
+        "new_signals": 40,
+        "schedule_hours": 24,
+        "cooldown_minutes": 30,
+        "satisfaction": {"window": 20, "drop": 0.25},
+    },
 }
 
 

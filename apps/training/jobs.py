@@ -22,7 +22,7 @@ from apps.training.models import AdapterVersion, TrainingJob
 
 logger = logging.getLogger(__name__)
 
-STALE_HEARTBEAT_SECONDS = 120
+MAX_ATTEMPTS = 3
 REPLAY_PROMPTS = Path(__file__).resolve().parents[2] / "workers" / "train" / "replay_prompts.v1.json"
 ANSWER_TOKENS = 48
 
@@ -71,15 +71,47 @@ def _policy() -> dict:
     return dict(artifact.body) if artifact is not None else {}
 
 
+def _stale(job: TrainingJob, now=None) -> bool:
+    """A running job whose heartbeat stopped: its worker died (the heartbeat runs in its own
+    thread, so a long step or the gate never looks like death)."""
+    beat = job.heartbeat_at or job.started_at
+    return beat is None or ((now or timezone.now()) - beat).total_seconds() > settings.TRAINING_STALE_AFTER_S
+
+
+class _Heartbeat:
+    """Refreshes a running job's heartbeat every quarter of the stale limit until stopped."""
+
+    def __init__(self, job_id):
+        self._job_id = job_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self):
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(settings.TRAINING_STALE_AFTER_S / 4):
+                TrainingJob.objects.filter(pk=self._job_id, status=TrainingJob.Status.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            connection.close()
+
+
 def _claim(job_id) -> TrainingJob | None:
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().select_related("adapter", "owner").filter(pk=job_id).first()
         if job is None:
             return None
-        stale = (
-            job.heartbeat_at is None or (timezone.now() - job.heartbeat_at).total_seconds() > STALE_HEARTBEAT_SECONDS
-        )
-        if job.status == TrainingJob.Status.QUEUED or (job.status == TrainingJob.Status.RUNNING and stale):
+        if job.status == TrainingJob.Status.QUEUED or (job.status == TrainingJob.Status.RUNNING and _stale(job)):
             job.status = TrainingJob.Status.RUNNING
             job.attempts += 1
             job.started_at = job.started_at or timezone.now()
@@ -103,10 +135,28 @@ def run_training_job(job_id) -> str:
     if job is None:
         return "skipped"
     try:
-        return _run(job)
+        with _Heartbeat(job.pk):
+            return _run(job)
     except Exception as exc:
         logger.exception("Training job %s failed", job.pk)
         return _finish(job, TrainingJob.Status.FAILED, error=f"{exc.__class__.__name__}: {exc}")
+
+
+def reap_stalled_jobs(*, now=None) -> list[str]:
+    """Beat's check for jobs whose worker died: each is sent again, and the next `train` worker
+    resumes it from its checkpoint; after MAX_ATTEMPTS deaths it fails with that reason."""
+    from celery import current_app
+
+    resent = []
+    for job in TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING):
+        if not _stale(job, now):
+            continue
+        if job.attempts >= MAX_ATTEMPTS:
+            _finish(job, TrainingJob.Status.FAILED, error=f"The training worker stopped {job.attempts} times.")
+            continue
+        current_app.send_task(adapters.TRAIN_TASK, args=[str(job.pk)], queue="train")
+        resent.append(str(job.pk))
+    return resent
 
 
 def _run(job: TrainingJob) -> str:
@@ -132,7 +182,8 @@ def _run(job: TrainingJob) -> str:
         examples, float(gate_policy.get("held_out_fraction", 0.1)), int(gate_policy.get("min_held_out", 8))
     )
 
-    parent = selectors.promoted_version(adapter=job.adapter)
+    # The served version, unless it (or one it was built on) learnt from a forgotten signal.
+    parent = selectors.training_parent(adapter=job.adapter)
     current_name = None
     if parent is not None:
         current_name = f"job-current-{job.adapter_id}"
@@ -165,7 +216,7 @@ def _run(job: TrainingJob) -> str:
             "learning_rate": float(policy.get("learning_rate", 2e-3)),
             "warmup_steps": max(1, steps // 10),
             "time_budget_s": policy.get("time_budget_s"),
-            "checkpoint_every": 5,
+            "checkpoint_every": int(policy.get("checkpoint_every", 5)),
         }
     )
     number = (
@@ -180,7 +231,8 @@ def _run(job: TrainingJob) -> str:
     job.save(update_fields=["dataset_hash", "examples", "steps_total"])
 
     def progress(entry: dict) -> None:
-        job.loss_curve = [*job.loss_curve, round(float(entry["loss"]), 5)]
+        # By step number: a resumed run repeats the steps after its last checkpoint.
+        job.loss_curve = [*job.loss_curve[: int(entry["step"]) - 1], round(float(entry["loss"]), 5)]
         job.steps_done = len(job.loss_curve)
         job.heartbeat_at = timezone.now()
         job.save(update_fields=["loss_curve", "steps_done", "heartbeat_at"])

@@ -148,6 +148,24 @@ def promoted_version(*, adapter):
     ).first()
 
 
+def training_parent(*, adapter):
+    """The version the next job continues from: the served version, or, when that one was
+    trained on signals since forgotten, the newest clean version in its lineage (None: the base
+    model). A version trained on a forgotten signal, or built on one that was, is never built on:
+    its weights carry what was forgotten."""
+    lineage = []
+    version = promoted_version(adapter=adapter)
+    while version is not None:
+        lineage.append(version)
+        version = version.parent
+    clean = None
+    for version in reversed(lineage):  # from the first version on
+        if version.tainted_at is not None:
+            break
+        clean = version
+    return clean
+
+
 def serving_adapters(*, actor) -> list[dict]:
     """What answers for this user use: their promoted persona adapter, if any. The engine name
     carries the user's id, so no other user's request can resolve to it."""

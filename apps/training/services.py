@@ -1,6 +1,7 @@
 """Writes of what users tell the platform: feedback, corrections, preference pairs, memory, and
 forgetting. Every function takes the acting user; objects of other users raise NotFound."""
 
+import logging
 import re
 
 from django.conf import settings
@@ -10,6 +11,8 @@ from pgvector.django import CosineDistance
 
 from apps.training.models import AdapterVersion, MemoryItem, PreferenceEvent
 from liminal.errors import Invalid, ensure_owner
+
+logger = logging.getLogger(__name__)
 
 THUMBS = (PreferenceEvent.Kind.THUMBS_UP, PreferenceEvent.Kind.THUMBS_DOWN)
 POSITIVE = {"positive", "like", "thumbs_up"}
@@ -117,7 +120,22 @@ def feedback_record(
         ).exclude(pk=event.pk).alias(distance=CosineDistance("prompt_embedding", event.prompt_embedding)).filter(
             distance__lte=1 - replace_at
         ).update(superseded_by=event)
+    _check_triggers_after_commit(actor)
     return event
+
+
+def _check_triggers_after_commit(actor) -> None:
+    """Once the signal is stored, see whether it starts a training job. The signal is kept
+    whatever happens there, so a failure is logged, not raised."""
+    from apps.training import triggers
+
+    def check():
+        try:
+            triggers.after_signal(actor=actor)
+        except Exception:
+            logger.exception("Checking the training triggers after a signal failed")
+
+    transaction.on_commit(check)
 
 
 def thumbs_set(*, actor, message, kind: str | None) -> PreferenceEvent | None:
@@ -145,6 +163,7 @@ def pick_record(*, actor, chosen, rejected) -> PreferenceEvent:
         owner=actor, kind=PreferenceEvent.Kind.PICK, message__parent_id=chosen.parent_id, excluded_at=None
     ).delete()
     snapshot = _snapshot(chosen)
+    _check_triggers_after_commit(actor)
     return PreferenceEvent.objects.create(
         owner=actor,
         kind=PreferenceEvent.Kind.PICK,
