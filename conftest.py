@@ -52,6 +52,8 @@ def worker_environment(db_name: str) -> dict:
         # Short answers keep real-model tests quick on CPU; a short heartbeat makes death visible fast.
         CHAT_MAX_TOKENS=os.environ.get("TEST_CHAT_MAX_TOKENS", "48"),
         GENERATION_HEARTBEAT_SECONDS="3",
+        # A training job's heartbeat every 5 s; 20 s of silence and the reaper resends it.
+        TRAINING_STALE_AFTER_S="20",
         ENGINE_BATCH_SLOTS="4",
         ENGINE_MAX_SEQ_LEN="1024",
         # Shapes compile on first use instead; a full warm-up would add about a minute per session.

@@ -297,6 +297,8 @@ def _run(job: TrainingJob) -> str:
         "loss_curve": result.loss_curve,
         "tokens_per_second": result.tokens_per_second,
         "stop_reason": result.stop_reason,
+        "resumed_from_step": result.resumed_from_step,
+        "attempts": job.attempts,
     }
     with transaction.atomic():
         version = AdapterVersion.objects.create(
