@@ -225,7 +225,7 @@ WORKFLOW = {
             "id": "recall",
             "type": "parallel",
             "branches": [{"next": "recall_corrections"}, {"next": "recall_memory"}],
-            "next": "classify",
+            "next": "has_documents",
         },
         {
             "id": "recall_corrections",
@@ -233,8 +233,8 @@ WORKFLOW = {
             "tool": "corrections.recall_v1",
             "inputs": {"message": "${input.message}"},
             "outputs": ["corrections_text", "correction_ids"],
-            "next": "classify",
-            "on_error": "classify",
+            "next": "has_documents",
+            "on_error": "has_documents",
         },
         {
             "id": "recall_memory",
@@ -242,8 +242,18 @@ WORKFLOW = {
             "tool": "memory.recall_v1",
             "inputs": {"message": "${input.message}"},
             "outputs": ["memory_text", "memory_ids"],
-            "next": "classify",
-            "on_error": "classify",
+            "next": "has_documents",
+            "on_error": "has_documents",
+        },
+        # The intent only decides between the documents and a plain answer, so it is asked only
+        # when documents are bound (it took 6-27 ms of every answer's time to first token).
+        {
+            "id": "has_documents",
+            "type": "switch",
+            "branches": [
+                {"when": "input.has_contexts == false", "next": "plain"},
+                {"when": "true", "next": "classify"},
+            ],
         },
         {
             "id": "classify",
@@ -251,14 +261,13 @@ WORKFLOW = {
             "tool": "llm.intent_classifier_v1",
             "inputs": {"message": "${input.message}"},
             "outputs": ["intent"],
-            "next": "has_documents",
-            "on_error": "has_documents",
+            "next": "route",
+            "on_error": "rag",
         },
         {
-            "id": "has_documents",
+            "id": "route",
             "type": "switch",
             "branches": [
-                {"when": "input.has_contexts == false", "next": "plain"},
                 {"when": "vars.intent == 'smalltalk'", "next": "plain"},
                 {"when": "true", "next": "rag"},
             ],
@@ -358,6 +367,32 @@ def seed_missing(Artifact, ArtifactVersion) -> None:
         "How persona adapters are trained, and what the gate demands before one is promoted.",
         TRAINING_POLICY,
     )
+
+
+def upgrade_seeded(Artifact, ArtifactVersion) -> None:
+    """Move a global seeded artifact to this file's body when its current version is still one
+    the system wrote (never over an admin's or the model's edit)."""
+    bodies = {
+        ("workflow.chat", DEFAULT_WORKFLOW): WORKFLOW,
+        ("policy.training", DEFAULT_TRAINING_POLICY): TRAINING_POLICY,
+    }
+    bodies.update({("tool.spec", tool["name"]): tool for tool in TOOLS})
+    for (kind, name), body in bodies.items():
+        artifact = Artifact.objects.filter(owner=None, kind=kind, name=name).first()
+        current = ArtifactVersion.objects.filter(pk=artifact.current_version_id).first() if artifact else None
+        if current is None or current.created_by != "system" or current.body == body:
+            continue
+        version = ArtifactVersion.objects.create(
+            artifact=artifact,
+            version=current.version + 1,
+            body=body,
+            created_by="system",
+            parent=current,
+            change_note="Upgraded with the platform's seeded defaults.",
+        )
+        artifact.current_version = version
+        artifact.save(update_fields=["current_version"])
+        _mirror(artifact, version)
 
 
 def seeded_names() -> list[str]:

@@ -45,9 +45,22 @@ def artifact_get(*, actor, artifact_id, kind: str | None = None) -> Artifact:
 
 def artifact_by_name(*, actor, kind: str, name: str) -> Artifact | None:
     """The artifact of this kind and name the actor sees, their own before a shared or global one."""
-    candidates = Artifact.objects.filter(visible_q(actor), kind=kind, name=name).select_related("current_version")
-    own = candidates.filter(owner=actor).first() if actor is not None else None
-    return own or candidates.filter(owner__isnull=True).first() or candidates.first()
+    return artifacts_by_names(actor=actor, kind=kind, names=[name]).get(name)
+
+
+def artifacts_by_names(*, actor, kind: str, names) -> dict[str, Artifact]:
+    """`artifact_by_name` for several names in one query: name -> the artifact the actor sees."""
+    rank = {"own": 0, "global": 1, "other": 2}
+    found: dict[str, tuple[int, Artifact]] = {}
+    rows = Artifact.objects.filter(visible_q(actor), kind=kind, name__in=set(names)).select_related("current_version")
+    for artifact in rows.order_by("created_at"):
+        if actor is not None and artifact.owner_id == actor.pk:
+            order = rank["own"]
+        else:
+            order = rank["global"] if artifact.owner_id is None else rank["other"]
+        if artifact.name not in found or order < found[artifact.name][0]:
+            found[artifact.name] = (order, artifact)
+    return {name: artifact for name, (_, artifact) in found.items()}
 
 
 def global_artifact(*, kind: str, name: str) -> Artifact | None:

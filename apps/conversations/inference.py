@@ -46,9 +46,10 @@ def cancel_poller(stream_key: str | None, local_cancel=None, deadline: float | N
 
 
 def stream_handle(handle, stream_key: str | None, on_progress=None, on_first=None) -> str:
-    """Relay a generation's tokens to its group in chunks of ~COALESCE seconds; return the text."""
+    """Relay a generation's tokens to its group in chunks of ~COALESCE seconds; return the text.
+    The first token goes out at once: the chunking clock starts with it, not at submit."""
     text, pending = "", ""
-    last_flush = last_progress = time.monotonic()
+    last_flush, last_progress = float("-inf"), time.monotonic()
     for event in handle:
         if not text and on_first is not None:
             on_first()

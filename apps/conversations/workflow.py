@@ -113,6 +113,7 @@ class WorkflowRunner:
         self.lock = threading.Lock()
         self.publish_trace = publish_trace
         self.steps = 0
+        self.specs: dict | None = None
 
     # ---------------------------------------------------------------- walking the graph
 
@@ -172,7 +173,12 @@ class WorkflowRunner:
     # ---------------------------------------------------------------- tool calls
 
     def _spec(self, name: str) -> dict:
-        artifact = artifact_selectors.artifact_by_name(actor=self.run.actor, kind="tool.spec", name=name)
+        # Every tool the workflow names, looked up once per run in one query.
+        with self.lock:
+            if self.specs is None:
+                names = {node["tool"] for node in self.nodes.values() if node["type"] == "tool_call"}
+                self.specs = artifact_selectors.artifacts_by_names(actor=self.run.actor, kind="tool.spec", names=names)
+        artifact = self.specs.get(name)
         if artifact is None:
             raise StepFailed(f"No tool named {name!r} is available.", retryable=False)
         return artifact.body

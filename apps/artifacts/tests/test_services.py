@@ -34,3 +34,41 @@ def test_a_body_with_a_nul_character_is_refused_with_its_pointer(user, workflow_
     with pytest.raises(services.Invalid) as refused:
         services.artifact_create(actor=user, name="nul", body=body)
     assert refused.value.details["pointer"] == "/schema/defaults/system_prompt"
+
+
+def test_seeded_bodies_are_upgraded_only_where_the_system_wrote_the_current_version(user):
+    from apps.artifacts.models import ArtifactVersion
+    from apps.artifacts.seeds import upgrade_seeded
+    from apps.artifacts.selectors import global_artifact
+
+    workflow = global_artifact(kind="workflow.chat", name="chat.default")
+    policy = global_artifact(kind="policy.training", name="training.default")
+    old_workflow = {**WORKFLOW, "timeout_ms": 1000}
+    for artifact, body in ((workflow, old_workflow), (policy, {**TRAINING_POLICY, "max_steps": 3})):
+        current = artifact.current_version
+        artifact.current_version = ArtifactVersion.objects.create(
+            artifact=artifact, version=current.version + 1, body=body, created_by="system", parent=current
+        )
+        artifact.save(update_fields=["current_version"])
+    services.artifact_update(  # an admin's edit
+        actor=None, artifact=policy, body={**TRAINING_POLICY, "max_steps": 5}, created_by="user"
+    )
+    upgrade_seeded(Artifact, ArtifactVersion)
+    workflow, policy = (Artifact.objects.get(pk=a.pk) for a in (workflow, policy))
+    assert workflow.body == WORKFLOW and workflow.current_version.change_note.startswith("Upgraded")
+    assert policy.body["max_steps"] == 5, "an edit is never overwritten"
+    versions = workflow.versions.count()
+    upgrade_seeded(Artifact, ArtifactVersion)
+    assert workflow.versions.count() == versions, "nothing to do twice"
+
+
+def test_a_name_resolves_to_the_users_own_artifact_before_the_global_one(user, workflow_body, make_user):
+    from apps.artifacts.selectors import artifact_by_name, artifacts_by_names
+
+    seeded = artifact_by_name(actor=user, kind="workflow.chat", name="chat.default")
+    assert seeded.owner is None
+    own = services.artifact_create(actor=user, name="chat.default", body=workflow_body)
+    assert artifact_by_name(actor=user, kind="workflow.chat", name="chat.default").pk == own.pk
+    assert artifact_by_name(actor=make_user(), kind="workflow.chat", name="chat.default").pk == seeded.pk
+    found = artifacts_by_names(actor=user, kind="tool.spec", names=[t["name"] for t in TOOLS] + ["missing"])
+    assert sorted(found) == sorted(t["name"] for t in TOOLS)

@@ -31,7 +31,7 @@ OLD_SAMPLING = {"greedy": False, "temperature": 0.3, "top_p": 0.9, "repetition_p
 
 
 # The two recall steps run in parallel, so they may finish in either order.
-PLAIN_STEPS = ["remember", "recall_*", "recall_*", "recall", "classify", "has_documents", "plain", "end"]
+PLAIN_STEPS = ["remember", "recall_*", "recall_*", "recall", "has_documents", "plain", "end"]
 
 
 def _steps(trace) -> list[str]:
@@ -204,7 +204,9 @@ def test_editing_the_workflow_changes_the_next_answer_and_reverting_restores_it(
     workflow = _default_workflow()
     before = workflow.version_number
     ids = [node["id"] for node in workflow.body["nodes"]]
-    rag, switch = ids.index("rag"), ids.index("has_documents")
+    switch = ids.index("has_documents")
+    # The document branch's nodes, last first so each index still holds when its turn comes.
+    document_nodes = sorted((ids.index(name), name) for name in ("classify", "route", "rag"))[::-1]
 
     grounded = _grounded_answer(live_server_url, token, context.pk)
     assert grounded["receipt"]["retrieval"]["found"] and grounded["content_struct"]["grounded"]
@@ -216,13 +218,19 @@ def test_editing_the_workflow_changes_the_next_answer_and_reverting_restores_it(
             f"{live_server_url}/v1/artifacts/{workflow.pk}",
             {
                 "patch": [
-                    {"op": "test", "path": f"/nodes/{rag}/id", "value": "rag"},
                     {
                         "op": "replace",
                         "path": f"/nodes/{switch}/branches",
                         "value": [{"when": "true", "next": "plain"}],
                     },
-                    {"op": "remove", "path": f"/nodes/{rag}"},
+                    *(
+                        op
+                        for index, name in document_nodes
+                        for op in (
+                            {"op": "test", "path": f"/nodes/{index}/id", "value": name},
+                            {"op": "remove", "path": f"/nodes/{index}"},
+                        )
+                    ),
                 ],
                 "change_note": "No retrieval",
             },
