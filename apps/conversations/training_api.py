@@ -6,9 +6,9 @@ from rest_framework.views import APIView
 
 from apps.artifacts.models import Artifact
 from apps.training import adapters as adapter_services
+from apps.training import selectors as training_selectors
 from apps.training.models import AdapterVersion, TrainingJob
 from liminal.api import validated
-from liminal.errors import NotFound
 
 
 class VersionOutput(serializers.ModelSerializer):
@@ -60,19 +60,8 @@ class RollbackInput(serializers.Serializer):
     to_version = serializers.IntegerField(min_value=1, required=False, allow_null=True)
 
 
-def _adapters(actor):
-    return Artifact.objects.filter(owner=actor, kind="adapter.lora").order_by("name")
-
-
-def _adapter(actor, adapter_id) -> Artifact:
-    adapter = _adapters(actor).filter(pk=adapter_id).first()
-    if adapter is None:
-        raise NotFound("Adapter not found.")
-    return adapter
-
-
 def _adapter_output(adapter: Artifact, with_versions: bool) -> dict:
-    versions = adapter.adapter_versions.select_related("parent").order_by("-version")
+    versions = training_selectors.adapter_versions(adapter=adapter)
     data = {
         "id": str(adapter.pk),
         "name": adapter.name,
@@ -84,23 +73,27 @@ def _adapter_output(adapter: Artifact, with_versions: bool) -> dict:
     }
     if with_versions:
         data["versions"] = VersionOutput(versions, many=True).data
-        data["jobs"] = JobOutput(adapter.training_jobs.order_by("-created_at")[:20], many=True).data
+        data["jobs"] = JobOutput(training_selectors.adapter_jobs(adapter=adapter), many=True).data
     return data
 
 
 class AdapterListApi(APIView):
     def get(self, request):
-        return Response({"items": [_adapter_output(a, False) for a in _adapters(request.user)]})
+        return Response(
+            {"items": [_adapter_output(a, False) for a in training_selectors.adapters_list(actor=request.user)]}
+        )
 
 
 class AdapterDetailApi(APIView):
     def get(self, request, adapter_id):
-        return Response(_adapter_output(_adapter(request.user, adapter_id), True))
+        return Response(
+            _adapter_output(training_selectors.adapter_get(actor=request.user, adapter_id=adapter_id), True)
+        )
 
 
 class AdapterRollbackApi(APIView):
     def post(self, request, adapter_id):
-        adapter = _adapter(request.user, adapter_id)
+        adapter = training_selectors.adapter_get(actor=request.user, adapter_id=adapter_id)
         data = validated(RollbackInput, request)
         served = adapter_services.adapter_rollback(
             actor=request.user, adapter=adapter, to_version=data.get("to_version")
@@ -110,7 +103,7 @@ class AdapterRollbackApi(APIView):
 
 class TrainingJobListApi(APIView):
     def get(self, request):
-        jobs = TrainingJob.objects.filter(owner=request.user).order_by("-created_at")[:100]
+        jobs = training_selectors.jobs_list(actor=request.user)
         return Response({"items": JobOutput(jobs, many=True).data})
 
     def post(self, request):

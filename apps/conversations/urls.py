@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.conversations import feedback_views, views
+from apps.conversations import adapter_views, feedback_views, views
 
 urlpatterns = [
     path("", views.chat_home, name="chat-home"),
@@ -23,4 +23,10 @@ urlpatterns = [
     path("memory/<uuid:item_id>/edit/", feedback_views.memory_edit, name="memory-edit"),
     path("memory/<uuid:item_id>/pin/", feedback_views.memory_pin, name="memory-pin"),
     path("memory/<uuid:item_id>/delete/", feedback_views.memory_delete, name="memory-delete"),
+    path("adapters/", adapter_views.adapters_page, name="adapters"),
+    path("adapters/train/", adapter_views.adapter_train, name="adapter-train"),
+    path("adapters/<uuid:adapter_id>/", adapter_views.adapter_page, name="adapter"),
+    path("adapters/<uuid:adapter_id>/progress/", adapter_views.adapter_progress, name="adapter-progress"),
+    path("adapters/<uuid:adapter_id>/rollback/", adapter_views.adapter_rollback, name="adapter-rollback"),
+    path("adapters/versions/<uuid:version_id>/serve/", adapter_views.version_serve, name="adapter-version-serve"),
 ]

@@ -102,7 +102,9 @@ def version_approve(*, actor, version: AdapterVersion) -> AdapterVersion:
     passed = bool((version.evaluation or {}).get("passed"))
     if not passed and not actor.is_staff:
         raise Forbidden("Only an admin can promote a version the gate rejected.")
-    if current is not None:
+    # Serving a newer version keeps the one served until now promoted, as a promotion by the gate
+    # does (rolling back returns to it); bringing back an older one is a rollback of the newer.
+    if current is not None and current.version > version.version:
         current.status = AdapterVersion.Status.ROLLED_BACK
         current.save(update_fields=["status"])
     if not passed:
@@ -119,8 +121,10 @@ def version_approve(*, actor, version: AdapterVersion) -> AdapterVersion:
 @transaction.atomic
 def adapter_rollback(*, actor, adapter, to_version: int | None = None) -> AdapterVersion | None:
     """Stop serving the current version: serve `to_version` (an earlier promoted one), or else
-    the previous promoted version, or else the base model. Returns what is now served."""
-    ensure_owner(adapter, actor, "Adapter not found.")
+    the previous promoted version, or else the base model. Returns what is now served. The
+    owner or an admin may do it."""
+    if not actor.is_staff:
+        ensure_owner(adapter, actor, "Adapter not found.")
     adapter = _fresh(adapter)
     current = selectors.promoted_version(adapter=adapter)
     if current is None and to_version is None:

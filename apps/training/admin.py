@@ -6,8 +6,9 @@ from django.template.defaultfilters import truncatechars
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from apps.training import services
-from apps.training.models import MemoryItem, PreferenceEvent
+from apps.training import adapters, services
+from apps.training.models import AdapterVersion, MemoryItem, PreferenceEvent, TrainingJob
+from liminal.errors import DomainError
 
 
 def _pretty(value) -> str:
@@ -223,3 +224,116 @@ class MemoryItemAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         for item in queryset.select_related("owner"):
             services.memory_forget(actor=item.owner, item=item)
+
+
+@admin.register(AdapterVersion)
+class AdapterVersionAdmin(admin.ModelAdmin):
+    """Trained adapter versions with their gate reports. Versions are written by training jobs
+    only; what an admin may do is serve one, including one the gate rejected."""
+
+    list_display = ("adapter_label", "version", "status", "passed", "owner", "tainted", "created_at", "promoted_at")
+    list_filter = ("status", ("tainted_at", admin.EmptyFieldListFilter))
+    search_fields = ("owner__email", "adapter__name", "dataset_hash", "checksum")
+    list_select_related = ("owner", "adapter", "parent")
+    date_hierarchy = "created_at"
+    actions = ["approve_over_gate"]
+    readonly_fields = (
+        "owner",
+        "adapter",
+        "version",
+        "parent",
+        "status",
+        "fs_dir",
+        "checksum",
+        "dataset_hash",
+        "gate_summary",
+        "evaluation_pretty",
+        "loss_curve",
+        "tainted_at",
+        "created_at",
+        "promoted_at",
+    )
+    exclude = ("trained_on", "evaluation")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Adapter")
+    def adapter_label(self, version):
+        return f"{version.adapter.name} ({version.owner.email if version.owner_id else 'global'})"
+
+    @admin.display(description="Passed the gate", boolean=True)
+    def passed(self, version):
+        return bool((version.evaluation or {}).get("passed"))
+
+    @admin.display(description="Forgotten signals", boolean=True, ordering="tainted_at")
+    def tainted(self, version):
+        return version.tainted_at is not None
+
+    @admin.display(description="Gate report")
+    def gate_summary(self, version):
+        return format_html('<pre class="pretty-json">{}</pre>', (version.evaluation or {}).get("summary", "–"))
+
+    @admin.display(description="Evaluation")
+    def evaluation_pretty(self, version):
+        return _pretty(version.evaluation)
+
+    @admin.action(description="Serve this version (overrules the gate where it was rejected)")
+    def approve_over_gate(self, request, queryset):
+        for version in queryset.select_related("adapter"):
+            try:
+                adapters.version_approve(actor=request.user, version=version)
+            except DomainError as exc:
+                self.message_user(request, f"{version}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(
+                    request, f"{version.adapter.name} v{version.version} is now served.", messages.SUCCESS
+                )
+
+
+@admin.register(TrainingJob)
+class TrainingJobAdmin(admin.ModelAdmin):
+    """Training jobs as the train worker left them (Flower shows the Celery side of each)."""
+
+    list_display = ("id", "owner", "status", "trigger", "examples", "steps", "attempts", "created_at", "finished_at")
+    list_filter = ("status", "trigger")
+    search_fields = ("owner__email", "id", "dataset_hash")
+    list_select_related = ("owner", "version")
+    date_hierarchy = "created_at"
+    exclude = ("report",)
+    readonly_fields = (
+        "owner",
+        "adapter",
+        "status",
+        "trigger",
+        "dataset_hash",
+        "examples",
+        "steps_done",
+        "steps_total",
+        "loss_curve",
+        "report_pretty",
+        "error",
+        "attempts",
+        "heartbeat_at",
+        "version",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+
+    def has_add_permission(self, request):
+        return False  # jobs come from triggers and Train now
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Steps")
+    def steps(self, job):
+        return f"{job.steps_done} / {job.steps_total}" if job.steps_total else "–"
+
+    @admin.display(description="Report")
+    def report_pretty(self, job):
+        return _pretty(job.report)

@@ -143,9 +143,7 @@ def promoted_version(*, adapter):
     number = (adapter.body or {}).get("current_version") if adapter is not None else None
     if not number:
         return None
-    return AdapterVersion.objects.filter(
-        adapter=adapter, version=number, status=AdapterVersion.Status.PROMOTED
-    ).first()
+    return AdapterVersion.objects.filter(adapter=adapter, version=number, status=AdapterVersion.Status.PROMOTED).first()
 
 
 def training_parent(*, adapter):
@@ -181,3 +179,59 @@ def serving_adapters(*, actor) -> list[dict]:
             "weight": 1.0,
         }
     ]
+
+
+def _adapter_artifacts():
+    from apps.artifacts.models import Artifact
+
+    return Artifact.objects.filter(kind="adapter.lora").select_related("owner")
+
+
+def adapters_list(*, actor, everyone: bool = False):
+    """The actor's `adapter.lora` artifacts; with `everyone`, an admin's view of all of them."""
+    adapters = _adapter_artifacts()
+    if not (everyone and actor.is_staff):
+        adapters = adapters.filter(owner=actor)
+    return adapters.order_by("owner__email", "name")
+
+
+def adapter_get(*, actor, adapter_id):
+    """One adapter the actor may see: their own, or any for an admin (others: 404)."""
+    adapters = _adapter_artifacts()
+    if not actor.is_staff:
+        adapters = adapters.filter(owner=actor)
+    return _one(adapters, adapter_id, "Adapter")
+
+
+def adapter_versions(*, adapter):
+    from apps.training.models import AdapterVersion
+
+    return AdapterVersion.objects.filter(adapter=adapter).select_related("parent").order_by("-version")
+
+
+def adapter_jobs(*, adapter, limit: int = 20):
+    from apps.training.models import TrainingJob
+
+    return TrainingJob.objects.filter(adapter=adapter).select_related("version").order_by("-created_at")[:limit]
+
+
+def adapter_active_job(*, adapter):
+    from apps.training.models import TrainingJob
+
+    return TrainingJob.objects.filter(adapter=adapter, status__in=TrainingJob.ACTIVE).first()
+
+
+def version_get(*, actor, version_id):
+    """One adapter version the actor may see: of their own adapter, or any for an admin."""
+    from apps.training.models import AdapterVersion
+
+    versions = AdapterVersion.objects.select_related("adapter", "adapter__owner", "parent")
+    if not actor.is_staff:
+        versions = versions.filter(owner=actor)
+    return _one(versions, version_id, "Adapter version")
+
+
+def jobs_list(*, actor, limit: int = 100):
+    from apps.training.models import TrainingJob
+
+    return TrainingJob.objects.filter(owner=actor).select_related("version").order_by("-created_at")[:limit]

@@ -1,44 +1,17 @@
 """The main chat flows in headless Chromium against a live server and a real worker."""
 
-import shutil
-from pathlib import Path
-
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+from apps.conversations.tests.browser import ARTIFACTS, chromium_page
 
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
 def page(live_server_url, monkeypatch):
-    # Playwright's sync API keeps an event loop running in this thread; the test's own ORM calls
-    # (setup and assertions, never concurrent with it) are safe.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        page = browser.new_page(viewport={"width": 1200, "height": 800})
-        page.set_default_timeout(30_000)
-        try:
-            yield page
-        finally:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "chat-last-state.png"), full_page=True)
-            browser.close()
+    with chromium_page("chat-last-state", viewport={"width": 1200, "height": 800}) as page:
+        yield page
 
 
 def _final_answer(page, timeout=180_000):

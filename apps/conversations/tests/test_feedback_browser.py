@@ -2,52 +2,19 @@
 with a better answer, the Feedback page, "Keep this one" after regenerating, and the Memory page.
 Screenshots at desktop and phone sizes go to test-artifacts/."""
 
-import shutil
-from pathlib import Path
-
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+from apps.conversations.tests.browser import ARTIFACTS, DESKTOP, PHONE, chromium_page, shoot
 
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
 def page(live_server_url, monkeypatch):
-    # Playwright's sync API keeps an event loop running in this thread; the test's own ORM calls
-    # (setup and assertions, never concurrent with it) are safe.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
-        )
-        page = browser.new_page(viewport=DESKTOP)
-        page.set_default_timeout(30_000)
-        # Deleting asks for a confirmation first; the test says yes.
-        page.on("dialog", lambda dialog: dialog.accept())
-        try:
-            yield page
-        finally:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "feedback-last-state.png"), full_page=True)
-            browser.close()
-
-
-def _shoot(page, name: str, *, full_page: bool = False) -> None:
-    """The same screen at desktop and at phone size."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    for size, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
-        page.set_viewport_size(viewport)
-        page.wait_for_timeout(150)
-        page.screenshot(path=str(ARTIFACTS / f"{name}-{size}.png"), full_page=full_page)
-    page.set_viewport_size(DESKTOP)
+    # Deleting asks for a confirmation first; the test says yes.
+    with chromium_page("feedback-last-state", accept_dialogs=True) as page:
+        yield page
 
 
 def _final_answer(page, timeout=180_000):
@@ -85,7 +52,7 @@ def test_feedback_keep_and_memory_in_a_real_browser(page, live_server_url, celer
     form.locator("textarea[name=comment]").fill("It named the wrong city.")
     form.locator("textarea[name=correction]").fill("The capital of France is Paris.")
     form.scroll_into_view_if_needed()
-    _shoot(page, "feedback-form")
+    shoot(page, "feedback-form")
     form.locator("button[type=submit]").click()
 
     answer = page.locator(f"#msg-{first.pk}")
@@ -105,7 +72,7 @@ def test_feedback_keep_and_memory_in_a_real_browser(page, live_server_url, celer
     for text in ("Correction", "What is the capital of France?", "The capital of France is Paris.", "wrong"):
         assert text in event.inner_text()
     assert event.locator("a >> text=Open conversation").get_attribute("href") in conversation_url
-    _shoot(page, "feedback-page", full_page=True)
+    shoot(page, "feedback-page", full_page=True)
     # On a phone the links fold into a menu.
     page.set_viewport_size(PHONE)
     assert not page.locator(".topnav >> text=Memory").is_visible()
@@ -128,7 +95,7 @@ def test_feedback_keep_and_memory_in_a_real_browser(page, live_server_url, celer
     kept = page.locator(f"#msg-{second.pk}")
     kept.locator("button >> text=Keep this one").click()
     kept.locator("text=Kept").wait_for()
-    _shoot(page, "answer-kept")
+    shoot(page, "answer-kept")
     pair = PreferenceEvent.objects.get(owner=user, kind="pick", excluded_at=None)
     assert pair.message_id == second.pk and pair.rejected_message_id == first.pk
 
@@ -155,7 +122,7 @@ def test_feedback_keep_and_memory_in_a_real_browser(page, live_server_url, celer
     cat.locator("button >> text=Edit").click()
     editing = page.locator(".memory-item.editing")
     editing.locator("textarea").fill("My cat is called Miso; she is grey.")
-    _shoot(page, "memory-page", full_page=True)
+    shoot(page, "memory-page", full_page=True)
     editing.locator("button >> text=Save").click()
     page.locator(".memory-item:not(.editing)", has_text="she is grey").wait_for()
     assert MemoryItem.objects.filter(owner=user, text="My cat is called Miso; she is grey.").exists()

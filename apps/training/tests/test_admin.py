@@ -155,3 +155,47 @@ def test_the_admin_is_for_admins_only(client, make_user, signals):
     for url in (EVENTS, CORRECTIONS, MEMORY):
         response = client.get(url)
         assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+
+
+def test_an_admin_serves_a_version_the_gate_rejected(admin_client, make_user):
+    from apps.training import adapters
+    from apps.training.models import AdapterVersion
+
+    owner = make_user(email="owner@example.com")
+    adapter = adapters.persona_adapter_ensure(actor=owner)
+    served = adapters.version_promote(
+        version=AdapterVersion.objects.create(
+            owner=owner, adapter=adapter, version=1, fs_dir="/a/v1", evaluation={"passed": True}
+        )
+    )
+    rejected = AdapterVersion.objects.create(
+        owner=owner,
+        adapter=adapter,
+        version=2,
+        fs_dir="/a/v2",
+        parent=served,
+        status=AdapterVersion.Status.REJECTED,
+        evaluation={
+            "passed": False,
+            "summary": "The candidate did not pass the gate: 1 of 3 checks failed (retention).",
+        },
+    )
+    changelist = reverse("admin:training_adapterversion_changelist")
+    listing = admin_client.get(changelist, {"status": "rejected"}).content.decode()
+    assert "persona (owner@example.com)" in listing and listing.count('name="_selected_action"') == 1
+    page = admin_client.get(reverse("admin:training_adapterversion_change", args=[rejected.pk])).content.decode()
+    assert "1 of 3 checks failed (retention)" in page
+    response = admin_client.post(
+        changelist, {"action": "approve_over_gate", "index": 0, "_selected_action": [str(rejected.pk)]}, follow=True
+    )
+    assert "Persona v2 is now served" in response.content.decode()
+    adapter.refresh_from_db()
+    rejected.refresh_from_db()
+    assert adapter.body["current_version"] == 2 and rejected.evaluation["approved_by"] == "root@example.com"
+    # Serving it again is refused with the reason, not an error page.
+    response = admin_client.post(
+        changelist, {"action": "approve_over_gate", "index": 0, "_selected_action": [str(rejected.pk)]}, follow=True
+    )
+    assert "already being served" in response.content.decode()
+    jobs = admin_client.get(reverse("admin:training_trainingjob_changelist"))
+    assert jobs.status_code == 200

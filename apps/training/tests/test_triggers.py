@@ -175,12 +175,13 @@ def test_only_an_admin_promotes_what_the_gate_rejected(make_user):
     adapter.refresh_from_db()
     assert adapter.body["current_version"] == 2 and rejected.status == "promoted"
     assert rejected.evaluation["approved_by"] == admin.get_username()
-    assert AdapterVersion.objects.get(pk=passed.pk).status == "rolled_back"
+    assert AdapterVersion.objects.get(pk=passed.pk).status == "promoted"  # rolling back returns to it
     with pytest.raises(Conflict):
         adapters.version_approve(actor=admin, version=rejected)
     adapters.version_approve(actor=user, version=passed)  # the owner brings back one that passed
     adapter.refresh_from_db()
     assert adapter.body["current_version"] == 1
+    assert AdapterVersion.objects.get(pk=rejected.pk).status == "rolled_back"
     AdapterVersion.objects.filter(pk=rejected.pk).update(tainted_at=timezone.now())
     with pytest.raises(Conflict):
         adapters.version_approve(actor=admin, version=AdapterVersion.objects.get(pk=rejected.pk))
