@@ -108,6 +108,19 @@ class AuthSession(models.Model):
         return self.revoked_at is None and self.expires_at > timezone.now()
 
 
+class RotatedRefreshToken(models.Model):
+    """A refresh token its session has rotated away from. Presented again, it means the token
+    was copied (by an attacker, or the client lost track): the whole session is revoked, the
+    newer refresh token and its access tokens with it (OAuth 2.0 refresh token reuse detection)."""
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    session = models.ForeignKey(AuthSession, on_delete=models.CASCADE, related_name="rotated_refresh_tokens")
+    rotated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"rotated refresh token of {self.session_id}"
+
+
 class ApiKey(models.Model):
     """A long-lived bearer credential for integrations (e.g. OpenAI-compatible clients).
 

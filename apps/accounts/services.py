@@ -1,3 +1,4 @@
+import logging
 from datetime import timedelta
 
 from django.conf import settings
@@ -5,9 +6,11 @@ from django.contrib.auth.password_validation import validate_password
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.accounts.models import ApiKey, AuthSession, Tenant, User
+from apps.accounts.models import ApiKey, AuthSession, RotatedRefreshToken, Tenant, User
 from apps.accounts.tokens import access_token_issue, api_key_new, refresh_token_new, secret_hash
 from liminal.api import Conflict
+
+logger = logging.getLogger(__name__)
 
 
 def _normalise_email(email: str) -> str:
@@ -94,22 +97,26 @@ class InvalidRefreshToken(Exception):
     pass
 
 
-@transaction.atomic
 def auth_session_refresh(*, refresh_token: str) -> dict:
-    """Rotate: issue a new refresh token and make the presented one worthless."""
-    session = (
-        AuthSession.objects.select_for_update()
-        .select_related("user")
-        .filter(refresh_token_hash=secret_hash(refresh_token or ""))
-        .first()
-    )
-    if session is None or not session.is_active or not session.user.is_active:
-        raise InvalidRefreshToken("Refresh token is invalid, expired or revoked.")
-    new_refresh = refresh_token_new()
-    session.refresh_token_hash = secret_hash(new_refresh)
-    session.last_refreshed_at = timezone.now()
-    session.save(update_fields=["refresh_token_hash", "last_refreshed_at"])
-    return _session_tokens(session, new_refresh)
+    """Rotate: issue a new refresh token and make the presented one worthless. A rotated token
+    presented again revokes its session: someone holds a copy (see RotatedRefreshToken)."""
+    presented = secret_hash(refresh_token or "")
+    with transaction.atomic():
+        session = (
+            AuthSession.objects.select_for_update().select_related("user").filter(refresh_token_hash=presented).first()
+        )
+        if session is not None and session.is_active and session.user.is_active:
+            RotatedRefreshToken.objects.create(token_hash=session.refresh_token_hash, session=session)
+            new_refresh = refresh_token_new()
+            session.refresh_token_hash = secret_hash(new_refresh)
+            session.last_refreshed_at = timezone.now()
+            session.save(update_fields=["refresh_token_hash", "last_refreshed_at"])
+            return _session_tokens(session, new_refresh)
+    reused = RotatedRefreshToken.objects.filter(token_hash=presented).select_related("session").first()
+    if reused is not None:
+        logger.warning("A rotated refresh token was presented again; revoking session %s", reused.session_id)
+        auth_session_revoke(session=reused.session)
+    raise InvalidRefreshToken("Refresh token is invalid, expired or revoked.")
 
 
 def auth_session_revoke(*, session: AuthSession) -> None:

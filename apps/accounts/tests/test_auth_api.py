@@ -113,9 +113,31 @@ def test_refresh_rotates_and_old_refresh_token_stops_working(api_client, make_us
     rotated = first.json()["data"]
     assert rotated["refresh_token"] != tokens["refresh_token"]
     assert rotated["session_id"] == tokens["session_id"]
+    assert bearer(api_client, rotated["access_token"]).get("/v1/me").status_code == 200
+    second = api_client.post("/v1/auth/refresh", {"refresh_token": rotated["refresh_token"]}, format="json")
+    assert second.status_code == 200
+    newest = second.json()["data"]
+    assert bearer(api_client, newest["access_token"]).get("/v1/me").status_code == 200
+
+
+def test_reusing_a_rotated_refresh_token_revokes_the_whole_session(api_client, make_user, login_tokens):
+    """Whoever copied the old token, and whoever holds the newer one, are both logged out: the
+    server cannot tell which of them is the legitimate client."""
+    user = make_user()
+    tokens = login_tokens(user)
+    other_session = login_tokens(user)  # another device: untouched
+    rotated = api_client.post("/v1/auth/refresh", {"refresh_token": tokens["refresh_token"]}, format="json")
+    rotated = rotated.json()["data"]
     replay = api_client.post("/v1/auth/refresh", {"refresh_token": tokens["refresh_token"]}, format="json")
     assert_error(replay, 401, "unauthorized")
-    assert bearer(api_client, rotated["access_token"]).get("/v1/me").status_code == 200
+    assert_error(bearer(api_client, rotated["access_token"]).get("/v1/me"), 401, "unauthorized")
+    newer = api_client.post("/v1/auth/refresh", {"refresh_token": rotated["refresh_token"]}, format="json")
+    assert_error(newer, 401, "unauthorized")
+    assert bearer(api_client, other_session["access_token"]).get("/v1/me").status_code == 200
+    # An unknown token revokes nothing.
+    stray = api_client.post("/v1/auth/refresh", {"refresh_token": "not-a-token"}, format="json")
+    assert_error(stray, 401, "unauthorized")
+    assert bearer(api_client, other_session["access_token"]).get("/v1/me").status_code == 200
 
 
 def test_expired_access_token_is_rejected(api_client, make_user, login_tokens, settings):
