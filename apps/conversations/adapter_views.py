@@ -34,17 +34,18 @@ def _job_progress(job: TrainingJob | None) -> dict | None:
     if job is None:
         return None
     progress = {"job": job, "percent": 0, "eta_seconds": None, "active": job.status in TrainingJob.ACTIVE}
+    phase = (job.report or {}).get("phase") if job.status == TrainingJob.Status.RUNNING else None
     if job.status == TrainingJob.Status.QUEUED:
         progress["phase"] = "Waiting for a training worker"
-    elif job.status == TrainingJob.Status.RUNNING and not job.steps_total:
-        progress["phase"] = "Building the dataset and the replay answers"
-    elif job.status == TrainingJob.Status.RUNNING and job.steps_done < job.steps_total:
+    elif phase in ("dataset", "current") or (job.status == TrainingJob.Status.RUNNING and not job.steps_total):
+        progress["phase"] = "Building the dataset and asking the current version"
+    elif phase == "gate" or (job.status == TrainingJob.Status.RUNNING and job.steps_done >= job.steps_total):
+        progress["phase"] = "Checking the candidate against the gate"
+    elif job.status == TrainingJob.Status.RUNNING:
         progress["phase"] = f"Training: step {job.steps_done} of {job.steps_total}"
         if job.steps_done and job.started_at and job.heartbeat_at:
             per_step = (job.heartbeat_at - job.started_at).total_seconds() / job.steps_done
             progress["eta_seconds"] = round(per_step * (job.steps_total - job.steps_done))
-    elif job.status == TrainingJob.Status.RUNNING:
-        progress["phase"] = "Checking the candidate against the gate"
     else:
         progress["phase"] = job.get_status_display()
     if job.steps_total:

@@ -22,7 +22,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
-from apps.conversations import selectors, services, tasks
+from apps.conversations import selectors, services, state, tasks
 from apps.conversations.models import Conversation, Message
 from apps.conversations.serializers import chat_result
 from apps.conversations.streaming import generation_group
@@ -141,7 +141,7 @@ def invoke_tool(*, actor, tool_id, inputs: dict, conversation_id=None, context_i
     pending = tasks.generate_tool_invocation.delay(
         str(actor.id),
         str(tool.pk),
-        inputs,
+        state.tool_inputs_put(inputs, ttl=TOOL_INVOKE_TIMEOUT + 60),
         str(conversation_id) if conversation_id else None,
         str(context_id) if context_id else None,
     )

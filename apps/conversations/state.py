@@ -9,7 +9,9 @@ server issues: a client-chosen request id is only a label the client looks its a
 so one user can never name (read, stop or double-count) another's generation.
 """
 
+import json
 import time
+import uuid
 
 from django.conf import settings
 
@@ -93,3 +95,17 @@ def tool_failure_record(tool: str) -> None:
 
 def tool_circuit_open(tool: str) -> bool:
     return bool(state_redis().exists(f"tool:circuit-open:{tool}"))
+
+
+def tool_inputs_put(inputs: dict, *, ttl: int) -> str:
+    """Park a tool call's inputs (user text) for the worker, so only an id travels as a task
+    argument: task arguments are visible in Flower and the broker, and kept in results."""
+    key = f"tool:inputs:{uuid.uuid4()}"
+    state_redis().set(key, json.dumps(inputs), ex=ttl)
+    return key
+
+
+def tool_inputs_take(key: str) -> dict | None:
+    """The parked inputs, once (None when they expired or were taken)."""
+    raw = state_redis().getdel(key) if key.startswith("tool:inputs:") else None
+    return json.loads(raw) if raw is not None else None

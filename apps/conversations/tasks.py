@@ -1,7 +1,7 @@
 from celery import shared_task
 
 from apps.accounts.consumers import user_event_send
-from apps.conversations import generation, services
+from apps.conversations import generation, services, state
 from apps.conversations.models import Conversation, Message
 
 
@@ -23,9 +23,13 @@ def generate_reply(message_id: str) -> str:
 
 @shared_task(acks_late=False)
 def generate_tool_invocation(
-    user_id: str, tool_id: str, inputs: dict, conversation_id: str | None, context_id: str | None
+    user_id: str, tool_id: str, inputs_key: str, conversation_id: str | None, context_id: str | None
 ) -> dict:
-    """Run one tool outside a chat (POST /v1/tools/{id}/invoke); returns its outputs."""
+    """Run one tool outside a chat (POST /v1/tools/{id}/invoke); returns its outputs. The inputs
+    wait in Redis under `inputs_key` (see state.tool_inputs_put)."""
+    inputs = state.tool_inputs_take(inputs_key)
+    if inputs is None:
+        return {"status": "error", "error": "The tool call's inputs expired before a worker took it; try again."}
     return generation.run_tool(
         user_id=user_id, tool_id=tool_id, inputs=inputs, conversation_id=conversation_id, context_id=context_id
     )

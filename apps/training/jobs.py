@@ -10,6 +10,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -28,7 +29,6 @@ ANSWER_TOKENS = 48
 
 _lock = threading.Lock()
 _model = None
-_engine = None
 
 
 def _training_model():
@@ -42,15 +42,13 @@ def _training_model():
 
 
 def _generation_engine():
-    """Greedy answers for replay, retention and the fact checks, in the train worker itself."""
-    global _engine
-    with _lock:
-        if _engine is None:
-            from workers.llm import load_engine
+    """Greedy answers for replay, retention and the fact checks come from this process's one
+    engine, the one chat answers use where both run in one worker: two engines in a process
+    fight over the cores (their kernels spin-wait for partner threads), and the candidate's
+    rows then simply join the chat's decode batches."""
+    from apps.conversations.engine_runtime import get_engine
 
-            _engine = load_engine(settings.MODEL_PATH or None, max_batch_slots=8, max_seq_len=1024)
-            _engine.start()
-        return _engine
+    return get_engine()
 
 
 def _greedy(engine, prompts: list[str], adapter_name: str | None) -> list[tuple[str, bool]]:
@@ -64,6 +62,30 @@ def _greedy(engine, prompts: list[str], adapter_name: str | None) -> list[tuple[
         for p in prompts
     ]
     return [(h.result().text.strip(), h.result().finish_reason == "stop") for h in handles]
+
+
+def _current_answers(engine, prompts: list[str], parent, adapter_name: str | None) -> dict[str, tuple[str, bool]]:
+    """prompt -> (greedy answer, finished) of the version jobs build on, for replay and retention.
+    They depend only on the model, that version and the prompt, so they are kept on the shared
+    file system: every user's first job asks the base model the same prompts."""
+    key = hashlib.sha256(
+        json.dumps(
+            [settings.SERVED_MODEL_ID, f"{parent.pk}:{parent.checksum}" if parent else "base", ANSWER_TOKENS]
+        ).encode()
+    ).hexdigest()[:32]
+    path = Path(settings.SHARED_FS_ROOT) / "cache" / "current-answers" / f"{key}.json"
+    try:
+        known = {p: tuple(a) for p, a in json.loads(path.read_text()).items()}
+    except (OSError, ValueError):
+        known = {}
+    missing = [p for p in dict.fromkeys(prompts) if p not in known]
+    if missing:
+        known.update(zip(missing, _greedy(engine, missing, adapter_name), strict=True))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{threading.get_ident()}.tmp")
+        partial.write_text(json.dumps(known))
+        partial.replace(path)  # atomic: a concurrent job reads the old file or this one
+    return {p: known[p] for p in prompts}
 
 
 def _policy() -> dict:
@@ -104,6 +126,30 @@ class _Heartbeat:
                 )
         finally:
             connection.close()
+
+
+class _Phases:
+    """Which phase a running job is in (shown on the Adapters page) and how long each took."""
+
+    def __init__(self, job: TrainingJob):
+        self._job = job
+        self.seconds: dict[str, float] = {}
+        self._current, self._since = None, time.monotonic()
+
+    def enter(self, name: str) -> None:
+        self._close()
+        self._current, self._since = name, time.monotonic()
+        self._job.report = {"phase": name}
+        self._job.save(update_fields=["report"])
+
+    def _close(self) -> None:
+        if self._current is not None:
+            self.seconds[self._current] = round(time.monotonic() - self._since, 1)
+
+    def done(self) -> dict[str, float]:
+        self._close()
+        self._current = None
+        return dict(self.seconds)
 
 
 def _claim(job_id) -> TrainingJob | None:
@@ -163,6 +209,8 @@ def _run(job: TrainingJob) -> str:
     from workers.train import CheckpointMismatchError, TrainingPolicy, target_logprobs, train
     from workers.train.gate import evaluate_gate, retention_prompts, retention_prompts_version
 
+    phases = _Phases(job)
+    phases.enter("dataset")
     policy = _policy()
     model = _training_model()
     engine = _generation_engine()
@@ -189,16 +237,28 @@ def _run(job: TrainingJob) -> str:
         current_name = f"job-current-{job.adapter_id}"
         engine.ensure_adapter(current_name, parent.fs_dir, version=parent.version)
 
+    # What the current version answers and how sure it is, before training: replay examples to
+    # mix in, and the retention and held-out baselines the gate compares the candidate with.
+    phases.enter("current")
     replay_share = float(policy.get("replay_fraction", 0.5))
     replay_prompts = json.loads(REPLAY_PROMPTS.read_text())["prompts"]
     wanted = min(len(replay_prompts), round(len(train_set) * replay_share / max(1e-6, 1 - replay_share)))
+    retention = retention_prompts()
+    answers = _current_answers(engine, [*replay_prompts[:wanted], *retention], parent, current_name)
     replay = [
-        {"prompt": prompt, "target": answer, "weight": 1.0, "replay": True}
-        for prompt, (answer, finished) in zip(
-            replay_prompts[:wanted], _greedy(engine, replay_prompts[:wanted], current_name), strict=True
-        )
-        if finished and answer
+        {"prompt": prompt, "target": answers[prompt][0], "weight": 1.0, "replay": True}
+        for prompt in replay_prompts[:wanted]
+        if answers[prompt][1] and answers[prompt][0]
     ]
+    retention_examples = [{"prompt": p, "target": answers[p][0]} for p in retention if answers[p][0]]
+    held = [{"prompt": e["prompt"], "target": e["target"]} for e in held_out]
+    parent_adapter = None
+    if parent is not None:
+        from workers.llm import load_peft_adapter
+
+        parent_adapter = load_peft_adapter(parent.fs_dir, engine.config)
+    held_out_current = target_logprobs(model, held, parent_adapter)
+    retention_current = target_logprobs(model, retention_examples, parent_adapter)
     dataset = train_set + replay
     job_dir = datasets.dataset_dir(user_id=job.owner_id, adapter_id=job.adapter_id, job_id=job.pk)
     _, digest = datasets.dataset_write(user_id=job.owner_id, adapter_id=job.adapter_id, job_id=job.pk, examples=dataset)
@@ -237,6 +297,7 @@ def _run(job: TrainingJob) -> str:
         job.heartbeat_at = timezone.now()
         job.save(update_fields=["loss_curve", "steps_done", "heartbeat_at"])
 
+    phases.enter("training")
     plain = [{k: v for k, v in e.items() if k in ("prompt", "target", "rejected", "weight")} for e in dataset]
     checkpoints = job_dir / "checkpoints"
     try:
@@ -264,25 +325,17 @@ def _run(job: TrainingJob) -> str:
     if not result.completed and result.stop_reason != "time_budget":
         return _finish(job, TrainingJob.Status.FAILED, error=f"Training stopped: {result.stop_reason}.")
 
-    parent_adapter = None
-    if parent is not None:
-        from workers.llm import load_peft_adapter
-
-        parent_adapter = load_peft_adapter(parent.fs_dir, engine.config)
+    phases.enter("gate")
     candidate_name = f"job-candidate-{job.pk}"
     engine.load_adapter(candidate_name, out_dir)
-    held = [{"prompt": e["prompt"], "target": e["target"]} for e in held_out]
-    retention = retention_prompts()
-    retention_answers = [answer for answer, _ in _greedy(engine, retention, current_name)]
-    retention_examples = [{"prompt": p, "target": a} for p, a in zip(retention, retention_answers, strict=True) if a]
     facts = [e for e in held_out if "rejected" not in e]
     fact_answers = _greedy(engine, [e["prompt"] for e in facts], candidate_name)
     report = evaluate_gate(
         held_out_candidate=target_logprobs(model, held, result.adapter),
-        held_out_current=target_logprobs(model, held, parent_adapter),
+        held_out_current=held_out_current,
         fact_checks=[(e["target"], answer) for e, (answer, _) in zip(facts, fact_answers, strict=True)],
         retention_candidate=target_logprobs(model, retention_examples, result.adapter),
-        retention_current=target_logprobs(model, retention_examples, parent_adapter),
+        retention_current=retention_current,
         min_held_out=int(gate_policy.get("min_held_out", 8)),
         retention_ratio=1 - float(gate_policy.get("max_regression", 0.05)),
         retention_set=retention_prompts_version(),
@@ -298,6 +351,8 @@ def _run(job: TrainingJob) -> str:
         "tokens_per_second": result.tokens_per_second,
         "stop_reason": result.stop_reason,
         "resumed_from_step": result.resumed_from_step,
+        "train_seconds": round(result.elapsed_s, 1),
+        "phase_seconds": phases.done(),
         "attempts": job.attempts,
     }
     with transaction.atomic():
