@@ -15,9 +15,7 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import DataAndFiles, MultiPartParser
 
 from apps.knowledge.services import UploadTooLarge
-
-# Room for the multipart framing and the small form fields next to the file.
-MULTIPART_OVERHEAD_BYTES = 256 * 1024
+from liminal.asgi_body import MULTIPART_OVERHEAD_BYTES
 
 
 def check_declared_size(meta) -> None:

@@ -262,3 +262,66 @@ def test_the_upload_needs_exactly_one_file(client_for, user):
     )
     assert two.status_code == 400
     assert KnowledgeFile.objects.count() == 0
+
+
+def _chunked_post(base: str, path: str, body_chunks, headers: dict) -> tuple[int, dict]:
+    """POST with Transfer-Encoding: chunked (no Content-Length), as curl -T - or a streaming client does."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+    try:
+        connection.request("POST", path, body=body_chunks, headers=headers, encode_chunked=True)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    except (BrokenPipeError, ConnectionResetError):  # the server answered and closed early
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunked_body_is_measured_not_dropped(live_server_url, make_user, login_tokens):
+    """Without a Content-Length, a body past the limit is a 413 in the envelope (it used to
+    reach the view empty: "No file was uploaded"), and a small one arrives whole."""
+    from django.conf import settings
+
+    user = make_user()
+    auth = {"Authorization": f"Bearer {login_tokens(user)['access_token']}"}
+    boundary = "liminalboundary"
+    megabyte = b"x" * (1024 * 1024)
+
+    def multipart(parts, name="big.txt"):
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: text/plain\r\n\r\n"
+        ).encode()
+        yield from parts
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    form = {**auth, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    small = [b"Chunked uploads arrive whole. ", b"Every part of them.\n"]
+    status, body = _chunked_post(live_server_url, "/v1/files/upload", multipart(small, "small.txt"), form)
+    assert status in (200, 201, 202), body
+    assert KnowledgeFile.objects.get(owner=user, name="small.txt").size_bytes == len(b"".join(small))
+
+    status, body = _chunked_post(
+        live_server_url,
+        "/v1/files/upload",
+        multipart([megabyte] * (settings.MAX_UPLOAD_BYTES // (1024 * 1024) + 6)),
+        form,
+    )
+    assert status == 413 and body["error"]["code"] == "payload_too_large", body
+    assert not KnowledgeFile.objects.filter(owner=user, name="big.txt").exists()
+
+    status, body = _chunked_post(
+        live_server_url,
+        "/v1/conversations",
+        iter([b'{"title": "sent in ', b'chunks"}']),
+        {**auth, "Content-Type": "application/json"},
+    )
+    assert status == 201, body
+    assert body["data"]["title"] == "sent in chunks"
