@@ -285,6 +285,7 @@ def measure_job(count: int) -> dict:
             "train_tps": evaluation.get("tokens_per_second"),
             "summary": evaluation.get("summary") or job.error or job.report,
             "loss": (job.loss_curve[0], job.loss_curve[-1]) if job.loss_curve else None,
+            "phases": evaluation.get("phase_seconds") or {},
         }
     finally:
         files = Path(settings.SHARED_FS_ROOT) / "users" / str(user.pk)
@@ -305,6 +306,9 @@ def print_job(figures: dict) -> None:
             f"   {figures['train_tps'] or 0:8.0f} tokens/s"
         )
         print(f"  dataset, replay answers, gate, files           {other:8.1f} s")
+    if figures["phases"]:
+        phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in figures["phases"].items())
+        print(f"  phases (the first one loads the engine in a fresh process): {phases}")
     if figures["loss"]:
         print(f"  loss {figures['loss'][0]:.3f} -> {figures['loss'][1]:.3f}")
     print("  gate report:")

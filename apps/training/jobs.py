@@ -245,6 +245,10 @@ def _run(job: TrainingJob) -> str:
     wanted = min(len(replay_prompts), round(len(train_set) * replay_share / max(1e-6, 1 - replay_share)))
     retention = retention_prompts()
     answers = _current_answers(engine, [*replay_prompts[:wanted], *retention], parent, current_name)
+    # Each replay prompt is used once, so with more signals than the set's 24 prompts the mix
+    # falls below the policy's share (bench/train.py: 24 against 441 corrections, and the
+    # candidate forgot unrelated answers). Repeating the prompts to restore the share failed
+    # the retention check on 40 corrections too; a larger replay set is the fix, not repeats.
     replay = [
         {"prompt": prompt, "target": answers[prompt][0], "weight": 1.0, "replay": True}
         for prompt in replay_prompts[:wanted]

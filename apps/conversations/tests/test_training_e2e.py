@@ -144,6 +144,7 @@ def test_corrections_train_a_gated_adapter_that_swaps_in_and_rolls_back(
         while progress().status in TrainingJob.ACTIVE:
             assert time.monotonic() < deadline, "the job did not finish in 10 minutes"
             time.sleep(1)
+    print((job.report or {}).get("summary") or job.error, flush=True)  # pytest cuts long assertion messages
     assert job.status == TrainingJob.Status.PROMOTED, (job.error, job.report.get("summary"))
     version = job.version
     assert version.status == AdapterVersion.Status.PROMOTED and version.evaluation["passed"], version.evaluation
