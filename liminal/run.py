@@ -92,55 +92,96 @@ def _pump(name: str, stream) -> None:
         sys.stdout.flush()
 
 
-def main() -> int:
-    port = os.environ.get("PORT", "8000")
-    flower_port = os.environ.get("FLOWER_PORT", "5555")
-    processes: dict[str, subprocess.Popen] = {}
-    stopping = threading.Event()
+# A process that dies is started again (an inference worker killed by the OOM killer or by hand
+# must not take the web server down with it); one that dies this many times within the window
+# is crash-looping, and the platform stops with its exit code.
+RESTART_LIMIT = 5
+RESTART_WINDOW_S = 60.0
 
-    def stop(*_):
-        stopping.set()
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+class Supervisor:
+    """Starts the platform's processes, restarts any that exits, and stops them all together."""
 
-    for name, argv in commands(port, flower_port).items():
+    def __init__(self, commands: dict[str, list[str]], *, restart_limit=RESTART_LIMIT, window_s=RESTART_WINDOW_S):
+        self.commands = commands
+        self.restart_limit, self.window_s = restart_limit, window_s
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.restarts: dict[str, list[float]] = {name: [] for name in commands}
+        self.stopping = threading.Event()
+
+    def _start(self, name: str) -> None:
         # Each process leads its own process group (stopping it stops its children) but stays in
         # this session: on Linux a new session is also a new scheduler autogroup, and niceness
         # only orders processes within one group.
         proc = subprocess.Popen(
-            argv,
+            self.commands[name],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             process_group=0,
             env=os.environ.copy(),
         )
-        processes[name] = proc
+        self.processes[name] = proc
         threading.Thread(target=_pump, args=(name, proc.stdout), daemon=True).start()
+
+    def _on_exit(self, name: str, code: int) -> int | None:
+        """Restart `name`, or return the platform's exit code when it is crash-looping."""
+        now = time.monotonic()
+        recent = [t for t in self.restarts[name] if now - t < self.window_s]
+        if len(recent) >= self.restart_limit:
+            print(
+                f"{name} exited with {code} {len(recent) + 1} times within {self.window_s:.0f} s; "
+                "stopping the platform.",
+                flush=True,
+            )
+            return code or 1
+        self.restarts[name] = [*recent, now]
+        print(f"{name} exited with {code}; starting it again (restart {len(recent) + 1}).", flush=True)
+        self._start(name)
+        return None
+
+    def run(self) -> int:
+        for name in self.commands:
+            self._start(name)
+        exit_code = 0
+        while not self.stopping.is_set():
+            for name, proc in list(self.processes.items()):
+                if proc.poll() is not None and not self.stopping.is_set():
+                    code = self._on_exit(name, proc.returncode)
+                    if code is not None:
+                        exit_code = code
+                        self.stopping.set()
+                        break
+            self.stopping.wait(0.5)
+        self.stop_all()
+        return exit_code
+
+    def stop_all(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + GRACE_SECONDS
+        for name, proc in self.processes.items():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"{name} did not stop in {GRACE_SECONDS}s; killing it.", flush=True)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def main() -> int:
+    port = os.environ.get("PORT", "8000")
+    flower_port = os.environ.get("FLOWER_PORT", "5555")
+    supervisor = Supervisor(commands(port, flower_port))
+
+    def stop(*_):
+        supervisor.stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     print(f"Liminal is starting: http://localhost:{port}/  (Flower: http://localhost:{flower_port}/)", flush=True)
-
-    exit_code = 0
-    while not stopping.is_set():
-        for name, proc in processes.items():
-            if proc.poll() is not None:
-                print(f"{name} exited with {proc.returncode}; stopping the platform.", flush=True)
-                exit_code = proc.returncode or 1
-                stopping.set()
-                break
-        stopping.wait(0.5)
-
-    for proc in processes.values():
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_SECONDS
-    for name, proc in processes.items():
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"{name} did not stop in {GRACE_SECONDS}s; killing it.", flush=True)
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    exit_code = supervisor.run()
     print("Liminal stopped.", flush=True)
     return exit_code
 
