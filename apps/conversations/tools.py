@@ -218,6 +218,8 @@ def corrections_recall(call: ToolCall) -> dict:
 
     # The call's config is this tool's own; reading the global spec again would cost a query.
     settings_ = {**CORRECTION_DEFAULTS, **{k: v for k, v in call.config.items() if k != "template"}}
+    if not training_selectors.corrections_exist(actor=call.run.actor):
+        return {"corrections_text": "", "correction_ids": []}
     found = training_selectors.corrections_recall(
         actor=call.run.actor,
         embedding=call.run.embedding(_question(call)),
@@ -240,10 +242,13 @@ def memory_recall(call: ToolCall) -> dict:
     (default 14, up to `max_items`, default 3), plus pinned ones."""
     from apps.training import selectors as training_selectors
 
+    window_days = int(call.config.get("window_days", 14))
+    if not training_selectors.memory_exists(actor=call.run.actor, window_days=window_days, now=call.run.now):
+        return {"memory_text": "", "memory_ids": []}
     found = training_selectors.memory_recall(
         actor=call.run.actor,
         embedding=call.run.embedding(_question(call)),
-        window_days=int(call.config.get("window_days", 14)),
+        window_days=window_days,
         limit=int(call.config.get("max_items", 3)),
         min_similarity=float(call.config.get("min_similarity", 0.2)),
         now=call.run.now,
