@@ -63,12 +63,30 @@ def commands(port: str, flower_port: str) -> dict[str, list[str]]:
             "--loglevel",
             "INFO",
         ],
+        # Ingestion has a worker of its own: slow files once held both threads of a shared
+        # worker, and `default` (beat's reapers, trigger checks) waited behind them.
+        "ingest": low_priority(
+            celery
+            + [
+                "worker",
+                "-Q",
+                "ingest",
+                "--pool",
+                "threads",
+                "--concurrency",
+                os.environ.get("INGEST_CONCURRENCY", "2"),
+                "-n",
+                "ingest@%h",
+                "--loglevel",
+                "INFO",
+            ]
+        ),
         "worker": low_priority(
             celery
             + [
                 "worker",
                 "-Q",
-                "ingest,cluster,train,default",
+                "default,cluster,train",
                 "--pool",
                 "threads",
                 "--concurrency",

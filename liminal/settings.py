@@ -333,3 +333,10 @@ KNOWLEDGE_CHUNK_TARGET_TOKENS = env_int("KNOWLEDGE_CHUNK_TARGET_TOKENS", 200)
 KNOWLEDGE_CHUNK_OVERLAP_TOKENS = env_int("KNOWLEDGE_CHUNK_OVERLAP_TOKENS", 40)
 # A file "processing" without progress for this long lost its worker; the UI offers a retry.
 KNOWLEDGE_STALLED_AFTER_SECONDS = env_int("KNOWLEDGE_STALLED_AFTER_SECONDS", 600)
+# Bounds on one upload's ingestion: text extracted, extraction time (in a child process that is
+# killed past it), passages per file and per user. Past any of them the file fails, nothing of
+# it stored, with an error that says which.
+INGEST_MAX_TEXT_CHARS = env_int("INGEST_MAX_TEXT_CHARS", 8_000_000)
+INGEST_EXTRACT_TIMEOUT_S = env_int("INGEST_EXTRACT_TIMEOUT_S", 120)
+INGEST_MAX_CHUNKS_PER_FILE = env_int("INGEST_MAX_CHUNKS_PER_FILE", 10_000)
+INGEST_MAX_CHUNKS_PER_USER = env_int("INGEST_MAX_CHUNKS_PER_USER", 200_000)

@@ -24,11 +24,12 @@ from workers.ingest import (
     CHUNKING_VERSION,
     CorruptFile,
     IngestError,
+    TooMuchText,
     UnsupportedFileType,
     chunk_document,
     detect_file_type,
-    extract_document,
 )
+from workers.ingest.isolated import extract_document_isolated
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ class UploadTooLarge(ApiError):
             f"The file is larger than the upload limit of {_human_bytes(limit)}.",
             {"max_upload_bytes": limit, "size_bytes": size},
         )
+
+
+class KnowledgeFull(IngestError):
+    code = "knowledge_full"
 
 
 class NoText(IngestError):
@@ -365,7 +370,12 @@ def _ingest(file: KnowledgeFile, encoder, batch_size: int) -> None:
         raise IngestError(f"The stored copy of “{file.name}” is missing; upload it again.") from exc
     if hashlib.sha256(content).hexdigest() != file.sha256:
         raise CorruptFile(f"The stored copy of “{file.name}” has changed since it was uploaded; upload it again.")
-    document = extract_document(file.name, content)
+    document = extract_document_isolated(
+        file.name,
+        content,
+        timeout_s=settings.INGEST_EXTRACT_TIMEOUT_S,
+        max_characters=settings.INGEST_MAX_TEXT_CHARS,
+    )
     chunks = chunk_document(
         document,
         encoder.count_tokens,
@@ -376,6 +386,17 @@ def _ingest(file: KnowledgeFile, encoder, batch_size: int) -> None:
     if not chunks:
         hint = " Scanned PDFs need OCR, which is not supported yet." if file.kind == KnowledgeFile.Kind.PDF else ""
         raise NoText(f"No text could be extracted from “{file.name}”.{hint}")
+    if len(chunks) > settings.INGEST_MAX_CHUNKS_PER_FILE:
+        raise TooMuchText(
+            f"“{file.name}” would make {len(chunks):,} passages, more than the {settings.INGEST_MAX_CHUNKS_PER_FILE:,} "
+            "one file may add; split it into smaller files."
+        )
+    others = Chunk.objects.filter(owner_id=file.owner_id).exclude(file_id=file.pk).count()
+    if others + len(chunks) > settings.INGEST_MAX_CHUNKS_PER_USER:
+        raise KnowledgeFull(
+            f"“{file.name}” would take your knowledge to {others + len(chunks):,} passages, past your limit of "
+            f"{settings.INGEST_MAX_CHUNKS_PER_USER:,}; delete files you no longer need first."
+        )
     inputs = [_embedding_input(chunk) for chunk in chunks]
     digests = [hashlib.sha256(text.encode()).hexdigest() for text in inputs]
 

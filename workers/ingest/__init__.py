@@ -12,7 +12,7 @@ from workers.ingest.chunk import (
     Chunk,
     chunk_document,
 )
-from workers.ingest.errors import CorruptFile, IngestError, UnsupportedFileType
+from workers.ingest.errors import CorruptFile, ExtractionTimedOut, IngestError, TooMuchText, UnsupportedFileType
 from workers.ingest.extract import Block, BlockKind, Document, extract_document
 from workers.ingest.sniff import ALLOWED_EXTENSIONS, FileKind, detect_file_type
 
@@ -25,6 +25,8 @@ __all__ = [
     "BlockKind",
     "Chunk",
     "CorruptFile",
+    "ExtractionTimedOut",
+    "TooMuchText",
     "Document",
     "FileKind",
     "IngestError",

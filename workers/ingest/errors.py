@@ -22,3 +22,15 @@ class CorruptFile(IngestError):
     """The file claims an allowed type but cannot be read as one."""
 
     code = "corrupt_file"
+
+
+class TooMuchText(IngestError):
+    """The file extracts to more text, or more chunks, than one file may hold."""
+
+    code = "too_much_text"
+
+
+class ExtractionTimedOut(IngestError):
+    """Extraction ran past its time limit (a decompression bomb, a pathological file)."""
+
+    code = "extraction_timeout"

@@ -124,29 +124,44 @@ of adapter columns in use (0-3); all bounded, whatever the traffic.
 
 from .config import ModelConfig
 from .engine import (
-                     ContextOverflowError,
-                     Engine,
-                     EngineClosedError,
-                     GenerationHandle,
-                     GenerationResult,
-                     TokenEvent,
-                     load_engine,
+    ContextOverflowError,
+    Engine,
+    EngineClosedError,
+    GenerationHandle,
+    GenerationResult,
+    TokenEvent,
+    load_engine,
 )
 from .lora import (
-                     AdapterError,
-                     AdapterNotFoundError,
-                     AdapterSlotsFullError,
-                     LoraAdapter,
-                     load_peft_adapter,
-                     random_adapter,
-                     save_peft_adapter,
+    AdapterError,
+    AdapterNotFoundError,
+    AdapterSlotsFullError,
+    LoraAdapter,
+    load_peft_adapter,
+    random_adapter,
+    save_peft_adapter,
 )
 from .sampling import SamplingParams
 from .weights import LoadedModel, default_model_path, load_model
 
 __all__ = [
-    "AdapterError", "AdapterNotFoundError", "AdapterSlotsFullError", "ContextOverflowError",
-    "Engine", "EngineClosedError", "GenerationHandle", "GenerationResult", "LoadedModel",
-    "LoraAdapter", "ModelConfig", "SamplingParams", "TokenEvent", "default_model_path",
-    "load_engine", "load_model", "load_peft_adapter", "random_adapter", "save_peft_adapter",
+    "AdapterError",
+    "AdapterNotFoundError",
+    "AdapterSlotsFullError",
+    "ContextOverflowError",
+    "Engine",
+    "EngineClosedError",
+    "GenerationHandle",
+    "GenerationResult",
+    "LoadedModel",
+    "LoraAdapter",
+    "ModelConfig",
+    "SamplingParams",
+    "TokenEvent",
+    "default_model_path",
+    "load_engine",
+    "load_model",
+    "load_peft_adapter",
+    "random_adapter",
+    "save_peft_adapter",
 ]

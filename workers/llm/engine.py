@@ -43,8 +43,9 @@ class ContextOverflowError(ValueError):
     """The prompt does not fit the engine's context window (and truncation was not asked for)."""
 
     def __init__(self, prompt_tokens: int, context_length: int):
-        super().__init__(f"prompt has {prompt_tokens} tokens; the context window holds "
-                         f"{context_length} (prompt + generated tokens)")
+        super().__init__(
+            f"prompt has {prompt_tokens} tokens; the context window holds {context_length} (prompt + generated tokens)"
+        )
         self.prompt_tokens = prompt_tokens
         self.context_length = context_length
 
@@ -173,17 +174,30 @@ def _prefill_buckets(limit: int, start: int) -> list[int]:
 class Engine:
     """See the package docstring for the public API."""
 
-    def __init__(self, loaded: LoadedModel, *, max_batch_slots: int = 8, max_seq_len: int = 2048,
-                 lora_slots: int = 8, max_lora_rank: int = 16, dtype=None, decode_steps: int = 4,
-                 prefill_chunk: int = 512, speculative_tokens: int = 4,
-                 prefill_matmul_dtype=None, decode_weights: str = "auto", lora_dtype=None,
-                 kv_dtype=None):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        max_batch_slots: int = 8,
+        max_seq_len: int = 2048,
+        lora_slots: int = 8,
+        max_lora_rank: int = 16,
+        dtype=None,
+        decode_steps: int = 4,
+        prefill_chunk: int = 512,
+        speculative_tokens: int = 4,
+        prefill_matmul_dtype=None,
+        decode_weights: str = "auto",
+        lora_dtype=None,
+        kv_dtype=None,
+    ):
         config = loaded.config
         self.config: ModelConfig = config
         self.tokenizer: Tokenizer = loaded.tokenizer
         self.model_id = loaded.model_id
-        self.chat_template = ChatTemplate(loaded.chat_template, bos_token=self.tokenizer.bos_token,
-                                          eos_token=self.tokenizer.eos_token)
+        self.chat_template = ChatTemplate(
+            loaded.chat_template, bos_token=self.tokenizer.bos_token, eos_token=self.tokenizer.eos_token
+        )
         self.max_batch_slots = max_batch_slots
         self.max_seq_len = min(max_seq_len, config.context_length)
         self.context_length = self.max_seq_len
@@ -195,8 +209,7 @@ class Engine:
         if dtype is None:
             dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
         self.dtype = jnp.dtype(dtype)
-        self.prefill_matmul_dtype = (None if prefill_matmul_dtype is None
-                                     else jnp.dtype(prefill_matmul_dtype))
+        self.prefill_matmul_dtype = None if prefill_matmul_dtype is None else jnp.dtype(prefill_matmul_dtype)
         self._prefill_buckets = _prefill_buckets(self.prefill_chunk, min(16, self.prefill_chunk))
         self._kv_buckets = _buckets(self.max_seq_len, min(128, self.max_seq_len))
 
@@ -219,12 +232,11 @@ class Engine:
 
         self.compile_count = 0
         self.compiled: list[tuple] = []
-        self._prefill_jit = jax.jit(self._prefill_impl, donate_argnums=(4, 5),
-                                    static_argnames=("kv_len", "lora_width"))
-        self._verify_jit = jax.jit(self._verify_impl, donate_argnums=(4,),
-                                   static_argnames=("kv_len", "lora_width"))
-        self._decode_jit = jax.jit(self._decode_impl, donate_argnums=(4, 5),
-                                   static_argnames=("kv_len", "steps", "lora_width", "compact"))
+        self._prefill_jit = jax.jit(self._prefill_impl, donate_argnums=(4, 5), static_argnames=("kv_len", "lora_width"))
+        self._verify_jit = jax.jit(self._verify_impl, donate_argnums=(4,), static_argnames=("kv_len", "lora_width"))
+        self._decode_jit = jax.jit(
+            self._decode_impl, donate_argnums=(4, 5), static_argnames=("kv_len", "steps", "lora_width", "compact")
+        )
         self._write_slot_jit = jax.jit(_write_slot, donate_argnums=(0,))
 
         self._rows: list[_Request | None] = [None] * max_batch_slots
@@ -236,8 +248,7 @@ class Engine:
         self._closed = False
         self._seed_counter = itertools.count(int.from_bytes(os.urandom(4), "little"))
         # Compile the slot writer now so that loading adapters later never compiles.
-        self._write_slot(0, self._slot_format(
-            slot_arrays(LoraAdapter(1, 1.0, {}), config, max_lora_rank)))
+        self._write_slot(0, self._slot_format(slot_arrays(LoraAdapter(1, 1.0, {}), config, max_lora_rank)))
 
     # ---------------------------------------------------------------------------------------
     # Public API
@@ -245,10 +256,16 @@ class Engine:
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt)
 
-    def submit(self, prompt, *, params: SamplingParams | None = None, adapters=(),
-               on_token: Callable[[TokenEvent], None] | None = None,
-               should_cancel: Callable[[], bool] | None = None,
-               truncate: bool = False) -> GenerationHandle:
+    def submit(
+        self,
+        prompt,
+        *,
+        params: SamplingParams | None = None,
+        adapters=(),
+        on_token: Callable[[TokenEvent], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        truncate: bool = False,
+    ) -> GenerationHandle:
         """Queue a generation. `prompt` is text (special-token strings are honoured) or ids.
 
         adapters: up to three (name, weight) pairs, resolved now: the request keeps these
@@ -277,11 +294,16 @@ class Engine:
         resolved = self.adapters.acquire(list(merged.items()))
         seed = params.seed if params.seed is not None else next(self._seed_counter)
         request = _Request(
-            engine=self, prompt_ids=ids, params=params,
+            engine=self,
+            prompt_ids=ids,
+            params=params,
             adapter_slots=[(slot, weight) for slot, weight, _, _ in resolved],
             adapter_versions={name: version for _, _, name, version in resolved},
-            on_token=on_token, should_cancel=should_cancel, seed=seed,
-            max_new_tokens=min(params.max_tokens, self.context_length - len(ids)))
+            on_token=on_token,
+            should_cancel=should_cancel,
+            seed=seed,
+            max_new_tokens=min(params.max_tokens, self.context_length - len(ids)),
+        )
         request.decoder = IncrementalDecoder(self.tokenizer)
         request.handle = GenerationHandle(request)
         with self._cond:
@@ -294,8 +316,7 @@ class Engine:
         """Blocking convenience: submit and wait."""
         return self.submit(prompt, params=params, **kwargs).result()
 
-    def chat(self, messages: list[dict], params: SamplingParams | None = None,
-             **kwargs) -> GenerationHandle:
+    def chat(self, messages: list[dict], params: SamplingParams | None = None, **kwargs) -> GenerationHandle:
         return self.submit(self.render_chat(messages), params=params, **kwargs)
 
     def load_adapter(self, name: str, source, *, version=None, pin: bool = False) -> object:
@@ -374,8 +395,9 @@ class Engine:
                 raise RuntimeError("warmup() must run before requests are submitted")
             for width in lora_widths:
                 for length in prompt_lengths:
-                    self._run_prefill_chunk(0, [0] * min(length, self.prefill_chunk), 0,
-                                            min(length, self.prefill_chunk), _WARMUP_ROW, width)
+                    self._run_prefill_chunk(
+                        0, [0] * min(length, self.prefill_chunk), 0, min(length, self.prefill_chunk), _WARMUP_ROW, width
+                    )
                 for size in self._decode_batch_sizes():
                     for kv_len in self._kv_buckets:
                         self._run_decode(kv_len, width, slots=list(range(size)))
@@ -414,14 +436,14 @@ class Engine:
         if requested is not None:
             dtype = jnp.dtype(requested)
             if dtype not in (jnp.float32, jnp.bfloat16, jnp.int8):
-                raise ValueError(f"lora_dtype must be float32, bfloat16 or int8, not "
-                                 f"{requested!r}")
+                raise ValueError(f"lora_dtype must be float32, bfloat16 or int8, not {requested!r}")
             if dtype != jnp.float32 and self.dtype == jnp.float32 and not self.native_lora:
-                raise ValueError(f"{dtype} adapter slots on a float32 engine need the native "
-                                 "LoRA kernel (kernels.available() is False)")
+                raise ValueError(
+                    f"{dtype} adapter slots on a float32 engine need the native "
+                    "LoRA kernel (kernels.available() is False)"
+                )
             if dtype == jnp.int8 and not self._pairs_fit():
-                raise ValueError("lora_dtype int8 needs an even max_lora_rank and even "
-                                 "projection input sizes")
+                raise ValueError("lora_dtype int8 needs an even max_lora_rank and even projection input sizes")
             return dtype
         if not self.native_lora:
             return self.dtype
@@ -429,11 +451,10 @@ class Engine:
 
     def _pairs_fit(self) -> bool:
         """Whether int8 slots' pairs (of inputs in A, of ranks in B) fit this model's shapes."""
-        return self.max_lora_rank % 2 == 0 and all(
-            fan_in % 2 == 0 for fan_in, _ in self.config.target_dims().values())
+        return self.max_lora_rank % 2 == 0 and all(fan_in % 2 == 0 for fan_in, _ in self.config.target_dims().values())
 
     def _choose_decode_weights(self, requested: str, host_params: dict) -> str:
-        """"q4": decode through the 4-bit kernel (float32 CPU engines only); "float": plain
+        """ "q4": decode through the 4-bit kernel (float32 CPU engines only); "float": plain
         float32 matmuls; "auto": q4 when the weights already are 4-bit blocks (a Q4_0/Q4_1
         GGUF, so nothing is lost) and the kernel builds on this machine."""
         if requested not in ("auto", "q4", "float"):
@@ -459,21 +480,18 @@ class Engine:
                 # Every path computes with the same weights: XLA's float matmuls (prompts, or
                 # the opt-in narrower prefill) use the packed weights dequantized, so a row's
                 # tokens do not depend on which path ran it.
-                layers = {**host_params["layers"],
-                          **{name: kernels.dequantize_q4(p) for name, p in packed.items()}}
+                layers = {**host_params["layers"], **{name: kernels.dequantize_q4(p) for name, p in packed.items()}}
             host_params = {**host_params, "layers": layers}
             self.q4 = jax.tree.map(jnp.asarray, packed)
         # The output head is read once per decoded token like the layers; it takes the 8-bit
         # kernel when its weights already are 8-bit blocks (the GGUF's Q8_0 token embedding).
         self.q8_head = None
         self._verify_limit = sys.maxsize  # tokens one speculative verify may check
-        head = (kernels.pack_q8_losslessly(host_params["lm_head"])
-                if self.decode_weights == "q4" else None)
+        head = kernels.pack_q8_losslessly(host_params["lm_head"]) if self.decode_weights == "q4" else None
         if head is not None:
             packed_head, head_weights = head
             host_params = {**host_params, "lm_head": head_weights}
-            self.q8_head = jax.tree.map(jnp.asarray,
-                                        kernels.with_panels(packed_head, kernels.q8_panels))
+            self.q8_head = jax.tree.map(jnp.asarray, kernels.with_panels(packed_head, kernels.q8_panels))
             if self.config.tie_word_embeddings and self.max_batch_slots <= kernels.MAX_ROWS:
                 # The 8-bit kernel then computes every decode batch's and prompt's logits, and
                 # speculative verifies are held to as many tokens (_speculative_round), so the
@@ -502,18 +520,43 @@ class Engine:
             params = {**params, "layers": layers}
         return params
 
-    def _prefill_impl(self, params, q4, q8_head, lora, cache, seen, tokens, start, length, slot,
-                      rows_lora, sampling, *, kv_len, lora_width):
+    def _prefill_impl(
+        self,
+        params,
+        q4,
+        q8_head,
+        lora,
+        cache,
+        seen,
+        tokens,
+        start,
+        length,
+        slot,
+        rows_lora,
+        sampling,
+        *,
+        kv_len,
+        lora_width,
+    ):
         self._count_compile(("prefill", tokens.shape[1], kv_len, lora_width))
         use_lora = lora_width > 0
         T = tokens.shape[1]
         positions = (start + jnp.arange(T))[None, :]
         hidden, cache = llama.forward_hidden(
-            self.config, params, lora if use_lora else None, tokens, positions, cache,
-            slot_ids=slot[None], kv_len=kv_len, rows_lora=rows_lora if use_lora else None,
-            matmul_dtype=self.prefill_matmul_dtype, q4=q4, native_lora=self.native_lora)
-        last = jax.lax.dynamic_index_in_dim(hidden[0], jnp.clip(length - 1 - start, 0, T - 1),
-                                            keepdims=False)
+            self.config,
+            params,
+            lora if use_lora else None,
+            tokens,
+            positions,
+            cache,
+            slot_ids=slot[None],
+            kv_len=kv_len,
+            rows_lora=rows_lora if use_lora else None,
+            matmul_dtype=self.prefill_matmul_dtype,
+            q4=q4,
+            native_lora=self.native_lora,
+        )
+        last = jax.lax.dynamic_index_in_dim(hidden[0], jnp.clip(length - 1 - start, 0, T - 1), keepdims=False)
         logits = llama.logits_from_hidden(params, last[None, :], q8_head=q8_head)
         row = jnp.where(start == 0, jnp.zeros_like(seen[slot]), seen[slot])
         valid = jnp.arange(T) < (length - start)
@@ -522,8 +565,26 @@ class Engine:
         token, logprob = sample(logits, row[None], *sampling, jnp.zeros((1,), jnp.int32))
         return token[0], logprob[0], cache, seen
 
-    def _decode_impl(self, params, q4, q8_head, lora, cache, seen, tokens, positions, slot_ids, rows_lora,
-                     sampling, generated, *, kv_len, steps, lora_width, compact):
+    def _decode_impl(
+        self,
+        params,
+        q4,
+        q8_head,
+        lora,
+        cache,
+        seen,
+        tokens,
+        positions,
+        slot_ids,
+        rows_lora,
+        sampling,
+        generated,
+        *,
+        kv_len,
+        steps,
+        lora_width,
+        compact,
+    ):
         """`steps` decode steps for the rows in `slot_ids` (all slots in order unless compact)."""
         self._count_compile(("decode", tokens.shape[0], kv_len, steps, lora_width))
         use_lora = lora_width > 0
@@ -534,11 +595,19 @@ class Engine:
         def step(i, carry):
             cache, row_seen, tokens, out_tokens, out_logprobs = carry
             hidden, cache = llama.forward_hidden(
-                self.config, params, lora if use_lora else None, tokens[:, None],
-                (positions + i)[:, None], cache, slot_ids=slot_ids if compact else None,
-                kv_len=kv_len, rows_lora=rows_lora if use_lora else None,
-                q4=q4, native_lora=self.native_lora,
-                native_attention=self.native_attention)
+                self.config,
+                params,
+                lora if use_lora else None,
+                tokens[:, None],
+                (positions + i)[:, None],
+                cache,
+                slot_ids=slot_ids if compact else None,
+                kv_len=kv_len,
+                rows_lora=rows_lora if use_lora else None,
+                q4=q4,
+                native_lora=self.native_lora,
+                native_attention=self.native_attention,
+            )
             logits = llama.logits_from_hidden(params, hidden[:, 0], q8_head=q8_head)
             next_tokens, logprobs = sample(logits, row_seen, *sampling, generated + i)
             row_seen = row_seen.at[rows, next_tokens].set(True)
@@ -546,24 +615,31 @@ class Engine:
             out_logprobs = out_logprobs.at[:, i].set(logprobs)
             return cache, row_seen, next_tokens, out_tokens, out_logprobs
 
-        carry = (cache, row_seen, tokens, jnp.zeros((B, steps), jnp.int32),
-                 jnp.zeros((B, steps), jnp.float32))
+        carry = (cache, row_seen, tokens, jnp.zeros((B, steps), jnp.int32), jnp.zeros((B, steps), jnp.float32))
         cache, row_seen, _, out_tokens, out_logprobs = jax.lax.fori_loop(0, steps, step, carry)
         seen = seen.at[slot_ids].set(row_seen) if compact else row_seen
         return out_tokens, out_logprobs, cache, seen
 
-    def _verify_impl(self, params, q4, q8_head, lora, cache, tokens, start, slot, rows_lora, *, kv_len,
-                     lora_width):
+    def _verify_impl(self, params, q4, q8_head, lora, cache, tokens, start, slot, rows_lora, *, kv_len, lora_width):
         """Greedy predictions after each of `tokens` [1, T] (the last sampled token followed by
         draft tokens), writing their KV entries: one pass checks a whole draft."""
         self._count_compile(("verify", tokens.shape[1], kv_len, lora_width))
         use_lora = lora_width > 0
         positions = (start + jnp.arange(tokens.shape[1]))[None, :]
         hidden, cache = llama.forward_hidden(
-            self.config, params, lora if use_lora else None, tokens, positions, cache,
-            slot_ids=slot[None], kv_len=kv_len, rows_lora=rows_lora if use_lora else None,
-            q4=q4, native_lora=self.native_lora,
-            native_attention=self.native_attention)
+            self.config,
+            params,
+            lora if use_lora else None,
+            tokens,
+            positions,
+            cache,
+            slot_ids=slot[None],
+            kv_len=kv_len,
+            rows_lora=rows_lora if use_lora else None,
+            q4=q4,
+            native_lora=self.native_lora,
+            native_attention=self.native_attention,
+        )
         logits = llama.logits_from_hidden(params, hidden[0], q8_head=q8_head)
         predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         chosen = jnp.take_along_axis(logits, predictions[:, None], axis=-1)[:, 0]
@@ -617,17 +693,30 @@ class Engine:
             lora_width = int(used[-1]) + 1 if used.size else 0
         return sampling, (lora_index[:, :lora_width], lora_weight[:, :lora_width])
 
-    def _run_prefill_chunk(self, start: int, chunk: list[int], slot: int, length: int,
-                           request: _Request, lora_width: int | None = None):
+    def _run_prefill_chunk(
+        self, start: int, chunk: list[int], slot: int, length: int, request: _Request, lora_width: int | None = None
+    ):
         bucket = self._prefill_buckets[bisect.bisect_left(self._prefill_buckets, len(chunk))]
         tokens = np.zeros((1, bucket), np.int32)
-        tokens[0, :len(chunk)] = chunk
+        tokens[0, : len(chunk)] = chunk
         kv_len = bucket if start == 0 else self._kv_bucket(start + bucket)
         sampling, rows_lora = self._row_sampling([request], lora_width)
         token, logprob, self.cache, self.seen = self._prefill_jit(
-            self.params, self._prefill_q4, self.q8_head, self.lora, self.cache, self.seen, tokens, np.int32(start),
-            np.int32(length), np.int32(slot), rows_lora, sampling, kv_len=kv_len,
-            lora_width=rows_lora[0].shape[1])
+            self.params,
+            self._prefill_q4,
+            self.q8_head,
+            self.lora,
+            self.cache,
+            self.seen,
+            tokens,
+            np.int32(start),
+            np.int32(length),
+            np.int32(slot),
+            rows_lora,
+            sampling,
+            kv_len=kv_len,
+            lora_width=rows_lora[0].shape[1],
+        )
         return token, logprob
 
     def _kv_bucket(self, needed: int) -> int:
@@ -650,7 +739,7 @@ class Engine:
         if size >= self.max_batch_slots:
             return list(range(self.max_batch_slots))
         free = [i for i, r in enumerate(self._rows) if r is None]
-        return busy + free[:size - len(busy)]
+        return busy + free[: size - len(busy)]
 
     def _run_decode(self, kv_len: int, lora_width: int | None = None, slots=None):
         slots = list(range(self.max_batch_slots)) if slots is None else slots
@@ -666,9 +755,23 @@ class Engine:
         sampling, rows_lora = self._row_sampling(rows, lora_width)
         compact = len(slots) < self.max_batch_slots
         out_tokens, out_logprobs, self.cache, self.seen = self._decode_jit(
-            self.params, self.q4, self.q8_head, self.lora, self.cache, self.seen, tokens, positions,
-            np.asarray(slots, np.int32), rows_lora, sampling, generated, kv_len=kv_len,
-            steps=self.decode_steps, lora_width=rows_lora[0].shape[1], compact=compact)
+            self.params,
+            self.q4,
+            self.q8_head,
+            self.lora,
+            self.cache,
+            self.seen,
+            tokens,
+            positions,
+            np.asarray(slots, np.int32),
+            rows_lora,
+            sampling,
+            generated,
+            kv_len=kv_len,
+            steps=self.decode_steps,
+            lora_width=rows_lora[0].shape[1],
+            compact=compact,
+        )
         return out_tokens, out_logprobs
 
     # ---------------------------------------------------------------------------------------
@@ -710,8 +813,7 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while (not self._closed and not self._commands and not self._pending
-                       and not any(self._rows)):
+                while not self._closed and not self._commands and not self._pending and not any(self._rows):
                     self._cond.wait()
                 if self._closed:
                     return
@@ -749,7 +851,7 @@ class Engine:
             try:
                 ids = request.prompt_ids
                 for start in range(0, len(ids), self.prefill_chunk):
-                    chunk = ids[start:start + self.prefill_chunk]
+                    chunk = ids[start : start + self.prefill_chunk]
                     token, logprob = self._run_prefill_chunk(start, chunk, slot, len(ids), request)
                 self._accept(request, int(token), float(logprob))
             except Exception as exc:
@@ -768,8 +870,10 @@ class Engine:
         params = request.params
         if not params.is_greedy or params.repetition_penalty != 1.0:
             return False
-        if (request.drafted >= SPECULATION_PROBATION
-                and request.draft_accepted < SPECULATION_MIN_ACCEPTANCE * request.drafted):
+        if (
+            request.drafted >= SPECULATION_PROBATION
+            and request.draft_accepted < SPECULATION_MIN_ACCEPTANCE * request.drafted
+        ):
             return False  # its drafts keep failing: checking them costs more than it saves
         ids = request.prompt_ids + request.token_ids
         start = len(ids) - 1
@@ -779,12 +883,21 @@ class Engine:
         if not draft:
             return False
         tokens = np.zeros((1, k + 1), np.int32)
-        tokens[0, :len(draft) + 1] = [ids[-1], *draft]
+        tokens[0, : len(draft) + 1] = [ids[-1], *draft]
         _, rows_lora = self._row_sampling([request])
         predictions, logprobs, self.cache = self._verify_jit(
-            self.params, self.q4, self.q8_head, self.lora, self.cache, tokens, np.int32(start),
+            self.params,
+            self.q4,
+            self.q8_head,
+            self.lora,
+            self.cache,
+            tokens,
+            np.int32(start),
             np.int32(request.slot),
-            rows_lora, kv_len=self._kv_bucket(start + k + 1), lora_width=rows_lora[0].shape[1])
+            rows_lora,
+            kv_len=self._kv_bucket(start + k + 1),
+            lora_width=rows_lora[0].shape[1],
+        )
         predictions = np.asarray(predictions)
         logprobs = np.asarray(logprobs)
         accepted = 0
@@ -832,8 +945,7 @@ class Engine:
 
     def _reset_sequences(self) -> None:
         """Fresh KV cache and token masks (a failed call may have consumed the donated ones)."""
-        self.cache = llama.init_cache(self.config, self.max_batch_slots, self.max_seq_len,
-                                      self.kv_dtype)
+        self.cache = llama.init_cache(self.config, self.max_batch_slots, self.max_seq_len, self.kv_dtype)
         self.seen = jnp.zeros((self.max_batch_slots, self.config.vocab_size), jnp.bool_)
 
     def _cancel_requested(self, request: _Request) -> bool:
@@ -852,8 +964,7 @@ class Engine:
         if request.first_token_at is None:
             request.first_token_at = time.perf_counter()
         finish = None
-        is_stop_token = (token in self.tokenizer.stop_token_ids
-                         and not request.params.ignore_eos)
+        is_stop_token = token in self.tokenizer.stop_token_ids and not request.params.ignore_eos
         if is_stop_token:
             finish = "stop"
         else:
@@ -872,11 +983,10 @@ class Engine:
             safe = len(request.text) - _pending_stop_prefix(request.text, request.params.stop)
         else:
             safe = len(request.text)
-        delta = request.text[request.emitted:safe]
+        delta = request.text[request.emitted : safe]
         request.emitted = max(request.emitted, safe)
         if not is_stop_token or delta:
-            event = TokenEvent(index=len(request.token_ids) - 1, token_id=token, text=delta,
-                               logprob=logprob)
+            event = TokenEvent(index=len(request.token_ids) - 1, token_id=token, text=delta, logprob=logprob)
             try:
                 if request.on_token is not None:
                     request.on_token(event)
@@ -895,21 +1005,38 @@ class Engine:
             self._rows[request.slot] = None
         self.adapters.release([slot for slot, _ in request.adapter_slots])
         now = time.perf_counter()
-        text = request.text[:request.emitted]
+        text = request.text[: request.emitted]
         logprobs = request.logprobs
-        request.handle._finish(GenerationResult(
-            text=text, finish_reason=reason, prompt_tokens=len(request.prompt_ids),
-            completion_tokens=len(request.token_ids), token_ids=list(request.token_ids),
-            time_to_first_token=(request.first_token_at - request.submitted_at
-                                 if request.first_token_at is not None else None),
-            total_time=now - request.submitted_at,
-            mean_logprob=float(np.mean(logprobs)) if logprobs else None,
-            adapters=dict(request.adapter_versions), model_id=self.model_id, error=error))
+        request.handle._finish(
+            GenerationResult(
+                text=text,
+                finish_reason=reason,
+                prompt_tokens=len(request.prompt_ids),
+                completion_tokens=len(request.token_ids),
+                token_ids=list(request.token_ids),
+                time_to_first_token=(
+                    request.first_token_at - request.submitted_at if request.first_token_at is not None else None
+                ),
+                total_time=now - request.submitted_at,
+                mean_logprob=float(np.mean(logprobs)) if logprobs else None,
+                adapters=dict(request.adapter_versions),
+                model_id=self.model_id,
+                error=error,
+            )
+        )
 
 
-_WARMUP_ROW = _Request(engine=None, prompt_ids=[0], params=SamplingParams(greedy=True),
-                       adapter_slots=[], adapter_versions={}, on_token=None, should_cancel=None,
-                       seed=0, max_new_tokens=1)
+_WARMUP_ROW = _Request(
+    engine=None,
+    prompt_ids=[0],
+    params=SamplingParams(greedy=True),
+    adapter_slots=[],
+    adapter_versions={},
+    on_token=None,
+    should_cancel=None,
+    seed=0,
+    max_new_tokens=1,
+)
 
 
 def ngram_draft(ids: list[int], length: int, max_ngram: int = 3) -> list[int]:
@@ -922,13 +1049,15 @@ def ngram_draft(ids: list[int], length: int, max_ngram: int = 3) -> list[int]:
         matches = np.nonzero((windows == suffix).all(axis=1))[0]
         if matches.size:
             follow = int(matches[-1]) + n
-            return [int(t) for t in array[follow:follow + length]]
+            return [int(t) for t in array[follow : follow + length]]
     return []
 
 
 def _write_slot(lora, slot, arrays):
-    return {target: {part: table.at[:, slot].set(arrays[target][part])
-                     for part, table in lora[target].items()} for target in lora}
+    return {
+        target: {part: table.at[:, slot].set(arrays[target][part]) for part, table in lora[target].items()}
+        for target in lora
+    }
 
 
 def _find_stop(text: str, stops, emitted: int) -> int | None:
@@ -955,8 +1084,7 @@ def _pending_stop_prefix(text: str, stops) -> int:
 def native_kernels_apply(dtype) -> bool:
     """Whether an engine computing in `dtype` reads adapter slots and the KV cache with the
     native kernels (float32 on CPU, when they build here)."""
-    return (jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu"
-            and kernels.available())
+    return jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu" and kernels.available()
 
 
 def default_kv_dtype(dtype=jnp.float32, native_attention=None):
@@ -967,18 +1095,38 @@ def default_kv_dtype(dtype=jnp.float32, native_attention=None):
     return jnp.dtype(jnp.float16) if native_attention else jnp.dtype(dtype)
 
 
-def load_engine(model_path: str | None = None, *, max_batch_slots: int = 8,
-                max_seq_len: int = 2048, lora_slots: int = 8, max_lora_rank: int = 16,
-                dtype=None, decode_steps: int = 4, prefill_chunk: int = 512,
-                speculative_tokens: int = 4, cache_dir=None,
-                prefill_matmul_dtype=None, decode_weights: str = "auto",
-                lora_dtype=None, kv_dtype=None) -> Engine:
+def load_engine(
+    model_path: str | None = None,
+    *,
+    max_batch_slots: int = 8,
+    max_seq_len: int = 2048,
+    lora_slots: int = 8,
+    max_lora_rank: int = 16,
+    dtype=None,
+    decode_steps: int = 4,
+    prefill_chunk: int = 512,
+    speculative_tokens: int = 4,
+    cache_dir=None,
+    prefill_matmul_dtype=None,
+    decode_weights: str = "auto",
+    lora_dtype=None,
+    kv_dtype=None,
+) -> Engine:
     """Load weights (GGUF file or Hugging Face directory; None = SmolLM2-135M-Instruct) and
     build an engine. The engine thread starts with the first request (or `engine.start()`)."""
     loaded = load_model(model_path, cache_dir=cache_dir)
-    return Engine(loaded, max_batch_slots=max_batch_slots, max_seq_len=max_seq_len,
-                  lora_slots=lora_slots, max_lora_rank=max_lora_rank, dtype=dtype,
-                  decode_steps=decode_steps, prefill_chunk=prefill_chunk,
-                  speculative_tokens=speculative_tokens,
-                  prefill_matmul_dtype=prefill_matmul_dtype, decode_weights=decode_weights,
-                  lora_dtype=lora_dtype, kv_dtype=kv_dtype)
+    return Engine(
+        loaded,
+        max_batch_slots=max_batch_slots,
+        max_seq_len=max_seq_len,
+        lora_slots=lora_slots,
+        max_lora_rank=max_lora_rank,
+        dtype=dtype,
+        decode_steps=decode_steps,
+        prefill_chunk=prefill_chunk,
+        speculative_tokens=speculative_tokens,
+        prefill_matmul_dtype=prefill_matmul_dtype,
+        decode_weights=decode_weights,
+        lora_dtype=lora_dtype,
+        kv_dtype=kv_dtype,
+    )

@@ -27,10 +27,16 @@ from .model import LORA_TARGETS, unpair_slot_tables
 
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
-_MODULE_PARENT = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn",
-                  "o_proj": "self_attn", "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
-_PEFT_KEY = re.compile(
-    r"layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_([AB])(?:\.[A-Za-z0-9_]+)?\.weight$")
+_MODULE_PARENT = {
+    "q_proj": "self_attn",
+    "k_proj": "self_attn",
+    "v_proj": "self_attn",
+    "o_proj": "self_attn",
+    "gate_proj": "mlp",
+    "up_proj": "mlp",
+    "down_proj": "mlp",
+}
+_PEFT_KEY = re.compile(r"layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_([AB])(?:\.[A-Za-z0-9_]+)?\.weight$")
 
 
 class AdapterError(ValueError):
@@ -67,8 +73,7 @@ class LoraAdapter:
             expected_a = (config.num_layers, self.rank, fan_in)
             expected_b = (config.num_layers, fan_out, self.rank)
             if a.shape != expected_a or b.shape != expected_b:
-                raise AdapterError(f"{target}: shapes {a.shape}/{b.shape}, expected "
-                                   f"{expected_a}/{expected_b}")
+                raise AdapterError(f"{target}: shapes {a.shape}/{b.shape}, expected {expected_a}/{expected_b}")
 
     def delta(self, target: str, layer: int) -> np.ndarray:
         """scaling · B·A for one projection of one layer, [out, in] (zeros if not targeted)."""
@@ -102,9 +107,15 @@ class LoraAdapter:
         }
 
     @classmethod
-    def from_state_dict(cls, tensors: dict[str, np.ndarray], config: ModelConfig, *,
-                        alpha: float | None = None, rank: int | None = None,
-                        use_rslora: bool = False) -> LoraAdapter:
+    def from_state_dict(
+        cls,
+        tensors: dict[str, np.ndarray],
+        config: ModelConfig,
+        *,
+        alpha: float | None = None,
+        rank: int | None = None,
+        use_rslora: bool = False,
+    ) -> LoraAdapter:
         """Build from PEFT-named tensors; rank from the tensors, alpha defaults to the rank."""
         found: dict[str, dict[str, dict[int, np.ndarray]]] = {}
         for key, array in tensors.items():
@@ -116,8 +127,7 @@ class LoraAdapter:
                 raise AdapterError(f"unsupported LoRA target {target!r}")
             if layer >= config.num_layers:
                 raise AdapterError(f"{key!r}: the base model has {config.num_layers} layers")
-            found.setdefault(target, {}).setdefault(which, {})[layer] = np.asarray(array,
-                                                                                   np.float32)
+            found.setdefault(target, {}).setdefault(which, {})[layer] = np.asarray(array, np.float32)
         if not found:
             raise AdapterError("the adapter has no LoRA tensors")
         ranks = {a.shape[0] for parts in found.values() for a in parts.get("A", {}).values()}
@@ -135,17 +145,14 @@ class LoraAdapter:
                 raise AdapterError(f"{target}: lora_A and lora_B cover different layers")
             for layer, array in parts["A"].items():
                 if array.shape != (rank, fan_in):
-                    raise AdapterError(f"{target}.{layer}.lora_A has shape {array.shape}, "
-                                       f"expected {(rank, fan_in)}")
+                    raise AdapterError(f"{target}.{layer}.lora_A has shape {array.shape}, expected {(rank, fan_in)}")
                 a[layer] = array
             for layer, array in parts["B"].items():
                 if array.shape != (fan_out, rank):
-                    raise AdapterError(f"{target}.{layer}.lora_B has shape {array.shape}, "
-                                       f"expected {(fan_out, rank)}")
+                    raise AdapterError(f"{target}.{layer}.lora_B has shape {array.shape}, expected {(fan_out, rank)}")
                 b[layer] = array
             weights[target] = (a, b)
-        return cls(rank=rank, alpha=float(rank if alpha is None else alpha), weights=weights,
-                   use_rslora=use_rslora)
+        return cls(rank=rank, alpha=float(rank if alpha is None else alpha), weights=weights, use_rslora=use_rslora)
 
 
 def load_peft_adapter(path: str | os.PathLike, config: ModelConfig) -> LoraAdapter:
@@ -163,23 +170,26 @@ def load_peft_adapter(path: str | os.PathLike, config: ModelConfig) -> LoraAdapt
     if peft.get("fan_in_fan_out"):
         raise AdapterError("fan_in_fan_out adapters are not supported")
     adapter = LoraAdapter.from_state_dict(
-        load_file(str(weights_file)), config, alpha=peft.get("lora_alpha"), rank=peft.get("r"),
-        use_rslora=bool(peft.get("use_rslora", False)))
+        load_file(str(weights_file)),
+        config,
+        alpha=peft.get("lora_alpha"),
+        rank=peft.get("r"),
+        use_rslora=bool(peft.get("use_rslora", False)),
+    )
     adapter.metadata = peft
     return adapter
 
 
-def save_peft_adapter(path: str | os.PathLike, adapter: LoraAdapter, *,
-                      base_model_name_or_path: str | None = None) -> Path:
+def save_peft_adapter(
+    path: str | os.PathLike, adapter: LoraAdapter, *, base_model_name_or_path: str | None = None
+) -> Path:
     """Write `adapter` as a PEFT directory (adapter_model.safetensors + adapter_config.json)."""
     from safetensors.numpy import save_file
 
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(adapter.state_dict(), str(directory / ADAPTER_WEIGHTS_FILE),
-              metadata={"format": "pt"})
-    (directory / ADAPTER_CONFIG_FILE).write_text(
-        json.dumps(adapter.peft_config(base_model_name_or_path), indent=2))
+    save_file(adapter.state_dict(), str(directory / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
+    (directory / ADAPTER_CONFIG_FILE).write_text(json.dumps(adapter.peft_config(base_model_name_or_path), indent=2))
     return directory
 
 
@@ -197,8 +207,15 @@ def _on_eight_bit_grid(values: np.ndarray, axis: int) -> np.ndarray:
     return (q * step).astype(np.float32)
 
 
-def random_adapter(config: ModelConfig, *, rank: int = 8, alpha: float | None = None,
-                   targets=LORA_TARGETS, seed: int = 0, scale: float = 0.05) -> LoraAdapter:
+def random_adapter(
+    config: ModelConfig,
+    *,
+    rank: int = 8,
+    alpha: float | None = None,
+    targets=LORA_TARGETS,
+    seed: int = 0,
+    scale: float = 0.05,
+) -> LoraAdapter:
     """An adapter with random A and B (both non-zero), for tests and benchmarks.
 
     A's rows and B's columns (one per rank) are 8-bit multiples of a power-of-two step, so that
@@ -210,18 +227,15 @@ def random_adapter(config: ModelConfig, *, rank: int = 8, alpha: float | None = 
     for target in targets:
         fan_in, fan_out = dims[target]
         a = _on_eight_bit_grid(rng.standard_normal((config.num_layers, rank, fan_in)) * scale, 2)
-        b = _on_eight_bit_grid(rng.standard_normal((config.num_layers, fan_out, rank)) * scale,
-                               1)
+        b = _on_eight_bit_grid(rng.standard_normal((config.num_layers, fan_out, rank)) * scale, 1)
         weights[target] = (a, b)
-    return LoraAdapter(rank=rank, alpha=float(alpha if alpha is not None else 2 * rank),
-                       weights=weights)
+    return LoraAdapter(rank=rank, alpha=float(alpha if alpha is not None else 2 * rank), weights=weights)
 
 
 def slot_arrays(adapter: LoraAdapter, config: ModelConfig, max_rank: int):
     """Device-slot layout: per target A [L, in, R] and B [L, R, out] with scaling folded into B."""
     if adapter.rank > max_rank:
-        raise AdapterError(f"adapter rank {adapter.rank} exceeds the engine's max_lora_rank "
-                           f"{max_rank}")
+        raise AdapterError(f"adapter rank {adapter.rank} exceeds the engine's max_lora_rank {max_rank}")
     dims = config.target_dims()
     arrays = {}
     for target in LORA_TARGETS:
@@ -230,8 +244,8 @@ def slot_arrays(adapter: LoraAdapter, config: ModelConfig, max_rank: int):
         b_slot = np.zeros((config.num_layers, max_rank, fan_out), np.float32)
         if target in adapter.weights:
             a, b = adapter.weights[target]
-            a_slot[:, :, :adapter.rank] = a.transpose(0, 2, 1)
-            b_slot[:, :adapter.rank, :] = b.transpose(0, 2, 1) * adapter.scaling
+            a_slot[:, :, : adapter.rank] = a.transpose(0, 2, 1)
+            b_slot[:, : adapter.rank, :] = b.transpose(0, 2, 1) * adapter.scaling
         arrays[target] = {"A": a_slot, "B": b_slot}
     return arrays
 
@@ -253,8 +267,7 @@ def quantize_slot_arrays(arrays: dict) -> dict:
         a, b = np.asarray(slot["A"], np.float32), np.asarray(slot["B"], np.float32)
         (layers, fan_in, rank), fan_out = a.shape, b.shape[2]
         if fan_in % 2 or rank % 2:
-            raise ValueError(f"int8 slots need an even input size and rank, not {fan_in} and "
-                             f"{rank} ({target})")
+            raise ValueError(f"int8 slots need an even input size and rank, not {fan_in} and {rank} ({target})")
         a_step = np.abs(a).max(axis=1) / 127.0  # [L, R], over the inputs
         b_step = np.abs(b).max(axis=2) / 127.0  # [L, R], over the outputs
         a_safe = np.where(a_step > 0, a_step, 1.0)
@@ -262,11 +275,10 @@ def quantize_slot_arrays(arrays: dict) -> dict:
         a_q = np.clip(np.rint(a / a_safe[:, None, :]), -127, 127).astype(np.int8)
         b_q = np.clip(np.rint(b / b_safe[:, :, None]), -127, 127).astype(np.int8)
         quantized[target] = {
-            "A": np.ascontiguousarray(
-                a_q.reshape(layers, fan_in // 2, 2, rank).transpose(0, 1, 3, 2)),
-            "B": np.ascontiguousarray(
-                b_q.reshape(layers, rank // 2, 2, fan_out).transpose(0, 1, 3, 2)),
-            "scale": (a_step * b_step).astype(np.float32)}
+            "A": np.ascontiguousarray(a_q.reshape(layers, fan_in // 2, 2, rank).transpose(0, 1, 3, 2)),
+            "B": np.ascontiguousarray(b_q.reshape(layers, rank // 2, 2, fan_out).transpose(0, 1, 3, 2)),
+            "scale": (a_step * b_step).astype(np.float32),
+        }
     return quantized
 
 
@@ -278,19 +290,22 @@ def dequantize_slot_arrays(quantized: dict) -> dict:
     tables = {}
     for target, slot in quantized.items():
         a, b = unpair_slot_tables(slot["A"], slot["B"])
-        tables[target] = {"A": a.astype(np.float32),
-                          "B": b.astype(np.float32) * slot["scale"][:, :, None]}
+        tables[target] = {"A": a.astype(np.float32), "B": b.astype(np.float32) * slot["scale"][:, :, None]}
     return tables
 
 
-def merge_adapter(config: ModelConfig, params: dict, adapter: LoraAdapter,
-                  weight: float = 1.0) -> dict:
+def merge_adapter(config: ModelConfig, params: dict, adapter: LoraAdapter, weight: float = 1.0) -> dict:
     """Host params with W + weight · scaling · B·A folded in (engine layout)."""
     q, k, f = config.q_size, config.kv_size, config.intermediate_size
-    columns = {"q_proj": ("wqkv", 0, q), "k_proj": ("wqkv", q, q + k),
-               "v_proj": ("wqkv", q + k, q + 2 * k), "o_proj": ("wo", 0, config.hidden_size),
-               "gate_proj": ("w_gate_up", 0, f), "up_proj": ("w_gate_up", f, 2 * f),
-               "down_proj": ("w_down", 0, config.hidden_size)}
+    columns = {
+        "q_proj": ("wqkv", 0, q),
+        "k_proj": ("wqkv", q, q + k),
+        "v_proj": ("wqkv", q + k, q + 2 * k),
+        "o_proj": ("wo", 0, config.hidden_size),
+        "gate_proj": ("w_gate_up", 0, f),
+        "up_proj": ("w_gate_up", f, 2 * f),
+        "down_proj": ("w_down", 0, config.hidden_size),
+    }
     layers = {name: np.array(value, dtype=np.float32) for name, value in params["layers"].items()}
     for target in adapter.weights:
         name, start, stop = columns[target]
@@ -364,15 +379,15 @@ class AdapterSlotTable:
         """A slot to write `name`'s new version into (free, or freed by LRU eviction)."""
         with self._lock:
             mapped = set(self._by_name.values())
-            free = [i for i, s in self._slots.items()
-                    if i not in mapped and s.refcount == 0 and not s.loading]
+            free = [i for i, s in self._slots.items() if i not in mapped and s.refcount == 0 and not s.loading]
             if not free:
-                victims = [i for i, s in self._slots.items()
-                           if i in mapped and s.name != name and not s.pinned
-                           and s.refcount == 0 and not s.loading]
+                victims = [
+                    i
+                    for i, s in self._slots.items()
+                    if i in mapped and s.name != name and not s.pinned and s.refcount == 0 and not s.loading
+                ]
                 if not victims:
-                    raise AdapterSlotsFullError(
-                        "no adapter slot is free: all are pinned or serving requests")
+                    raise AdapterSlotsFullError("no adapter slot is free: all are pinned or serving requests")
                 victim = min(victims, key=lambda i: self._slots[i].last_used)
                 del self._by_name[self._slots[victim].name]
                 free = [victim]
@@ -382,8 +397,7 @@ class AdapterSlotTable:
 
     def commit(self, name: str, slot: int, version, pinned: bool) -> None:
         with self._lock:
-            self._slots[slot] = _Slot(name=name, version=version, pinned=pinned,
-                                      last_used=time.monotonic())
+            self._slots[slot] = _Slot(name=name, version=version, pinned=pinned, last_used=time.monotonic())
             self._by_name[name] = slot
 
     def abort(self, slot: int) -> None:

@@ -56,11 +56,18 @@ def init_lora_state(config: ModelConfig, num_slots: int, max_rank: int, dtype=jn
     dims = config.target_dims()
     L, S = config.num_layers, num_slots + 1
     if jnp.dtype(dtype) == jnp.int8:
-        return {t: {"A": jnp.zeros((L, S, dims[t][0] // 2, max_rank, 2), dtype),
-                    "B": jnp.zeros((L, S, max_rank // 2, dims[t][1], 2), dtype),
-                    "scale": jnp.zeros((L, S, max_rank), jnp.float32)} for t in LORA_TARGETS}
-    return {t: {"A": jnp.zeros((L, S, dims[t][0], max_rank), dtype),
-                "B": jnp.zeros((L, S, max_rank, dims[t][1]), dtype)} for t in LORA_TARGETS}
+        return {
+            t: {
+                "A": jnp.zeros((L, S, dims[t][0] // 2, max_rank, 2), dtype),
+                "B": jnp.zeros((L, S, max_rank // 2, dims[t][1], 2), dtype),
+                "scale": jnp.zeros((L, S, max_rank), jnp.float32),
+            }
+            for t in LORA_TARGETS
+        }
+    return {
+        t: {"A": jnp.zeros((L, S, dims[t][0], max_rank), dtype), "B": jnp.zeros((L, S, max_rank, dims[t][1]), dtype)}
+        for t in LORA_TARGETS
+    }
 
 
 def serving_params(params: dict) -> dict:
@@ -94,8 +101,10 @@ def unpair_slot_tables(a, b):
     B [..., R, out] (numpy or jax arrays, any leading axes)."""
     *lead, half_in, rank, _ = a.shape
     *_, half_rank, fan_out, _ = b.shape
-    return (a.swapaxes(-1, -2).reshape(*lead, 2 * half_in, rank),
-            b.swapaxes(-1, -2).reshape(*lead, 2 * half_rank, fan_out))
+    return (
+        a.swapaxes(-1, -2).reshape(*lead, 2 * half_in, rank),
+        b.swapaxes(-1, -2).reshape(*lead, 2 * half_rank, fan_out),
+    )
 
 
 def _lora_delta(x, slots, layer, rows_lora):
@@ -141,15 +150,35 @@ def _attention(q, keys, values, positions, kv_len, scale, dtype):
     for begin in range(0, T, n):
         end = min(T, begin + n)
         visible = min(kv_len, kv_len - T + end)
-        outs.append(_attention_block(q[:, :, :, begin:end], keys[:, :, :visible],
-                                     values[:, :, :visible], positions[:, begin:end], scale,
-                                     dtype))
+        outs.append(
+            _attention_block(
+                q[:, :, :, begin:end],
+                keys[:, :, :visible],
+                values[:, :, :visible],
+                positions[:, begin:end],
+                scale,
+                dtype,
+            )
+        )
     return jnp.concatenate(outs, axis=3)
 
 
-def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, *, slot_ids,
-                   kv_len: int, rows_lora=None, matmul_dtype=None, q4=None,
-                   native_lora=False, native_attention=False):
+def forward_hidden(
+    config: ModelConfig,
+    params,
+    lora,
+    tokens,
+    positions,
+    cache,
+    *,
+    slot_ids,
+    kv_len: int,
+    rows_lora=None,
+    matmul_dtype=None,
+    q4=None,
+    native_lora=False,
+    native_attention=False,
+):
     """Run the decoder on `tokens` [B, T] at `positions` [B, T], reading and writing `cache`.
 
     `slot_ids` [B] names each row's cache slot, or None when row b is slot b (full batch).
@@ -196,8 +225,9 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
     def mm(x, w):
         if matmul_dtype is None:
             return x @ w
-        return jnp.dot(x.astype(matmul_dtype), w.astype(matmul_dtype),
-                       preferred_element_type=jnp.float32).astype(x.dtype)
+        return jnp.dot(x.astype(matmul_dtype), w.astype(matmul_dtype), preferred_element_type=jnp.float32).astype(
+            x.dtype
+        )
 
     def project(x, lp, name, layer):
         if q4 is None:
@@ -211,8 +241,7 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
             return project(x, lp, name, layer)
         if q4 is not None and native_lora:  # one kernel call for the matmul and its terms
             rows = x.reshape(B * T, x.shape[-1])
-            y = kernels.q4_matmul_lora(rows, q4[name], layer, [lora[t] for t in targets],
-                                       *token_adapters)
+            y = kernels.q4_matmul_lora(rows, q4[name], layer, [lora[t] for t in targets], *token_adapters)
             return y.reshape(B, T, -1).astype(x.dtype)
         deltas = [lora_delta(x, t, layer) for t in targets]
         return project(x, lp, name, layer) + jnp.concatenate(deltas, axis=-1)
@@ -226,14 +255,11 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
         q = rope(q.reshape(B, T, c.num_heads, c.head_dim), positions, c.rope_theta)
         k = rope(k.reshape(B, T, c.num_kv_heads, c.head_dim), positions, c.rope_theta)
         v = v.reshape(B, T, c.num_kv_heads, c.head_dim)
-        cache_k = cache_k.at[layer, cache_rows, :, positions].set(k.astype(cache_k.dtype),
-                                                                  mode="drop")
-        cache_v = cache_v.at[layer, cache_rows, :, positions].set(v.astype(cache_v.dtype),
-                                                                  mode="drop")
+        cache_k = cache_k.at[layer, cache_rows, :, positions].set(k.astype(cache_k.dtype), mode="drop")
+        cache_v = cache_v.at[layer, cache_rows, :, positions].set(v.astype(cache_v.dtype), mode="drop")
         if native_attention:
             attn = kernels.attention(q, cache_k, cache_v, batch_rows, positions, layer, scale)
-            return finish_layer(h, attn.reshape(B, T, c.q_size).astype(dtype), layer, lp,
-                                cache_k, cache_v)
+            return finish_layer(h, attn.reshape(B, T, c.q_size).astype(dtype), layer, lp, cache_k, cache_v)
         if slot_ids is None:
             keys = jax.lax.dynamic_slice_in_dim(cache_k[layer], 0, kv_len, axis=2)
             values = jax.lax.dynamic_slice_in_dim(cache_v[layer], 0, kv_len, axis=2)
@@ -241,8 +267,7 @@ def forward_hidden(config: ModelConfig, params, lora, tokens, positions, cache, 
             keys = cache_k[layer, slot_ids, :, :kv_len]
             values = cache_v[layer, slot_ids, :, :kv_len]
         q = q.reshape(B, T, c.num_kv_heads, c.group_size, c.head_dim).transpose(0, 2, 3, 1, 4)
-        attn = _attention(q, keys.astype(q.dtype), values.astype(dtype), positions, kv_len,
-                          scale, dtype)
+        attn = _attention(q, keys.astype(q.dtype), values.astype(dtype), positions, kv_len, scale, dtype)
         attn = attn.transpose(0, 3, 1, 2, 4).reshape(B, T, c.q_size)
         return finish_layer(h, attn, layer, lp, cache_k, cache_v)
 
@@ -284,8 +309,7 @@ def init_cache(config: ModelConfig, batch_slots: int, max_seq_len: int, dtype=jn
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
 
-def full_logits(config: ModelConfig, params, tokens, *, lora=None, rows_lora=None,
-                cache_dtype=None):
+def full_logits(config: ModelConfig, params, tokens, *, lora=None, rows_lora=None, cache_dtype=None):
     """Logits for every position of `tokens` [B, T] (no cache reuse; for tests and scoring).
     Attention reads keys and values back from a cache of `cache_dtype` (default: the
     parameters' dtype), so this also shows what a float16 cache computes."""
@@ -293,6 +317,7 @@ def full_logits(config: ModelConfig, params, tokens, *, lora=None, rows_lora=Non
     B, T = tokens.shape
     cache = init_cache(config, B, T, cache_dtype or params["embed"].dtype)
     positions = jnp.broadcast_to(jnp.arange(T), (B, T))
-    hidden, _ = forward_hidden(config, params, lora, tokens, positions, cache, slot_ids=None,
-                               kv_len=T, rows_lora=rows_lora)
+    hidden, _ = forward_hidden(
+        config, params, lora, tokens, positions, cache, slot_ids=None, kv_len=T, rows_lora=rows_lora
+    )
     return logits_from_hidden(params, hidden)

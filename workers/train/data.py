@@ -37,8 +37,12 @@ class TrainingExample:
             unknown = sorted(set(value) - {"prompt", "target", "rejected", "weight"})
             if unknown:
                 raise ValueError(f"unknown example fields: {unknown}")
-            example = cls(prompt=value["prompt"], target=value["target"],
-                          rejected=value.get("rejected"), weight=float(value.get("weight", 1.0)))
+            example = cls(
+                prompt=value["prompt"],
+                target=value["target"],
+                rejected=value.get("rejected"),
+                weight=float(value.get("weight", 1.0)),
+            )
         else:
             raise TypeError(f"expected a TrainingExample or a dict, not {type(value).__name__}")
         if not (math.isfinite(example.weight) and example.weight >= 0):
@@ -67,8 +71,7 @@ class ChatEncoder:
 
     def __init__(self, tokenizer: Tokenizer, chat_template: str):
         self.tokenizer = tokenizer
-        self.template = ChatTemplate(chat_template, bos_token=tokenizer.bos_token,
-                                     eos_token=tokenizer.eos_token)
+        self.template = ChatTemplate(chat_template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token)
 
     @staticmethod
     def messages(prompt: str | list[dict]) -> list[dict]:
@@ -89,24 +92,26 @@ class ChatEncoder:
         including its first stop token."""
         messages = self.messages(prompt)
         head = self.template.render(messages)
-        full = self.template.render([*messages, {"role": "assistant", "content": answer}],
-                                    add_generation_prompt=False)
+        full = self.template.render([*messages, {"role": "assistant", "content": answer}], add_generation_prompt=False)
         for rendered_answer in (answer, answer.strip()):
             if full.startswith(head + rendered_answer):
                 break
         else:
-            raise ValueError("the chat template does not render the answer right after the "
-                             "generation prompt; cannot tell prompt tokens from answer tokens")
-        tail = full[len(head) + len(rendered_answer):]
+            raise ValueError(
+                "the chat template does not render the answer right after the "
+                "generation prompt; cannot tell prompt tokens from answer tokens"
+            )
+        tail = full[len(head) + len(rendered_answer) :]
         ids = self.tokenizer.encode(rendered_answer, add_bos=False)
         tail_ids = self.tokenizer.encode(tail, add_bos=False)
         stops = self.tokenizer.stop_token_ids
         end = next((i for i, token in enumerate(tail_ids) if token in stops), None)
         if end is not None:
-            return ids + tail_ids[:end + 1]
+            return ids + tail_ids[: end + 1]
         if self.tokenizer.eos_token_id is None:
-            raise ValueError("the chat template closes no turn with a stop token and the "
-                             "tokenizer has no end-of-sequence token")
+            raise ValueError(
+                "the chat template closes no turn with a stop token and the tokenizer has no end-of-sequence token"
+            )
         return ids + [self.tokenizer.eos_token_id]
 
     def encode(self, example: TrainingExample, max_tokens: int) -> EncodedExample:
@@ -115,16 +120,17 @@ class ChatEncoder:
         max_tokens - 1 loses its end."""
         prompt = self.prompt_ids(example.prompt)
         target = self.answer_ids(example.prompt, example.target)
-        rejected = (None if example.rejected is None
-                    else self.answer_ids(example.prompt, example.rejected))
+        rejected = None if example.rejected is None else self.answer_ids(example.prompt, example.rejected)
         longest = max(len(target), len(rejected) if rejected is not None else 0)
         keep = max(1, min(len(prompt), max_tokens - longest))
         prompt = prompt[-keep:]
         room = max_tokens - keep
         return EncodedExample(
-            prompt_ids=tuple(prompt), target_ids=tuple(target[:room]),
+            prompt_ids=tuple(prompt),
+            target_ids=tuple(target[:room]),
             rejected_ids=None if rejected is None else tuple(rejected[:room]),
-            weight=float(example.weight))
+            weight=float(example.weight),
+        )
 
 
 def length_buckets(limit: int) -> list[int]:
@@ -163,8 +169,7 @@ def label_width(examples: list[EncodedExample], limit: int) -> int:
     return bucket_for(longest, limit)
 
 
-def batch_schedule(examples: list[EncodedExample], batch_rows: int, steps: int,
-                   seed: int) -> list[list[int]]:
+def batch_schedule(examples: list[EncodedExample], batch_rows: int, steps: int, seed: int) -> list[list[int]]:
     """Example indices of every step's batch: a pure function of the data and the seed, so a
     resumed run sees the batches an uninterrupted one would.
 
@@ -193,9 +198,15 @@ def batch_schedule(examples: list[EncodedExample], batch_rows: int, steps: int,
     return batches
 
 
-def build_batch(examples: list[EncodedExample], indices: list[int], *, batch_rows: int,
-                label_width: int, max_tokens: int, reference: dict[int, tuple[float, float]]
-                | None = None) -> tuple[dict[str, np.ndarray], int]:
+def build_batch(
+    examples: list[EncodedExample],
+    indices: list[int],
+    *,
+    batch_rows: int,
+    label_width: int,
+    max_tokens: int,
+    reference: dict[int, tuple[float, float]] | None = None,
+) -> tuple[dict[str, np.ndarray], int]:
     """Arrays for one step and its count of real tokens.
 
     Rows hold prompt + answer without the answer's last token (which is only ever predicted),
@@ -228,12 +239,12 @@ def build_batch(examples: list[EncodedExample], indices: list[int], *, batch_row
     labels = np.zeros((batch_rows, width), np.int32)
     label_mask = np.zeros((batch_rows, width), np.float32)
     for r, ((prompt, answer), sequence) in enumerate(zip(rows, inputs, strict=True)):
-        tokens[r, :len(sequence)] = sequence
-        label_positions[r, :len(answer)] = np.arange(len(prompt) - 1, len(prompt) - 1 + len(answer))
-        labels[r, :len(answer)] = answer
-        label_mask[r, :len(answer)] = 1.0
+        tokens[r, : len(sequence)] = sequence
+        label_positions[r, : len(answer)] = np.arange(len(prompt) - 1, len(prompt) - 1 + len(answer))
+        labels[r, : len(answer)] = answer
+        label_mask[r, : len(answer)] = 1.0
     weights = np.zeros(batch_rows, np.float32)
-    weights[:len(sft_weight)] = sft_weight
+    weights[: len(sft_weight)] = sft_weight
     pair_arrays = np.zeros((pair_slots, 2), np.int32)
     pair_weight = np.zeros(pair_slots, np.float32)
     pair_reference = np.zeros((pair_slots, 2), np.float32)
@@ -241,7 +252,14 @@ def build_batch(examples: list[EncodedExample], indices: list[int], *, batch_row
         pair_arrays[p] = (chosen, rejected)
         pair_weight[p] = weight
         pair_reference[p] = (ref_chosen, ref_rejected)
-    batch = {"tokens": tokens, "label_positions": label_positions, "labels": labels,
-             "label_mask": label_mask, "sft_weight": weights, "pair_rows": pair_arrays,
-             "pair_weight": pair_weight, "pair_reference": pair_reference}
+    batch = {
+        "tokens": tokens,
+        "label_positions": label_positions,
+        "labels": labels,
+        "label_mask": label_mask,
+        "sft_weight": weights,
+        "pair_rows": pair_arrays,
+        "pair_weight": pair_weight,
+        "pair_reference": pair_reference,
+    }
     return batch, sum(len(prompt) + len(answer) for prompt, answer in rows)

@@ -24,8 +24,12 @@ from workers.llm.model import LORA_TARGETS, _attention_block, logits_from_hidden
 
 # Projection matrices of the engine layout and the LoRA targets whose outputs they hold side
 # by side.
-FUSED_TARGETS = {"wqkv": ("q_proj", "k_proj", "v_proj"), "wo": ("o_proj",),
-                 "w_gate_up": ("gate_proj", "up_proj"), "w_down": ("down_proj",)}
+FUSED_TARGETS = {
+    "wqkv": ("q_proj", "k_proj", "v_proj"),
+    "wo": ("o_proj",),
+    "w_gate_up": ("gate_proj", "up_proj"),
+    "w_down": ("down_proj",),
+}
 
 # Above this many tokens per batch the layers are recomputed in the backward pass instead of
 # keeping their activations: about (6·D + 4·F + 4·H·T) floats per token and layer, which for
@@ -44,27 +48,33 @@ def init_lora_params(config: ModelConfig, *, rank: int, targets, seed: int) -> d
             continue
         fan_in, fan_out = dims[target]
         a = rng.standard_normal((config.num_layers, rank, fan_in)) / math.sqrt(fan_in)
-        params[target] = {"A": a.astype(np.float32),
-                          "B": np.zeros((config.num_layers, fan_out, rank), np.float32)}
+        params[target] = {"A": a.astype(np.float32), "B": np.zeros((config.num_layers, fan_out, rank), np.float32)}
     return params
 
 
 def lora_params_from_adapter(adapter: LoraAdapter) -> dict:
-    return {target: {"A": np.array(a, np.float32), "B": np.array(b, np.float32)}
-            for target, (a, b) in adapter.weights.items()}
+    return {
+        target: {"A": np.array(a, np.float32), "B": np.array(b, np.float32)}
+        for target, (a, b) in adapter.weights.items()
+    }
 
 
-def adapter_from_lora_params(params: dict, *, rank: int, alpha: float, use_rslora: bool = False,
-                             metadata: dict | None = None) -> LoraAdapter:
-    weights = {target: (np.asarray(params[target]["A"], np.float32),
-                        np.asarray(params[target]["B"], np.float32))
-               for target in LORA_TARGETS if target in params}
-    return LoraAdapter(rank=rank, alpha=float(alpha), weights=weights, use_rslora=use_rslora,
-                       metadata=dict(metadata or {}))
+def adapter_from_lora_params(
+    params: dict, *, rank: int, alpha: float, use_rslora: bool = False, metadata: dict | None = None
+) -> LoraAdapter:
+    weights = {
+        target: (np.asarray(params[target]["A"], np.float32), np.asarray(params[target]["B"], np.float32))
+        for target in LORA_TARGETS
+        if target in params
+    }
+    return LoraAdapter(
+        rank=rank, alpha=float(alpha), weights=weights, use_rslora=use_rslora, metadata=dict(metadata or {})
+    )
 
 
-def forward_hidden(config: ModelConfig, params: dict, lora: dict | None, scaling: float,
-                   tokens: jax.Array) -> jax.Array:
+def forward_hidden(
+    config: ModelConfig, params: dict, lora: dict | None, scaling: float, tokens: jax.Array
+) -> jax.Array:
     """Final hidden states [B, T, D] of `tokens` [B, T], every row starting at position 0.
 
     Rows are right-padded: causal attention keeps padding out of every real position, so no
@@ -99,8 +109,9 @@ def forward_hidden(config: ModelConfig, params: dict, lora: dict | None, scaling
         k = rope(k.reshape(B, T, c.num_kv_heads, c.head_dim), positions, c.rope_theta)
         v = v.reshape(B, T, c.num_kv_heads, c.head_dim)
         q = q.reshape(B, T, c.num_kv_heads, c.group_size, c.head_dim).transpose(0, 2, 3, 1, 4)
-        attn = _attention_block(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), positions,
-                                attention_scale, h.dtype)
+        attn = _attention_block(
+            q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), positions, attention_scale, h.dtype
+        )
         attn = attn.transpose(0, 3, 1, 2, 4).reshape(B, T, c.q_size)
         h = h + project(attn, lp, ll, "wo")
         x = rms_norm(h, lp["ffn_norm"], c.rms_norm_eps)
@@ -114,8 +125,9 @@ def forward_hidden(config: ModelConfig, params: dict, lora: dict | None, scaling
     return rms_norm(h, params["final_norm"], c.rms_norm_eps)
 
 
-def label_logprobs(config: ModelConfig, params: dict, lora: dict | None, scaling: float,
-                   tokens, label_positions, labels) -> jax.Array:
+def label_logprobs(
+    config: ModelConfig, params: dict, lora: dict | None, scaling: float, tokens, label_positions, labels
+) -> jax.Array:
     """log p(labels[b, j] | tokens[b, :label_positions[b, j] + 1]) as [B, N].
 
     The output head runs only on the N scored positions per row: with a 49k vocabulary it

@@ -88,10 +88,12 @@ def paired_bootstrap(candidate, current, *, resamples: int = 10_000, confidence:
         return {"mean_delta": None, "low": None, "high": None, "n": 0}
     rng = np.random.default_rng(seed)
     rows_per_chunk = max(1, _BOOTSTRAP_CELLS_PER_CHUNK // n)
-    means = np.concatenate([
-        deltas[rng.integers(0, n, size=(min(rows_per_chunk, resamples - start), n))].mean(axis=1)
-        for start in range(0, resamples, rows_per_chunk)
-    ])
+    means = np.concatenate(
+        [
+            deltas[rng.integers(0, n, size=(min(rows_per_chunk, resamples - start), n))].mean(axis=1)
+            for start in range(0, resamples, rows_per_chunk)
+        ]
+    )
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return {"mean_delta": float(deltas.mean()), "low": float(low), "high": float(high), "n": n}

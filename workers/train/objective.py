@@ -29,8 +29,9 @@ def make_optimizer(settings: OptimizerSettings, learning_rate) -> optax.Gradient
     """AdamW (optionally after global-norm clipping). `learning_rate` may be a traced scalar:
     the state's structure does not depend on it, so `make_optimizer(s, 0.0).init(...)` builds
     the state every step updates."""
-    adamw = optax.adamw(learning_rate, b1=settings.b1, b2=settings.b2, eps=settings.eps,
-                        weight_decay=settings.weight_decay)
+    adamw = optax.adamw(
+        learning_rate, b1=settings.b1, b2=settings.b2, eps=settings.eps, weight_decay=settings.weight_decay
+    )
     if settings.max_grad_norm is None:
         return adamw
     return optax.chain(optax.clip_by_global_norm(settings.max_grad_norm), adamw)
@@ -42,9 +43,9 @@ def learning_rate_schedule(peak: float, warmup_steps: int, steps: int):
     Update k (0-based) uses schedule(k + 1), so the first update already learns and the last
     one still moves a little."""
     warmup = min(warmup_steps, steps)
-    return optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=peak,
-                                              warmup_steps=warmup, decay_steps=steps + 1,
-                                              end_value=0.0)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=steps + 1, end_value=0.0
+    )
 
 
 def batch_loss(lora, params, batch, *, config, scaling, dpo_beta):
@@ -54,8 +55,10 @@ def batch_loss(lora, params, batch, *, config, scaling, dpo_beta):
     weight. DPO: weighted mean over pairs of -log σ(β·((c - c_ref) - (r - r_ref))), with c and r
     the summed log-probabilities of the chosen and rejected answers. A part with no weight in
     the batch contributes 0."""
-    logp = label_logprobs(config, params, lora, scaling, batch["tokens"],
-                          batch["label_positions"], batch["labels"]) * batch["label_mask"]
+    logp = (
+        label_logprobs(config, params, lora, scaling, batch["tokens"], batch["label_positions"], batch["labels"])
+        * batch["label_mask"]
+    )
     token_weight = batch["sft_weight"][:, None] * batch["label_mask"]
     sft_total = token_weight.sum()
     sft = -(logp * token_weight).sum() / jnp.maximum(sft_total, 1e-9)
@@ -71,13 +74,14 @@ def batch_loss(lora, params, batch, *, config, scaling, dpo_beta):
     return sft + dpo, {"sft_loss": sft, "dpo_loss": dpo, "dpo_accuracy": accuracy}
 
 
-@partial(jax.jit, static_argnames=("config", "scaling", "dpo_beta", "settings"),
-         donate_argnames=("lora", "opt_state"))
-def train_step(params, lora, opt_state, batch, learning_rate, *, config, scaling, dpo_beta,
-               settings: OptimizerSettings):
+@partial(jax.jit, static_argnames=("config", "scaling", "dpo_beta", "settings"), donate_argnames=("lora", "opt_state"))
+def train_step(
+    params, lora, opt_state, batch, learning_rate, *, config, scaling, dpo_beta, settings: OptimizerSettings
+):
     """One AdamW update of the LoRA factors; the base `params` get no gradient."""
     (loss, parts), grads = jax.value_and_grad(batch_loss, has_aux=True)(
-        lora, params, batch, config=config, scaling=scaling, dpo_beta=dpo_beta)
+        lora, params, batch, config=config, scaling=scaling, dpo_beta=dpo_beta
+    )
     updates, opt_state = make_optimizer(settings, learning_rate).update(grads, opt_state, lora)
     lora = optax.apply_updates(lora, updates)
     return lora, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **parts}

@@ -94,13 +94,17 @@ class TrainingResult:
         return self.stop_reason == "completed"
 
 
-def train(model: TrainingModel | LoadedModel, examples: Iterable[TrainingExample | dict],
-          policy: TrainingPolicy | dict | None = None, *,
-          parent: LoraAdapter | str | os.PathLike | None = None,
-          checkpoint_dir: str | os.PathLike | None = None,
-          adapter_dir: str | os.PathLike | None = None,
-          on_step: Callable[[dict], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> TrainingResult:
+def train(
+    model: TrainingModel | LoadedModel,
+    examples: Iterable[TrainingExample | dict],
+    policy: TrainingPolicy | dict | None = None,
+    *,
+    parent: LoraAdapter | str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    adapter_dir: str | os.PathLike | None = None,
+    on_step: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainingResult:
     """Train a LoRA adapter on `examples` (SFT for plain ones, DPO for those with `rejected`).
 
     parent: the adapter version to continue from (LoraAdapter or PEFT directory); its rank,
@@ -130,8 +134,7 @@ def train(model: TrainingModel | LoadedModel, examples: Iterable[TrainingExample
         initial = lora_params_from_adapter(parent_adapter)
     else:
         rank, alpha, use_rslora = policy.rank, policy.alpha, False
-        initial = init_lora_params(model.config, rank=rank, targets=policy.target_modules,
-                                   seed=policy.seed)
+        initial = init_lora_params(model.config, rank=rank, targets=policy.target_modules, seed=policy.seed)
     scaling = LoraAdapter(rank, alpha, {}, use_rslora=use_rslora).scaling
     dataset_hash = _dataset_hash(model, encoded, policy, parent_adapter)
 
@@ -146,7 +149,8 @@ def train(model: TrainingModel | LoadedModel, examples: Iterable[TrainingExample
         if checkpoint is not None:
             if checkpoint.progress.get("dataset_hash") != dataset_hash:
                 raise CheckpointMismatchError(
-                    f"{checkpoint_dir} holds a run of other data, policy, parent adapter or model")
+                    f"{checkpoint_dir} holds a run of other data, policy, parent adapter or model"
+                )
             lora, opt_state, step = checkpoint.lora, checkpoint.opt_state, checkpoint.step
             history = list(checkpoint.progress["history"])
             resumed_from = step
@@ -159,26 +163,45 @@ def train(model: TrainingModel | LoadedModel, examples: Iterable[TrainingExample
     opt_state = jax.tree.map(jnp.asarray, opt_state)
 
     def progress() -> dict:
-        return {"dataset_hash": dataset_hash, "seed": policy.seed, "history": history,
-                "policy": policy.to_dict(), "rank": rank, "alpha": alpha, "use_rslora": use_rslora}
+        return {
+            "dataset_hash": dataset_hash,
+            "seed": policy.seed,
+            "history": history,
+            "policy": policy.to_dict(),
+            "rank": rank,
+            "alpha": alpha,
+            "use_rslora": use_rslora,
+        }
 
     loop_started = time.monotonic()
     tokens_this_call = 0
     steps_this_call = 0
     stop_reason = "completed"
     while step < policy.steps:
-        batch, tokens = build_batch(encoded, schedule[step], batch_rows=policy.batch_size,
-                                    label_width=width, max_tokens=policy.max_tokens,
-                                    reference=reference)
+        batch, tokens = build_batch(
+            encoded,
+            schedule[step],
+            batch_rows=policy.batch_size,
+            label_width=width,
+            max_tokens=policy.max_tokens,
+            reference=reference,
+        )
         rate = float(learning_rate(step + 1))
         lora, opt_state, metrics = train_step(
-            model.params, lora, opt_state, batch, jnp.float32(rate), config=model.config,
-            scaling=scaling, dpo_beta=policy.dpo_beta, settings=settings)
+            model.params,
+            lora,
+            opt_state,
+            batch,
+            jnp.float32(rate),
+            config=model.config,
+            scaling=scaling,
+            dpo_beta=policy.dpo_beta,
+            settings=settings,
+        )
         step += 1
         steps_this_call += 1
         tokens_this_call += tokens
-        entry = {"step": step, **{k: float(v) for k, v in metrics.items()},
-                 "learning_rate": rate, "tokens": tokens}
+        entry = {"step": step, **{k: float(v) for k, v in metrics.items()}, "learning_rate": rate, "tokens": tokens}
         history.append(entry)
         if on_step is not None:
             on_step(entry)
@@ -196,24 +219,40 @@ def train(model: TrainingModel | LoadedModel, examples: Iterable[TrainingExample
     if checkpoint_dir is not None and step != resumed_from:
         save_checkpoint(checkpoint_dir, step=step, lora=lora, opt_state=opt_state, progress=progress())
 
-    adapter = adapter_from_lora_params(jax.device_get(lora), rank=rank, alpha=alpha,
-                                       use_rslora=use_rslora,
-                                       metadata={"dataset_hash": dataset_hash, "steps": step,
-                                                 "stop_reason": stop_reason})
+    adapter = adapter_from_lora_params(
+        jax.device_get(lora),
+        rank=rank,
+        alpha=alpha,
+        use_rslora=use_rslora,
+        metadata={"dataset_hash": dataset_hash, "steps": step, "stop_reason": stop_reason},
+    )
     written = None
     if adapter_dir is not None:
         written = save_peft_adapter(adapter_dir, adapter, base_model_name_or_path=model.model_id)
-    return TrainingResult(adapter=adapter, adapter_dir=written, history=history, steps_done=step,
-                          steps_total=policy.steps, stop_reason=stop_reason,
-                          resumed_from_step=resumed_from, steps_this_call=steps_this_call,
-                          tokens_this_call=tokens_this_call, elapsed_s=elapsed,
-                          dataset_hash=dataset_hash,
-                          checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None)
+    return TrainingResult(
+        adapter=adapter,
+        adapter_dir=written,
+        history=history,
+        steps_done=step,
+        steps_total=policy.steps,
+        stop_reason=stop_reason,
+        resumed_from_step=resumed_from,
+        steps_this_call=steps_this_call,
+        tokens_this_call=tokens_this_call,
+        elapsed_s=elapsed,
+        dataset_hash=dataset_hash,
+        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+    )
 
 
-def target_logprobs(model: TrainingModel | LoadedModel, examples: Iterable[TrainingExample | dict],
-                    adapter: LoraAdapter | str | os.PathLike | None = None, *, batch_size: int = 8,
-                    max_tokens: int = 512) -> list[float]:
+def target_logprobs(
+    model: TrainingModel | LoadedModel,
+    examples: Iterable[TrainingExample | dict],
+    adapter: LoraAdapter | str | os.PathLike | None = None,
+    *,
+    batch_size: int = 8,
+    max_tokens: int = 512,
+) -> list[float]:
     """Mean log-probability per target token (the answer and its end-of-turn token) of each
     example under the base model (adapter None) or the base with `adapter` at weight 1.
 
@@ -221,21 +260,33 @@ def target_logprobs(model: TrainingModel | LoadedModel, examples: Iterable[Train
     `examples`); `rejected` answers are ignored. Prompts are truncated as in training."""
     model = as_training_model(model)
     examples = [TrainingExample.coerce(example) for example in examples]
-    encoded = [model.encoder.encode(TrainingExample(e.prompt, e.target, None, e.weight), max_tokens)
-               for e in examples]
+    encoded = [model.encoder.encode(TrainingExample(e.prompt, e.target, None, e.weight), max_tokens) for e in examples]
     adapter = _as_adapter(adapter, model)
     if adapter is None:
         lora, scaling = None, 1.0
     else:
         adapter.validate(model.config)
         lora, scaling = lora_params_from_adapter(adapter), adapter.scaling
-    sums = _answer_logprob_sums(model, [(e.prompt_ids, e.target_ids) for e in encoded], lora, scaling,
-                                batch_size=batch_size, max_tokens=max_tokens)
+    sums = _answer_logprob_sums(
+        model,
+        [(e.prompt_ids, e.target_ids) for e in encoded],
+        lora,
+        scaling,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+    )
     return [total / len(e.target_ids) for total, e in zip(sums, encoded, strict=True)]
 
 
-def _answer_logprob_sums(model: TrainingModel, rows: list[tuple[tuple[int, ...], tuple[int, ...]]],
-                         lora, scaling: float, *, batch_size: int, max_tokens: int) -> list[float]:
+def _answer_logprob_sums(
+    model: TrainingModel,
+    rows: list[tuple[tuple[int, ...], tuple[int, ...]]],
+    lora,
+    scaling: float,
+    *,
+    batch_size: int,
+    max_tokens: int,
+) -> list[float]:
     """Summed log-probability of each (prompt, answer) row's answer, batched by length."""
     if not rows:
         return []
@@ -245,20 +296,31 @@ def _answer_logprob_sums(model: TrainingModel, rows: list[tuple[tuple[int, ...],
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
     sums = [0.0] * len(rows)
     for begin in range(0, len(order), batch_size):
-        chunk = order[begin:begin + batch_size]
-        batch, _ = build_batch(as_examples, chunk, batch_rows=batch_size, label_width=width,
-                               max_tokens=max_tokens)
-        logp = scored_logprobs(model.params, device_lora, batch["tokens"], batch["label_positions"],
-                               batch["labels"], config=model.config, scaling=scaling)
+        chunk = order[begin : begin + batch_size]
+        batch, _ = build_batch(as_examples, chunk, batch_rows=batch_size, label_width=width, max_tokens=max_tokens)
+        logp = scored_logprobs(
+            model.params,
+            device_lora,
+            batch["tokens"],
+            batch["label_positions"],
+            batch["labels"],
+            config=model.config,
+            scaling=scaling,
+        )
         row_sums = (np.asarray(logp, np.float64) * batch["label_mask"]).sum(axis=-1)
         for r, index in enumerate(chunk):
             sums[index] = float(row_sums[r])
     return sums
 
 
-def _dpo_reference(model: TrainingModel, encoded: list[EncodedExample], policy: TrainingPolicy,
-                   parent: LoraAdapter | None, initial_lora: dict,
-                   scaling: float) -> dict[int, tuple[float, float]]:
+def _dpo_reference(
+    model: TrainingModel,
+    encoded: list[EncodedExample],
+    policy: TrainingPolicy,
+    parent: LoraAdapter | None,
+    initial_lora: dict,
+    scaling: float,
+) -> dict[int, tuple[float, float]]:
     """Summed answer log-probabilities of every pair under the model training starts from (the
     parent adapter, or the base for a fresh one, which a fresh adapter equals), computed once:
     a resumed run recomputes the same values."""
@@ -267,11 +329,9 @@ def _dpo_reference(model: TrainingModel, encoded: list[EncodedExample], policy: 
         return {}
     rows = []
     for i in pairs:
-        rows += [(encoded[i].prompt_ids, encoded[i].target_ids),
-                 (encoded[i].prompt_ids, encoded[i].rejected_ids)]
+        rows += [(encoded[i].prompt_ids, encoded[i].target_ids), (encoded[i].prompt_ids, encoded[i].rejected_ids)]
     lora = initial_lora if parent is not None else None
-    sums = _answer_logprob_sums(model, rows, lora, scaling, batch_size=policy.batch_size,
-                                max_tokens=policy.max_tokens)
+    sums = _answer_logprob_sums(model, rows, lora, scaling, batch_size=policy.batch_size, max_tokens=policy.max_tokens)
     return {index: (sums[2 * k], sums[2 * k + 1]) for k, index in enumerate(pairs)}
 
 
@@ -289,15 +349,20 @@ def _as_adapter(source: LoraAdapter | str | os.PathLike | None, model: TrainingM
     return load_peft_adapter(source, model.config)
 
 
-def _dataset_hash(model: TrainingModel, encoded: list[EncodedExample], policy: TrainingPolicy,
-                  parent: LoraAdapter | None) -> str:
+def _dataset_hash(
+    model: TrainingModel, encoded: list[EncodedExample], policy: TrainingPolicy, parent: LoraAdapter | None
+) -> str:
     """Identity of a run: its tokens, weights, policy, parent adapter and base model shape."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"model": model.model_id, "config": model.config.to_json(),
-                              "policy": policy.fingerprint()}, sort_keys=True).encode())
+    digest.update(
+        json.dumps(
+            {"model": model.model_id, "config": model.config.to_json(), "policy": policy.fingerprint()}, sort_keys=True
+        ).encode()
+    )
     for example in encoded:
-        digest.update(json.dumps([example.prompt_ids, example.target_ids, example.rejected_ids,
-                                  example.weight]).encode())
+        digest.update(
+            json.dumps([example.prompt_ids, example.target_ids, example.rejected_ids, example.weight]).encode()
+        )
     if parent is not None:
         digest.update(json.dumps([parent.rank, parent.alpha, parent.use_rslora]).encode())
         for name, array in sorted(parent.state_dict().items()):

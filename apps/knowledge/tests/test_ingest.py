@@ -159,3 +159,57 @@ def test_ingesting_a_deleted_file_is_a_no_op(user):
     file_id = file.pk
     KnowledgeFile.objects.filter(pk=file_id).delete()
     assert services.file_ingest(file_id=file_id) is None
+
+
+def _failed(file) -> tuple[str, str]:
+    file.refresh_from_db()
+    assert file.status == KnowledgeFile.Status.FAILED
+    assert not Chunk.objects.filter(file=file).exists()  # nothing half-stored
+    return file.error_code, file.error_message
+
+
+def test_a_file_that_expands_past_the_text_limit_fails_whole(user, settings):
+    """The probe's CSV (50 rows x 20,000 columns) made 38,450 chunks; scaled down here."""
+    settings.INGEST_MAX_TEXT_CHARS = 100_000
+    header = ",".join(f"c{n}" for n in range(2000))
+    rows = "\n".join(",".join(str(n % 7) for n in range(2000)) for _ in range(50))
+    file = _upload(user, "wide.csv", f"{header}\n{rows}\n".encode())
+    services.file_ingest(file_id=file.pk)
+    code, message = _failed(file)
+    assert code == "too_much_text" and "more than 100,000 characters" in message
+
+
+def test_passages_are_bounded_per_file_and_per_user(user, settings):
+    settings.INGEST_MAX_CHUNKS_PER_FILE = 3
+    big = _upload(user, "handbook.md", HANDBOOK.encode())
+    services.file_ingest(file_id=big.pk)
+    code, message = _failed(big)
+    assert code == "too_much_text" and "more than the 3 one file may add" in message
+
+    settings.INGEST_MAX_CHUNKS_PER_FILE = 10_000
+    first = _upload(user, "first.md", HANDBOOK.encode() + b"\n\nThe first copy.")
+    services.file_ingest(file_id=first.pk)
+    first.refresh_from_db()
+    assert first.status == KnowledgeFile.Status.READY
+    settings.INGEST_MAX_CHUNKS_PER_USER = first.chunks_total + 1
+    second = _upload(user, "second.md", HANDBOOK.encode() + b"\n\nOne more line.")
+    services.file_ingest(file_id=second.pk)
+    code, message = _failed(second)
+    assert code == "knowledge_full" and "past your limit" in message
+    first.refresh_from_db()
+    assert first.status == KnowledgeFile.Status.READY and first.chunks_done == first.chunks_total
+
+
+def test_an_extraction_past_its_time_limit_fails_the_file_and_frees_the_worker(user, settings):
+    settings.INGEST_EXTRACT_TIMEOUT_S = 0.5
+    services.file_ingest(file_id=_upload(user, "warm.md", HANDBOOK.encode()).pk)  # the child is up
+    slow = make_pdf([[f"Line {n} of a page that takes the PDF parser a while to read." for n in range(6000)]] * 8)
+    file = _upload(user, "slow.pdf", slow)
+    services.file_ingest(file_id=file.pk)
+    code, message = _failed(file)
+    assert code == "extraction_timeout" and "took longer than 0.5 seconds" in message
+    settings.INGEST_EXTRACT_TIMEOUT_S = 120
+    after = _upload(user, "after.md", HANDBOOK.encode() + b"\n\nAfter.")
+    services.file_ingest(file_id=after.pk)
+    after.refresh_from_db()
+    assert after.status == KnowledgeFile.Status.READY

@@ -40,18 +40,20 @@ log = logging.getLogger(__name__)
 
 BLOCK = 32
 MAX_ROWS = 16
-_SOURCES = tuple(Path(__file__).with_name(name)
-                 for name in ("quantized_matmul.cc", "lora_delta.cc", "attention.cc"))
+_SOURCES = tuple(Path(__file__).with_name(name) for name in ("quantized_matmul.cc", "lora_delta.cc", "attention.cc"))
 # Included by the sources: part of the cache key.
 _HEADERS = tuple(Path(__file__).with_name(name) for name in ("parallel.h", "simd.h", "lora_term.h"))
-_TARGETS = {"liminal_q4_matmul": "LiminalQ4Matmul", "liminal_q8_matmul": "LiminalQ8Matmul",
-            "liminal_q4_panel_matmul": "LiminalQ4PanelMatmul",
-            "liminal_q8_panel_matmul": "LiminalQ8PanelMatmul",
-            "liminal_q4_matmul_lora": "LiminalQ4MatmulLora",
-            "liminal_q4_panel_matmul_lora": "LiminalQ4PanelMatmulLora",
-            "liminal_lora_delta": "LiminalLoraDelta",
-            "liminal_attention": "LiminalAttention",
-            "liminal_attention_f16": "LiminalAttentionF16"}
+_TARGETS = {
+    "liminal_q4_matmul": "LiminalQ4Matmul",
+    "liminal_q8_matmul": "LiminalQ8Matmul",
+    "liminal_q4_panel_matmul": "LiminalQ4PanelMatmul",
+    "liminal_q8_panel_matmul": "LiminalQ8PanelMatmul",
+    "liminal_q4_matmul_lora": "LiminalQ4MatmulLora",
+    "liminal_q4_panel_matmul_lora": "LiminalQ4PanelMatmulLora",
+    "liminal_lora_delta": "LiminalLoraDelta",
+    "liminal_attention": "LiminalAttention",
+    "liminal_attention_f16": "LiminalAttentionF16",
+}
 PANEL = 16  # output columns per panel (the layout for all but single-row calls on AVX-512)
 _lock = threading.Lock()
 _state: dict = {}
@@ -64,8 +66,7 @@ def _cache_dir() -> Path:
 
 def _cpu_signature() -> str:
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("flags"))
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         flags = ""
     return flags
@@ -79,15 +80,28 @@ def _build() -> Path:
         raise RuntimeError("no C++ compiler (g++) found")
     include = jax.ffi.include_dir()
     source = b"".join(path.read_bytes() for path in (*_SOURCES, *_HEADERS))
-    key = hashlib.sha256(source + include.encode() + _cpu_signature().encode()
-                         + jax.__version__.encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + include.encode() + _cpu_signature().encode() + jax.__version__.encode()).hexdigest()[
+        :16
+    ]
     target = _cache_dir() / f"liminal-kernels-{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.tmp")
-    command = [compiler, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w",
-               "-I", include, *map(str, _SOURCES), "-o", str(partial)]
+    command = [
+        compiler,
+        "-O3",
+        "-march=native",
+        "-std=c++17",
+        "-shared",
+        "-fPIC",
+        "-w",
+        "-I",
+        include,
+        *map(str, _SOURCES),
+        "-o",
+        str(partial),
+    ]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"compiling the kernels failed:\n{completed.stderr[-2000:]}")
@@ -104,8 +118,7 @@ def available() -> bool:
 
                 library = ctypes.cdll.LoadLibrary(str(_build()))
                 for target, symbol in _TARGETS.items():
-                    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
-                                                platform="cpu")
+                    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
                 _state["vector_bits"] = int(library.LiminalQ4VectorBits())
                 _state["ok"] = True
             except Exception as exc:  # no compiler, unsupported platform...
@@ -159,8 +172,7 @@ def quantize_q4(weight: np.ndarray) -> dict[str, np.ndarray]:
     safe = np.where(scale > 0, scale, 1.0)
     q = np.clip(np.rint((blocks - low[..., None]) / safe[..., None]), 0, 15).astype(np.uint8)
     packed = q[..., :16] | (q[..., 16:] << 4)
-    return {"qs": np.ascontiguousarray(packed), "scales": scale.astype(np.float32),
-            "mins": low.astype(np.float32)}
+    return {"qs": np.ascontiguousarray(packed), "scales": scale.astype(np.float32), "mins": low.astype(np.float32)}
 
 
 def dequantize_q4(packed: dict[str, np.ndarray]) -> np.ndarray:
@@ -189,16 +201,23 @@ def _q4_kernel(name: str, x, packed: dict, layer, row_args=(), tables=()):
     if use_panels:
         panels = packed["panels"]
         n = panels["qs"].shape[1] * PANEL
-        call = jax.ffi.ffi_call(f"liminal_{name.replace('q4_', 'q4_panel_')}",
-                                jax.ShapeDtypeStruct((rows, n), jnp.float32))
-        return call(x, panels["qs"], panels["scales"], panels["mins"], layer, *row_args,
-                    *tables)
+        call = jax.ffi.ffi_call(
+            f"liminal_{name.replace('q4_', 'q4_panel_')}", jax.ShapeDtypeStruct((rows, n), jnp.float32)
+        )
+        return call(x, panels["qs"], panels["scales"], panels["mins"], layer, *row_args, *tables)
     padded = 1 << (rows - 1).bit_length()  # the kernel is vectorised for 1, 2, 4, 8, 16 rows
     pad = ((0, padded - rows), (0, 0))  # padding rows name no adapter (slot 0, weight 0)
     n = packed["qs"].shape[1]
     call = jax.ffi.ffi_call(f"liminal_{name}", jax.ShapeDtypeStruct((padded, n), jnp.float32))
-    return call(jnp.pad(x, pad), packed["qs"], packed["scales"], packed["mins"], layer,
-                *(jnp.pad(a, pad) for a in row_args), *tables)[:rows]
+    return call(
+        jnp.pad(x, pad),
+        packed["qs"],
+        packed["scales"],
+        packed["mins"],
+        layer,
+        *(jnp.pad(a, pad) for a in row_args),
+        *tables,
+    )[:rows]
 
 
 def q4_matmul(x, packed: dict, layer):
@@ -217,8 +236,9 @@ def slot_operands(tables: list[dict], caller: str) -> list:
     dtypes = {table[part].dtype for table in tables for part in ("A", "B")}
     allowed = {jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.int8)}
     if len(dtypes) > 1 or not dtypes <= allowed:
-        raise TypeError(f"{caller}: slot tables must all be float32, all bfloat16 or all int8, "
-                        f"not {sorted(map(str, dtypes))}")
+        raise TypeError(
+            f"{caller}: slot tables must all be float32, all bfloat16 or all int8, not {sorted(map(str, dtypes))}"
+        )
     if dtypes == {jnp.dtype(jnp.int8)}:
         if not all("scale" in table and table["scale"].dtype == jnp.float32 for table in tables):
             raise TypeError(f"{caller}: int8 slot tables need their float32 scale [L, S, R]")
@@ -238,8 +258,7 @@ def q4_matmul_lora(x, packed: dict, layer, tables: list[dict], index, weight):
     import jax.numpy as jnp
 
     slots = slot_operands(tables, "q4_matmul_lora")
-    return _q4_kernel("q4_matmul_lora", x, packed, layer,
-                      (index.astype(jnp.int32), weight.astype(jnp.float32)), slots)
+    return _q4_kernel("q4_matmul_lora", x, packed, layer, (index.astype(jnp.int32), weight.astype(jnp.float32)), slots)
 
 
 def panels_available() -> bool:
@@ -263,16 +282,18 @@ def q4_panels(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     *lead, N, nb, _ = q.shape
     q = _interleave(q.reshape(*lead, N, nb * BLOCK))  # [..., N/16, K, 16]
     pairs = q[..., 0::2, :] | (q[..., 1::2, :] << 4)
-    return {"qs": np.ascontiguousarray(pairs), "scales": _interleave(packed["scales"]),
-            "mins": _interleave(packed["mins"])}
+    return {
+        "qs": np.ascontiguousarray(pairs),
+        "scales": _interleave(packed["scales"]),
+        "mins": _interleave(packed["mins"]),
+    }
 
 
 def q8_panels(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The same 8-bit weights (from `quantize_q8`) in the panel layout of `q8_panel_matmul`:
     qs [N/16, K, 16], scales [N/16, K/32, 16]."""
     N, nb, _ = packed["qs"].shape
-    return {"qs": _interleave(packed["qs"].reshape(N, nb * BLOCK)),
-            "scales": _interleave(packed["scales"])}
+    return {"qs": _interleave(packed["qs"].reshape(N, nb * BLOCK)), "scales": _interleave(packed["scales"])}
 
 
 def q8_panel_matmul(x, panels: dict):
@@ -281,8 +302,7 @@ def q8_panel_matmul(x, panels: dict):
     import jax.numpy as jnp
 
     n = panels["qs"].shape[0] * PANEL
-    call = jax.ffi.ffi_call("liminal_q8_panel_matmul",
-                            jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))
+    call = jax.ffi.ffi_call("liminal_q8_panel_matmul", jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))
     return call(x.astype(jnp.float32), panels["qs"], panels["scales"])
 
 
@@ -336,8 +356,13 @@ def lora_delta(x, slots: dict, layer, index, weight):
     paired = slots["B"].dtype == jnp.int8  # B [L, S, R/2, N, 2]
     n = slots["B"].shape[-2] if paired else slots["B"].shape[-1]
     call = jax.ffi.ffi_call("liminal_lora_delta", jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))
-    return call(x.astype(jnp.float32), index.astype(jnp.int32), weight.astype(jnp.float32),
-                jnp.asarray(layer, jnp.int32), *operands)
+    return call(
+        x.astype(jnp.float32),
+        index.astype(jnp.int32),
+        weight.astype(jnp.float32),
+        jnp.asarray(layer, jnp.int32),
+        *operands,
+    )
 
 
 def attention(q, cache_k, cache_v, slot, position, layer, scale: float):
@@ -349,13 +374,18 @@ def attention(q, cache_k, cache_v, slot, position, layer, scale: float):
     import jax.numpy as jnp
 
     if cache_k.dtype != cache_v.dtype or cache_k.dtype not in (jnp.float32, jnp.float16):
-        raise TypeError(f"attention: the cache must be float32 or float16, not {cache_k.dtype} "
-                        f"and {cache_v.dtype}")
+        raise TypeError(f"attention: the cache must be float32 or float16, not {cache_k.dtype} and {cache_v.dtype}")
     target = "liminal_attention_f16" if cache_k.dtype == jnp.float16 else "liminal_attention"
     call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(q.shape, jnp.float32))
-    return call(q.astype(jnp.float32), cache_k, cache_v, slot.astype(jnp.int32),
-                position.astype(jnp.int32), jnp.asarray(layer, jnp.int32),
-                scale=np.float32(scale))
+    return call(
+        q.astype(jnp.float32),
+        cache_k,
+        cache_v,
+        slot.astype(jnp.int32),
+        position.astype(jnp.int32),
+        jnp.asarray(layer, jnp.int32),
+        scale=np.float32(scale),
+    )
 
 
 Q4_MATRICES = ("wqkv", "wo", "w_gate_up", "w_down")
@@ -390,8 +420,7 @@ def _lossless_packing(w: np.ndarray, quantize, dequantize, tolerance: float):
 def pack_q8_losslessly(weight: np.ndarray, tolerance: float = 1e-5):
     """`quantize_q8(W)` and its dequantized W when W [K, N] already is 8-bit blocks (e.g. a Q8_0
     GGUF tensor), else None."""
-    return _lossless_packing(np.asarray(weight, np.float32), quantize_q8, dequantize_q8,
-                             tolerance)
+    return _lossless_packing(np.asarray(weight, np.float32), quantize_q8, dequantize_q8, tolerance)
 
 
 def is_eight_bit(weight: np.ndarray, tolerance: float = 1e-5) -> bool:
@@ -402,5 +431,7 @@ def is_eight_bit(weight: np.ndarray, tolerance: float = 1e-5) -> bool:
 def is_four_bit(layers: dict, tolerance: float = 1e-5) -> bool:
     """Whether the weights already are 4-bit blocks (e.g. dequantized from a Q4_1 GGUF), so that
     packing them loses nothing beyond float32 rounding."""
-    return all(_lossless_packing(np.asarray(layers[name][0], np.float32), quantize_q4,
-                                 dequantize_q4, tolerance) is not None for name in Q4_MATRICES)
+    return all(
+        _lossless_packing(np.asarray(layers[name][0], np.float32), quantize_q4, dequantize_q4, tolerance) is not None
+        for name in Q4_MATRICES
+    )

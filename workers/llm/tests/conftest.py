@@ -14,33 +14,63 @@ from workers.llm.weights import LoadedModel, unstack_params
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-TINY_CONFIG = ModelConfig(vocab_size=len(SPECIAL_TOKENS) + 256, hidden_size=64,
-                          intermediate_size=96, num_layers=2, num_heads=4, num_kv_heads=2,
-                          head_dim=16, rope_theta=10000.0, rms_norm_eps=1e-5,
-                          context_length=256, tie_word_embeddings=False)
+TINY_CONFIG = ModelConfig(
+    vocab_size=len(SPECIAL_TOKENS) + 256,
+    hidden_size=64,
+    intermediate_size=96,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
+    rope_theta=10000.0,
+    rms_norm_eps=1e-5,
+    context_length=256,
+    tie_word_embeddings=False,
+)
 
 
 def tiny_tokenizer_metadata():
     """A byte-level vocabulary (every byte is a token) with ChatML control tokens."""
     tokens = SPECIAL_TOKENS + sorted(pre_tokenizers.ByteLevel.alphabet())
-    return dict(model="gpt2", pre="smollm", tokens=tokens,
-                token_types=[3] * len(SPECIAL_TOKENS) + [1] * 256, merges=[],
-                bos_token_id=1, eos_token_id=2, add_bos=False)
+    return dict(
+        model="gpt2",
+        pre="smollm",
+        tokens=tokens,
+        token_types=[3] * len(SPECIAL_TOKENS) + [1] * 256,
+        merges=[],
+        bos_token_id=1,
+        eos_token_id=2,
+        add_bos=False,
+    )
 
 
 def tiny_loaded_model(config=TINY_CONFIG, seed=0) -> LoadedModel:
-    return LoadedModel(config=config, params=init_params(config, seed),
-                       tokenizer=Tokenizer.from_gguf_metadata(**tiny_tokenizer_metadata()),
-                       chat_template=DEFAULT_CHAT_TEMPLATE, model_id="tiny-random")
+    return LoadedModel(
+        config=config,
+        params=init_params(config, seed),
+        tokenizer=Tokenizer.from_gguf_metadata(**tiny_tokenizer_metadata()),
+        chat_template=DEFAULT_CHAT_TEMPLATE,
+        model_id="tiny-random",
+    )
 
 
 def gguf_named_tensors(config: ModelConfig, params: dict) -> dict[str, np.ndarray]:
     """Engine-layout params → GGUF tensor names with Hugging Face (unpermuted) Q/K rows."""
-    names = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
-             "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down",
-             "attn_norm": "attn_norm", "ffn_norm": "ffn_norm"}
-    tensors = {"token_embd.weight": np.asarray(params["embed"], np.float64),
-               "output_norm.weight": np.asarray(params["final_norm"], np.float64)}
+    names = {
+        "q_proj": "attn_q",
+        "k_proj": "attn_k",
+        "v_proj": "attn_v",
+        "o_proj": "attn_output",
+        "gate_proj": "ffn_gate",
+        "up_proj": "ffn_up",
+        "down_proj": "ffn_down",
+        "attn_norm": "attn_norm",
+        "ffn_norm": "ffn_norm",
+    }
+    tensors = {
+        "token_embd.weight": np.asarray(params["embed"], np.float64),
+        "output_norm.weight": np.asarray(params["final_norm"], np.float64),
+    }
     if "lm_head" in params:
         tensors["output.weight"] = np.asarray(params["lm_head"], np.float64).T
     for i, layer in enumerate(unstack_params(config, params)):
@@ -50,9 +80,13 @@ def gguf_named_tensors(config: ModelConfig, params: dict) -> dict[str, np.ndarra
 
 
 def hparams_of(config: ModelConfig) -> dict:
-    return {"n_layers": config.num_layers, "n_heads": config.num_heads,
-            "n_kv_heads": config.num_kv_heads, "eps": config.rms_norm_eps,
-            "theta": config.rope_theta}
+    return {
+        "n_layers": config.num_layers,
+        "n_heads": config.num_heads,
+        "n_kv_heads": config.num_kv_heads,
+        "eps": config.rms_norm_eps,
+        "theta": config.rope_theta,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +97,9 @@ def tiny_model() -> LoadedModel:
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_model):
     """Shared engine on the tiny random model. Tests use their own adapter names."""
-    engine = Engine(tiny_model, max_batch_slots=8, max_seq_len=256, lora_slots=6,
-                    max_lora_rank=8, decode_steps=4, prefill_chunk=32)
+    engine = Engine(
+        tiny_model, max_batch_slots=8, max_seq_len=256, lora_slots=6, max_lora_rank=8, decode_steps=4, prefill_chunk=32
+    )
     yield engine
     engine.shutdown()
 
@@ -80,8 +115,7 @@ def smollm_path():
 
 @pytest.fixture(scope="session")
 def smollm_engine(smollm_path):
-    engine = Engine(_load_real(smollm_path), max_batch_slots=4, max_seq_len=512, lora_slots=2,
-                    max_lora_rank=8)
+    engine = Engine(_load_real(smollm_path), max_batch_slots=4, max_seq_len=512, lora_slots=2, max_lora_rank=8)
     yield engine
     engine.shutdown()
 

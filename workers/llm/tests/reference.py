@@ -49,9 +49,9 @@ def _rope(x, theta, layout):
         out[..., 0::2] = a * cos - b * sin
         out[..., 1::2] = a * sin + b * cos
     else:
-        a, b = x[..., : d // 2], x[..., d // 2:]
+        a, b = x[..., : d // 2], x[..., d // 2 :]
         out[..., : d // 2] = a * cos - b * sin
-        out[..., d // 2:] = a * sin + b * cos
+        out[..., d // 2 :] = a * sin + b * cos
     return out
 
 

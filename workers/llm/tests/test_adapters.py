@@ -20,8 +20,7 @@ from .conftest import TINY_CONFIG
 
 
 def test_peft_files_round_trip(tmp_path):
-    adapter = random_adapter(TINY_CONFIG, rank=4, alpha=16, seed=1,
-                             targets=("q_proj", "v_proj", "down_proj"))
+    adapter = random_adapter(TINY_CONFIG, rank=4, alpha=16, seed=1, targets=("q_proj", "v_proj", "down_proj"))
     directory = save_peft_adapter(tmp_path / "a", adapter, base_model_name_or_path="tiny")
     config = json.loads((directory / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 4 and config["lora_alpha"] == 16
@@ -29,8 +28,7 @@ def test_peft_files_round_trip(tmp_path):
     tensors = load_file(str(directory / "adapter_model.safetensors"))
     key = "base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight"
     assert tensors[key].shape == (4, TINY_CONFIG.hidden_size)
-    assert tensors["base_model.model.model.layers.0.mlp.down_proj.lora_B.weight"].shape == (
-        TINY_CONFIG.hidden_size, 4)
+    assert tensors["base_model.model.model.layers.0.mlp.down_proj.lora_B.weight"].shape == (TINY_CONFIG.hidden_size, 4)
     loaded = load_peft_adapter(directory, TINY_CONFIG)
     assert loaded.scaling == pytest.approx(4.0)
     for target, (a, b) in adapter.weights.items():
@@ -41,14 +39,12 @@ def test_peft_files_round_trip(tmp_path):
 def test_peft_names_with_adapter_suffix_and_partial_layers(tmp_path):
     rank, d, kv = 2, TINY_CONFIG.hidden_size, TINY_CONFIG.kv_size
     tensors = {
-        "base_model.model.model.layers.1.self_attn.k_proj.lora_A.default.weight":
-            np.ones((rank, d), np.float32),
-        "base_model.model.model.layers.1.self_attn.k_proj.lora_B.default.weight":
-            np.ones((kv, rank), np.float32),
+        "base_model.model.model.layers.1.self_attn.k_proj.lora_A.default.weight": np.ones((rank, d), np.float32),
+        "base_model.model.model.layers.1.self_attn.k_proj.lora_B.default.weight": np.ones((kv, rank), np.float32),
     }
-    (tmp_path / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "r": rank, "lora_alpha": 1, "use_rslora": True,
-         "target_modules": ["k_proj"]}))
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": rank, "lora_alpha": 1, "use_rslora": True, "target_modules": ["k_proj"]})
+    )
     save_file(tensors, str(tmp_path / "adapter_model.safetensors"))
     adapter = load_peft_adapter(tmp_path, TINY_CONFIG)
     a, b = adapter.weights["k_proj"]
@@ -58,13 +54,15 @@ def test_peft_names_with_adapter_suffix_and_partial_layers(tmp_path):
 
 def test_bad_adapters_are_rejected(tmp_path):
     with pytest.raises(AdapterError):
-        LoraAdapter.from_state_dict({"model.layers.0.self_attn.q_proj.lora_A.weight":
-                                     np.zeros((2, 3), np.float32),
-                                     "model.layers.0.self_attn.q_proj.lora_B.weight":
-                                     np.zeros((64, 2), np.float32)}, TINY_CONFIG)
+        LoraAdapter.from_state_dict(
+            {
+                "model.layers.0.self_attn.q_proj.lora_A.weight": np.zeros((2, 3), np.float32),
+                "model.layers.0.self_attn.q_proj.lora_B.weight": np.zeros((64, 2), np.float32),
+            },
+            TINY_CONFIG,
+        )
     with pytest.raises(AdapterError):
-        LoraAdapter.from_state_dict({"model.embed_tokens.lora_embedding_A": np.zeros((2, 3))},
-                                    TINY_CONFIG)
+        LoraAdapter.from_state_dict({"model.embed_tokens.lora_embedding_A": np.zeros((2, 3))}, TINY_CONFIG)
 
 
 def test_engine_loads_peft_directory_and_rejects_too_high_rank(tiny_engine, tmp_path):
@@ -106,7 +104,7 @@ def test_slot_table_lru_eviction_and_pinning():
 def test_replaced_version_keeps_its_slot_until_released():
     table = AdapterSlotTable(2)
     table.commit("a", table.reserve("a"), 1, pinned=False)
-    (old_slot, _, _, version), = table.acquire([("a", 1.0)])
+    ((old_slot, _, _, version),) = table.acquire([("a", 1.0)])
     new_slot = table.reserve("a")
     table.commit("a", new_slot, 2, pinned=True)
     assert old_slot != new_slot and version == 1
@@ -132,8 +130,9 @@ def test_engine_lru_eviction(tiny_model):
 
 def lora_term(slots: dict, x: np.ndarray) -> np.ndarray:
     """Every layer's x A B for each target's float32 tables, targets side by side."""
-    return np.concatenate([np.einsum("mk,lkr,lrn->lmn", x, t["A"], t["B"], dtype=np.float64)
-                           for t in slots.values()], axis=-1)
+    return np.concatenate(
+        [np.einsum("mk,lkr,lrn->lmn", x, t["A"], t["B"], dtype=np.float64) for t in slots.values()], axis=-1
+    )
 
 
 @pytest.mark.parametrize("outliers", [False, True])
@@ -143,9 +142,13 @@ def test_eight_bit_slots_keep_the_lora_term_within_a_percent(outliers):
     rng = np.random.default_rng(7)
     adapter = random_adapter(TINY_CONFIG, rank=8, seed=3)
     # Off the 8-bit grid that random_adapter uses: values quantizing really rounds.
-    adapter.weights = {t: (a + rng.standard_normal(a.shape).astype(np.float32) * 0.01,
-                           b + rng.standard_normal(b.shape).astype(np.float32) * 0.01)
-                       for t, (a, b) in adapter.weights.items()}
+    adapter.weights = {
+        t: (
+            a + rng.standard_normal(a.shape).astype(np.float32) * 0.01,
+            b + rng.standard_normal(b.shape).astype(np.float32) * 0.01,
+        )
+        for t, (a, b) in adapter.weights.items()
+    }
     if outliers:
         for _, b in adapter.weights.values():
             b[:, :2] *= 10.0
@@ -169,7 +172,8 @@ def test_eight_bit_slots_hold_grid_adapters_exactly_and_zero_ranks_as_zero():
     for target, table in slots.items():
         # Each rank's A column and B row come back up to powers of two that cancel.
         a, b = restored[target]["A"], restored[target]["B"]
-        np.testing.assert_array_equal(np.einsum("lkr,lrn->lkrn", a, b),
-                                      np.einsum("lkr,lrn->lkrn", table["A"], table["B"]))
+        np.testing.assert_array_equal(
+            np.einsum("lkr,lrn->lkrn", a, b), np.einsum("lkr,lrn->lkrn", table["A"], table["B"])
+        )
         assert not quantized[target]["scale"][:, 4:].any()
         assert quantized[target]["scale"][:, :4].all()

@@ -33,9 +33,8 @@ def reference_greedy(params, prompt, max_tokens, ignore_eos=False, kv_dtype=KV_D
     for _ in range(max_tokens):
         # Right-padding to a fixed length keeps one compiled program; attention is causal.
         padded = np.zeros((1, TINY_CONFIG.context_length), np.int32)
-        padded[0, :len(tokens)] = tokens
-        logits = full_logits(TINY_CONFIG, device_params, jnp.asarray(padded),
-                             cache_dtype=jnp.dtype(kv_dtype))
+        padded[0, : len(tokens)] = tokens
+        logits = full_logits(TINY_CONFIG, device_params, jnp.asarray(padded), cache_dtype=jnp.dtype(kv_dtype))
         token = int(jnp.argmax(logits[0, len(tokens) - 1]))
         if token in STOP_IDS and not ignore_eos:
             break
@@ -61,8 +60,7 @@ def test_adapter_generation_matches_merged_weights(tiny_engine, tiny_model):
     adapter = random_adapter(TINY_CONFIG, rank=4, seed=21, scale=0.2)
     tiny_engine.load_adapter("merged-check", adapter)
     prompt = prompt_ids(12, seed=3)
-    result = tiny_engine.submit(prompt, params=greedy(16, ignore_eos=True),
-                                adapters=[("merged-check", 1.0)]).result()
+    result = tiny_engine.submit(prompt, params=greedy(16, ignore_eos=True), adapters=[("merged-check", 1.0)]).result()
     merged = merge_adapter(TINY_CONFIG, tiny_model.params, adapter)
     assert result.token_ids == reference_greedy(merged, prompt, 16, ignore_eos=True)
     assert result.token_ids != reference_greedy(tiny_model.params, prompt, 16, ignore_eos=True)
@@ -73,8 +71,8 @@ def stored_adapter(adapter, slots: dict):
     scaling folded back out of B."""
     weights = {}
     for target in adapter.weights:
-        a = slots[target]["A"].transpose(0, 2, 1)[:, :adapter.rank]
-        b = slots[target]["B"].transpose(0, 2, 1)[:, :, :adapter.rank] / adapter.scaling
+        a = slots[target]["A"].transpose(0, 2, 1)[:, : adapter.rank]
+        b = slots[target]["B"].transpose(0, 2, 1)[:, :, : adapter.rank] / adapter.scaling
         weights[target] = (a, b)
     return dataclasses.replace(adapter, weights=weights)
 
@@ -101,8 +99,7 @@ def test_adapter_slots_are_eight_bit_where_the_kernel_reads_them(tiny_engine, ti
     merged = merge_adapter(TINY_CONFIG, tiny_model.params, stored)
     for seed in (4, 5):
         prompt = prompt_ids(12, seed=seed)
-        result = tiny_engine.submit(prompt, params=greedy(16, ignore_eos=True),
-                                    adapters=[("rounded", 1.0)]).result()
+        result = tiny_engine.submit(prompt, params=greedy(16, ignore_eos=True), adapters=[("rounded", 1.0)]).result()
         assert result.token_ids == reference_greedy(merged, prompt, 16, ignore_eos=True)
 
 
@@ -115,12 +112,10 @@ def test_adapter_slots_in_bfloat16_on_request(tiny_model):
         adapter = off_grid_adapter(23)
         engine.load_adapter("rounded", adapter)
         slots = slot_arrays(adapter, TINY_CONFIG, engine.max_lora_rank)
-        rounded = jax.tree.map(lambda v: np.asarray(v).astype(jnp.bfloat16).astype(np.float32),
-                               slots)
+        rounded = jax.tree.map(lambda v: np.asarray(v).astype(jnp.bfloat16).astype(np.float32), slots)
         merged = merge_adapter(TINY_CONFIG, tiny_model.params, stored_adapter(adapter, rounded))
         prompt = prompt_ids(12, seed=4)
-        result = engine.submit(prompt, params=greedy(16, ignore_eos=True),
-                               adapters=[("rounded", 1.0)]).result()
+        result = engine.submit(prompt, params=greedy(16, ignore_eos=True), adapters=[("rounded", 1.0)]).result()
         assert result.token_ids == reference_greedy(merged, prompt, 16, ignore_eos=True)
     finally:
         engine.shutdown()
@@ -137,8 +132,9 @@ def test_kv_cache_is_float16_where_the_attention_kernel_reads_it(tiny_engine, ti
     try:
         prompt = prompt_ids(9, seed=5)
         result = engine.submit(prompt, params=greedy(12, ignore_eos=True)).result()
-        assert result.token_ids == reference_greedy(tiny_model.params, prompt, 12,
-                                                    ignore_eos=True, kv_dtype=jnp.float32)
+        assert result.token_ids == reference_greedy(
+            tiny_model.params, prompt, 12, ignore_eos=True, kv_dtype=jnp.float32
+        )
     finally:
         engine.shutdown()
 
@@ -150,15 +146,26 @@ def test_lora_dtype_is_checked(tiny_model):
 
 def test_batch_mixing_adapters_matches_each_row_alone(tiny_engine):
     for i in range(4):
-        tiny_engine.load_adapter(f"mix-{i}", random_adapter(TINY_CONFIG, rank=2 + 2 * i,
-                                                             seed=100 + i, scale=0.2))
-    plans = [[("mix-0", 1.0)], [("mix-1", 1.0)], [], [("mix-2", 0.5)], [("mix-3", 1.0)], [],
-             [("mix-0", 0.6), ("mix-3", 0.4)], [("mix-1", 1.0), ("mix-2", 1.0), ("mix-3", -1.0)]]
+        tiny_engine.load_adapter(f"mix-{i}", random_adapter(TINY_CONFIG, rank=2 + 2 * i, seed=100 + i, scale=0.2))
+    plans = [
+        [("mix-0", 1.0)],
+        [("mix-1", 1.0)],
+        [],
+        [("mix-2", 0.5)],
+        [("mix-3", 1.0)],
+        [],
+        [("mix-0", 0.6), ("mix-3", 0.4)],
+        [("mix-1", 1.0), ("mix-2", 1.0), ("mix-3", -1.0)],
+    ]
     prompts = [prompt_ids(8 + 3 * i, seed=50 + i) for i in range(len(plans))]
-    alone = [tiny_engine.submit(p, params=greedy(20, ignore_eos=True), adapters=a).result()
-             for p, a in zip(prompts, plans, strict=True)]
-    handles = [tiny_engine.submit(p, params=greedy(20, ignore_eos=True), adapters=a)
-               for p, a in zip(prompts, plans, strict=True)]
+    alone = [
+        tiny_engine.submit(p, params=greedy(20, ignore_eos=True), adapters=a).result()
+        for p, a in zip(prompts, plans, strict=True)
+    ]
+    handles = [
+        tiny_engine.submit(p, params=greedy(20, ignore_eos=True), adapters=a)
+        for p, a in zip(prompts, plans, strict=True)
+    ]
     together = [h.result() for h in handles]
     assert [r.token_ids for r in together] == [r.token_ids for r in alone]
     assert len({tuple(r.token_ids) for r in alone}) == len(alone)  # the rows really differ
@@ -167,24 +174,34 @@ def test_batch_mixing_adapters_matches_each_row_alone(tiny_engine):
 
 
 def test_same_seed_gives_same_text_whatever_the_batch(tiny_engine):
-    params = SamplingParams(temperature=1.0, top_k=50, top_p=0.95, seed=1234, max_tokens=30,
-                            ignore_eos=True)
+    params = SamplingParams(temperature=1.0, top_k=50, top_p=0.95, seed=1234, max_tokens=30, ignore_eos=True)
     prompt = prompt_ids(10, seed=9)
     alone = tiny_engine.submit(prompt, params=params).result()
-    others = [tiny_engine.submit(prompt_ids(6 + i, seed=i), params=SamplingParams(
-        temperature=0.9, seed=i, max_tokens=40, ignore_eos=True)) for i in range(5)]
+    others = [
+        tiny_engine.submit(
+            prompt_ids(6 + i, seed=i), params=SamplingParams(temperature=0.9, seed=i, max_tokens=40, ignore_eos=True)
+        )
+        for i in range(5)
+    ]
     in_batch = tiny_engine.submit(prompt, params=params).result()
     for handle in others:
         handle.result()
-    other_seed = tiny_engine.submit(prompt, params=SamplingParams(
-        temperature=1.0, top_k=50, top_p=0.95, seed=4321, max_tokens=30, ignore_eos=True)).result()
+    other_seed = tiny_engine.submit(
+        prompt, params=SamplingParams(temperature=1.0, top_k=50, top_p=0.95, seed=4321, max_tokens=30, ignore_eos=True)
+    ).result()
     assert in_batch.token_ids == alone.token_ids
     assert other_seed.token_ids != alone.token_ids
 
 
-@pytest.mark.parametrize("settings", [
-    dict(temperature=1.0), dict(temperature=0.5, top_k=5), dict(temperature=1.5, top_p=0.5),
-    dict(temperature=1.0, repetition_penalty=1.3)])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(temperature=1.0),
+        dict(temperature=0.5, top_k=5),
+        dict(temperature=1.5, top_p=0.5),
+        dict(temperature=1.0, repetition_penalty=1.3),
+    ],
+)
 def test_sampling_settings_are_reproducible(tiny_engine, settings):
     params = SamplingParams(seed=7, max_tokens=12, ignore_eos=True, **settings)
     first = tiny_engine.submit(prompt_ids(9, seed=1), params=params).result()
@@ -195,8 +212,9 @@ def test_sampling_settings_are_reproducible(tiny_engine, settings):
 
 def test_top_k_one_is_greedy(tiny_engine):
     prompt = prompt_ids(11, seed=4)
-    sampled = tiny_engine.submit(prompt, params=SamplingParams(
-        temperature=2.0, top_k=1, seed=3, max_tokens=15, ignore_eos=True)).result()
+    sampled = tiny_engine.submit(
+        prompt, params=SamplingParams(temperature=2.0, top_k=1, seed=3, max_tokens=15, ignore_eos=True)
+    ).result()
     greedy_result = tiny_engine.submit(prompt, params=greedy(15, ignore_eos=True)).result()
     assert sampled.token_ids == greedy_result.token_ids
 
@@ -204,15 +222,13 @@ def test_top_k_one_is_greedy(tiny_engine):
 def test_repetition_penalty_changes_greedy_output(tiny_engine):
     prompt = prompt_ids(6, seed=5)
     plain = tiny_engine.submit(prompt, params=greedy(40, ignore_eos=True)).result()
-    penalised = tiny_engine.submit(prompt, params=greedy(
-        40, ignore_eos=True, repetition_penalty=5.0)).result()
+    penalised = tiny_engine.submit(prompt, params=greedy(40, ignore_eos=True, repetition_penalty=5.0)).result()
     assert len(set(penalised.token_ids)) > len(set(plain.token_ids))
 
 
 def test_streamed_events_concatenate_to_result(tiny_engine):
     events = []
-    handle = tiny_engine.submit(prompt_ids(7, seed=6), params=greedy(30, ignore_eos=True),
-                                on_token=events.append)
+    handle = tiny_engine.submit(prompt_ids(7, seed=6), params=greedy(30, ignore_eos=True), on_token=events.append)
     iterated = list(handle)
     result = handle.result()
     assert iterated == events
@@ -235,13 +251,14 @@ def test_stop_string_ends_generation_and_is_not_emitted(tiny_engine):
     prompt = prompt_ids(9, seed=8)
     full = tiny_engine.submit(prompt, params=greedy(40, ignore_eos=True)).result()
     text = full.text
-    start = next(i for i in range(8, len(text) - 2) if "\ufffd" not in text[i:i + 2])
-    stop = text[start:start + 2]
+    start = next(i for i in range(8, len(text) - 2) if "\ufffd" not in text[i : i + 2])
+    stop = text[start : start + 2]
     events = []
-    stopped = tiny_engine.submit(prompt, params=greedy(40, ignore_eos=True, stop=[stop, "zzzz"]),
-                                 on_token=events.append).result()
+    stopped = tiny_engine.submit(
+        prompt, params=greedy(40, ignore_eos=True, stop=[stop, "zzzz"]), on_token=events.append
+    ).result()
     assert stopped.finish_reason == "stop"
-    assert stopped.text == text[:text.index(stop)]
+    assert stopped.text == text[: text.index(stop)]
     assert "".join(e.text for e in events) == stopped.text
 
 
@@ -257,16 +274,16 @@ def test_context_overflow_is_a_clear_error_or_truncated(tiny_engine):
     with pytest.raises(ContextOverflowError) as info:
         tiny_engine.submit(prompt_ids(300), params=greedy(5))
     assert info.value.prompt_tokens == 300
-    result = tiny_engine.submit(prompt_ids(300), params=greedy(5, ignore_eos=True),
-                                truncate=True).result()
+    result = tiny_engine.submit(prompt_ids(300), params=greedy(5, ignore_eos=True), truncate=True).result()
     assert result.finish_reason == "length"
     assert result.prompt_tokens + 5 <= tiny_engine.context_length
 
 
 def test_cancel_frees_the_slot(tiny_engine):
     started = threading.Event()
-    handle = tiny_engine.submit(prompt_ids(6), params=greedy(200, ignore_eos=True),
-                                on_token=lambda event: started.set())
+    handle = tiny_engine.submit(
+        prompt_ids(6), params=greedy(200, ignore_eos=True), on_token=lambda event: started.set()
+    )
     assert started.wait(60)
     handle.cancel()
     result = handle.result(timeout=60)
@@ -282,8 +299,9 @@ def test_should_cancel_is_polled(tiny_engine):
         polls.append(1)
         return len(polls) > 3
 
-    result = tiny_engine.submit(prompt_ids(6), params=greedy(200, ignore_eos=True),
-                                should_cancel=should_cancel).result(timeout=60)
+    result = tiny_engine.submit(prompt_ids(6), params=greedy(200, ignore_eos=True), should_cancel=should_cancel).result(
+        timeout=60
+    )
     assert result.finish_reason == "cancelled"
     assert 0 < result.completion_tokens < 200
     assert tiny_engine.free_slots == tiny_engine.max_batch_slots
@@ -302,8 +320,7 @@ def test_failing_callback_fails_only_its_request(tiny_engine):
 
 def test_more_requests_than_slots_from_many_threads(tiny_engine):
     prompts = [prompt_ids(5 + i % 7, seed=200 + i) for i in range(20)]
-    expected = [tiny_engine.submit(p, params=greedy(6, ignore_eos=True)).result().token_ids
-                for p in prompts[:4]]
+    expected = [tiny_engine.submit(p, params=greedy(6, ignore_eos=True)).result().token_ids for p in prompts[:4]]
     results = [None] * len(prompts)
 
     def worker(i):
@@ -322,8 +339,7 @@ def test_unknown_adapter_is_rejected(tiny_engine):
     with pytest.raises(AdapterNotFoundError):
         tiny_engine.submit(prompt_ids(4), params=greedy(2), adapters=[("no-such-adapter", 1.0)])
     with pytest.raises(ValueError):
-        tiny_engine.submit(prompt_ids(4), params=greedy(2),
-                           adapters=[(f"mix-{i}", 1.0) for i in range(4)])
+        tiny_engine.submit(prompt_ids(4), params=greedy(2), adapters=[(f"mix-{i}", 1.0) for i in range(4)])
 
 
 def test_hot_swap_during_generation_keeps_version_and_never_recompiles(tiny_engine):
@@ -344,8 +360,7 @@ def test_hot_swap_during_generation_keeps_version_and_never_recompiles(tiny_engi
         if len(events) == 5:
             progress.set()
 
-    running = tiny_engine.submit(prompt, params=params, adapters=[("swap", 1.0)],
-                                 on_token=on_token)
+    running = tiny_engine.submit(prompt, params=params, adapters=[("swap", 1.0)], on_token=on_token)
     assert progress.wait(60)
     tiny_engine.load_adapter("swap", v2, version="v2")
     tiny_engine.evict_adapter("swap-other")
@@ -374,8 +389,10 @@ def test_compiles_stay_bounded(tiny_engine):
 
 
 def test_cancelling_a_queued_request(tiny_engine):
-    running = [tiny_engine.submit(prompt_ids(5, seed=i), params=greedy(250, ignore_eos=True))
-               for i in range(tiny_engine.max_batch_slots)]
+    running = [
+        tiny_engine.submit(prompt_ids(5, seed=i), params=greedy(250, ignore_eos=True))
+        for i in range(tiny_engine.max_batch_slots)
+    ]
     queued = tiny_engine.submit(prompt_ids(5), params=greedy(5, ignore_eos=True))
     queued.cancel()
     result = queued.result(timeout=60)
@@ -397,8 +414,15 @@ def test_ngram_draft():
 
 
 def test_speculative_decoding_gives_plain_greedy_tokens(tiny_model):
-    engine = Engine(tiny_model, max_batch_slots=2, max_seq_len=256, lora_slots=2,
-                    max_lora_rank=8, speculative_tokens=4, prefill_chunk=64)
+    engine = Engine(
+        tiny_model,
+        max_batch_slots=2,
+        max_seq_len=256,
+        lora_slots=2,
+        max_lora_rank=8,
+        speculative_tokens=4,
+        prefill_chunk=64,
+    )
     try:
         adapter = random_adapter(TINY_CONFIG, rank=4, seed=77, scale=0.2)
         engine.load_adapter("spec", adapter)
@@ -407,8 +431,7 @@ def test_speculative_decoding_gives_plain_greedy_tokens(tiny_model):
         result = engine.submit(prompt, params=greedy(40, ignore_eos=True)).result()
         assert result.token_ids == reference_greedy(tiny_model.params, prompt, 40, ignore_eos=True)
         assert engine.speculation["rounds"] > 0
-        with_adapter = engine.submit(prompt, params=greedy(20, ignore_eos=True),
-                                     adapters=[("spec", 1.0)]).result()
+        with_adapter = engine.submit(prompt, params=greedy(20, ignore_eos=True), adapters=[("spec", 1.0)]).result()
         merged = merge_adapter(TINY_CONFIG, tiny_model.params, adapter)
         assert with_adapter.token_ids == reference_greedy(merged, prompt, 20, ignore_eos=True)
     finally:
@@ -418,15 +441,21 @@ def test_speculative_decoding_gives_plain_greedy_tokens(tiny_model):
 def test_requests_whose_drafts_fail_stop_speculating(tiny_model):
     from workers.llm.engine import SPECULATION_PROBATION
 
-    engine = Engine(tiny_model, max_batch_slots=2, max_seq_len=256, lora_slots=2,
-                    max_lora_rank=8, speculative_tokens=4, prefill_chunk=64)
+    engine = Engine(
+        tiny_model,
+        max_batch_slots=2,
+        max_seq_len=256,
+        lora_slots=2,
+        max_lora_rank=8,
+        speculative_tokens=4,
+        prefill_chunk=64,
+    )
     try:
         # Every token of this prompt repeats, so every step has a draft; the random model does
         # not continue the pattern, so the drafts fail.
         prompt = prompt_ids(60, seed=5) * 3
         result = engine.submit(prompt, params=greedy(60, ignore_eos=True)).result()
-        assert result.token_ids == reference_greedy(tiny_model.params, prompt, 60,
-                                                    ignore_eos=True)
+        assert result.token_ids == reference_greedy(tiny_model.params, prompt, 60, ignore_eos=True)
         proposed, accepted = engine.speculation["proposed"], engine.speculation["accepted"]
         assert accepted < proposed / 2
         assert SPECULATION_PROBATION <= proposed < SPECULATION_PROBATION + 2 * 4

@@ -16,8 +16,7 @@ from .conftest import TINY_CONFIG
 from .test_engine import prompt_ids, reference_greedy
 
 needs_kernel = pytest.mark.skipif(not kernels.available(), reason="the q4 kernel did not build")
-needs_panels = pytest.mark.skipif(not kernels.panels_available(),
-                                  reason="the panel kernels need an AVX-512 build")
+needs_panels = pytest.mark.skipif(not kernels.panels_available(), reason="the panel kernels need an AVX-512 build")
 
 
 def four_bit_weights(shape, seed=0):
@@ -37,8 +36,7 @@ def test_four_bit_weights_pack_without_loss():
     w = four_bit_weights((2, 64, 48))
     restored = kernels.dequantize_q4(kernels.quantize_q4(w))
     np.testing.assert_allclose(restored, w, rtol=0, atol=1e-6 * np.abs(w).max())
-    layers = {name: four_bit_weights((2, 64, 32), seed=i)
-              for i, name in enumerate(kernels.Q4_MATRICES)}
+    layers = {name: four_bit_weights((2, 64, 32), seed=i) for i, name in enumerate(kernels.Q4_MATRICES)}
     assert kernels.is_four_bit(layers)
     gaussian = {**layers, "wo": np.random.default_rng(1).standard_normal((2, 64, 32))}
     assert not kernels.is_four_bit(gaussian)
@@ -51,10 +49,10 @@ def test_packing_rejects_inputs_not_in_blocks_of_32():
 
 def assert_q4_matmul_matches_numpy_for_every_layer(x, packed, w):
     """q4_matmul inside a scan over the stacked layers of `packed` equals x @ w[layer]."""
+
     @jax.jit
     def every_layer(x, packed):
-        return jax.lax.scan(lambda c, layer: (c, kernels.q4_matmul(x, packed, layer)),
-                            0, jnp.arange(w.shape[0]))[1]
+        return jax.lax.scan(lambda c, layer: (c, kernels.q4_matmul(x, packed, layer)), 0, jnp.arange(w.shape[0]))[1]
 
     got = np.asarray(every_layer(x, packed))
     expected = np.einsum("bk,lkn->lbn", x.astype(np.float64), w.astype(np.float64))
@@ -81,7 +79,7 @@ def test_batches_take_the_panels_and_match_numpy(rows):
     packed = jax.tree.map(jnp.asarray, packed)
     x = np.random.default_rng(rows).standard_normal((rows, K)).astype(np.float32)
     lowered = jax.jit(kernels.q4_matmul).lower(x, packed, 0).as_text()
-    assert "liminal_q4_panel_matmul" in lowered and "liminal_q4_matmul\"" not in lowered
+    assert "liminal_q4_panel_matmul" in lowered and 'liminal_q4_matmul"' not in lowered
     assert_q4_matmul_matches_numpy_for_every_layer(x, packed, w)
 
 
@@ -92,8 +90,7 @@ def test_prompts_of_any_length_take_the_panels_and_match_numpy(rows):
     # one; 17 and 29 rows end in a partial tile of 8.
     layers, K, N = 2, 96, 13 * 16
     w = four_bit_weights((layers, K, N), seed=rows)
-    packed = jax.tree.map(jnp.asarray, kernels.with_panels(kernels.quantize_q4(w),
-                                                           kernels.q4_panels))
+    packed = jax.tree.map(jnp.asarray, kernels.with_panels(kernels.quantize_q4(w), kernels.q4_panels))
     x = np.random.default_rng(rows).standard_normal((rows, K)).astype(np.float32)
     assert "liminal_q4_panel_matmul" in jax.jit(kernels.q4_matmul).lower(x, packed, 0).as_text()
     assert_q4_matmul_matches_numpy_for_every_layer(x, packed, w)
@@ -101,10 +98,8 @@ def test_prompts_of_any_length_take_the_panels_and_match_numpy(rows):
 
 @needs_panels
 def test_a_matrix_without_panels_keeps_prompts_off_the_4_bit_kernels():
-    whole = kernels.with_panels(kernels.quantize_q4(four_bit_weights((1, 32, 32))),
-                                kernels.q4_panels)
-    partial = kernels.with_panels(kernels.quantize_q4(four_bit_weights((1, 32, 40))),
-                                  kernels.q4_panels)
+    whole = kernels.with_panels(kernels.quantize_q4(four_bit_weights((1, 32, 32))), kernels.q4_panels)
+    partial = kernels.with_panels(kernels.quantize_q4(four_bit_weights((1, 32, 40))), kernels.q4_panels)
     assert kernels.fastest_rows({"wo": whole}) == sys.maxsize
     assert kernels.fastest_rows({"wo": whole, "w_down": partial}) == kernels.MAX_ROWS
 
@@ -146,19 +141,17 @@ def slot_table(rng, layers, slots, K, N, rank, dtype):
         b = rng.integers(-127, 128, (layers, slots, rank, N)).astype(np.float32)
         scale = rng.uniform(1e-4, 1e-2, (layers, slots, rank)).astype(np.float32)
     else:
-        a = np.array(jnp.asarray(rng.standard_normal((layers, slots, K, rank)), dtype),
-                     np.float32)
-        b = np.array(jnp.asarray(rng.standard_normal((layers, slots, rank, N)), dtype),
-                     np.float32)
+        a = np.array(jnp.asarray(rng.standard_normal((layers, slots, K, rank)), dtype), np.float32)
+        b = np.array(jnp.asarray(rng.standard_normal((layers, slots, rank, N)), dtype), np.float32)
         scale = np.ones((layers, slots, rank), np.float32)
     a[:, 0], b[:, 0], scale[:, 0] = 0, 0, 0
-    a[:, 1, :, rank // 2:], b[:, 1, rank // 2:], scale[:, 1, rank // 2:] = 0, 0, 0
+    a[:, 1, :, rank // 2 :], b[:, 1, rank // 2 :], scale[:, 1, rank // 2 :] = 0, 0, 0
     if dtype == jnp.int8:  # in pairs: A [L, S, K/2, R, 2], B [L, S, R/2, N, 2]
-        table = {"A": jnp.asarray(a.reshape(layers, slots, K // 2, 2, rank).swapaxes(-1, -2),
-                                  dtype),
-                 "B": jnp.asarray(b.reshape(layers, slots, rank // 2, 2, N).swapaxes(-1, -2),
-                                  dtype),
-                 "scale": jnp.asarray(scale)}
+        table = {
+            "A": jnp.asarray(a.reshape(layers, slots, K // 2, 2, rank).swapaxes(-1, -2), dtype),
+            "B": jnp.asarray(b.reshape(layers, slots, rank // 2, 2, N).swapaxes(-1, -2), dtype),
+            "scale": jnp.asarray(scale),
+        }
     else:
         table = {"A": jnp.asarray(a, dtype), "B": jnp.asarray(b, dtype)}
     return table, (a, b, scale if dtype == jnp.int8 else None)
@@ -202,8 +195,11 @@ def numpy_lora_terms(x, tables, index, weight):
             terms.append(numpy_terms_in_pairs(x, a, b, scale, index, weight))
             continue
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
-        terms.append(np.einsum("mj,mk,lmjkr,lmjrn->lmn", weight.astype(np.float64),
-                               x.astype(np.float64), a64[:, index], b64[:, index]))
+        terms.append(
+            np.einsum(
+                "mj,mk,lmjkr,lmjrn->lmn", weight.astype(np.float64), x.astype(np.float64), a64[:, index], b64[:, index]
+            )
+        )
     return np.concatenate(terms, axis=-1)
 
 
@@ -218,16 +214,14 @@ def test_lora_delta_matches_numpy_for_rows_on_different_adapters(rank, dtype):
     slots_table, copy = slot_table(rng, layers, slots, K, N, rank, dtype)
     x = rng.standard_normal((7, K)).astype(np.float32)
     # Rows with one, two, three, no adapters, a zero weight and a repeated slot.
-    index = np.array([[1, 0, 0], [2, 3, 0], [4, 1, 2], [0, 0, 0], [3, 0, 0], [2, 2, 0],
-                      [4, 0, 0]], np.int32)
-    weight = np.array([[1, 0, 0], [0.5, 0.25, 0], [1, -1, 2], [0, 0, 0], [0, 0, 0],
-                       [1, 1, 0], [0.3, 0, 0]], np.float32)
+    index = np.array([[1, 0, 0], [2, 3, 0], [4, 1, 2], [0, 0, 0], [3, 0, 0], [2, 2, 0], [4, 0, 0]], np.int32)
+    weight = np.array([[1, 0, 0], [0.5, 0.25, 0], [1, -1, 2], [0, 0, 0], [0, 0, 0], [1, 1, 0], [0.3, 0, 0]], np.float32)
 
     @jax.jit
     def every_layer(x, slots_table):
         return jax.lax.scan(
-            lambda c, layer: (c, kernels.lora_delta(x, slots_table, layer, index, weight)),
-            0, jnp.arange(layers))[1]
+            lambda c, layer: (c, kernels.lora_delta(x, slots_table, layer, index, weight)), 0, jnp.arange(layers)
+        )[1]
 
     got = np.asarray(every_layer(x, slots_table))
     expected = numpy_lora_terms(x, [copy], index, weight)
@@ -238,8 +232,7 @@ def test_lora_delta_matches_numpy_for_rows_on_different_adapters(rank, dtype):
 @needs_kernel
 def test_lora_delta_refuses_mixed_slot_dtypes_and_int8_without_scale():
     def call(slots_table):
-        return kernels.lora_delta(jnp.zeros((1, 32)), slots_table, 0,
-                                  jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1)))
+        return kernels.lora_delta(jnp.zeros((1, 32)), slots_table, 0, jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1)))
 
     mixed = {"A": jnp.zeros((1, 2, 32, 4), jnp.bfloat16), "B": jnp.zeros((1, 2, 4, 8))}
     with pytest.raises(TypeError, match="must all be float32, all bfloat16 or all int8"):
@@ -267,10 +260,8 @@ def test_q4_matmul_lora_adds_each_projections_term_to_its_columns(rows, dtype, w
     layers, slots, K = 3, 6, 64
     ranks = (16, 6, 8) if dtype == jnp.int8 else (16, 5, 8)  # int8 tables pair their ranks
     w = four_bit_weights((layers, K, sum(widths)), seed=rows)
-    packed = jax.tree.map(jnp.asarray, kernels.with_panels(kernels.quantize_q4(w),
-                                                           kernels.q4_panels))
-    tables = [slot_table(rng, layers, slots, K, n, r, dtype)
-              for n, r in zip(widths, ranks, strict=True)]
+    packed = jax.tree.map(jnp.asarray, kernels.with_panels(kernels.quantize_q4(w), kernels.q4_panels))
+    tables = [slot_table(rng, layers, slots, K, n, r, dtype) for n, r in zip(widths, ranks, strict=True)]
     x = rng.standard_normal((rows, K)).astype(np.float32)
     index = rng.integers(0, slots, (rows, 2)).astype(np.int32)
     weight = rng.uniform(-1, 2, (rows, 2)).astype(np.float32)
@@ -285,14 +276,15 @@ def test_q4_matmul_lora_adds_each_projections_term_to_its_columns(rows, dtype, w
     def every_layer(x, packed, tables):
         def one(carry, layer):
             return carry, kernels.q4_matmul_lora(x, packed, layer, tables, index, weight)
+
         return jax.lax.scan(one, 0, jnp.arange(layers))[1]
 
     got = np.asarray(every_layer(x, packed, [t for t, _ in tables]))
-    expected = (np.einsum("bk,lkn->lbn", x.astype(np.float64), w.astype(np.float64))
-                + numpy_lora_terms(x, [copy for _, copy in tables], index, weight))
+    expected = np.einsum("bk,lkn->lbn", x.astype(np.float64), w.astype(np.float64)) + numpy_lora_terms(
+        x, [copy for _, copy in tables], index, weight
+    )
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
-    lowered = jax.jit(kernels.q4_matmul_lora).lower(x, packed, 0, [t for t, _ in tables], index,
-                                                    weight).as_text()
+    lowered = jax.jit(kernels.q4_matmul_lora).lower(x, packed, 0, [t for t, _ in tables], index, weight).as_text()
     panels = rows > kernels.column_rows() and kernels.panels_available()
     assert ("liminal_q4_panel_matmul_lora" in lowered) == panels
     assert ("liminal_q4_matmul_lora" in lowered) != panels
@@ -305,8 +297,7 @@ def test_q4_matmul_lora_refuses_tables_that_do_not_fit():
     rng = np.random.default_rng(0)
     narrow, _ = slot_table(rng, 1, 2, 32, 16, 4, jnp.float32)
     with pytest.raises(Exception, match="do not add up to N"):
-        jax.block_until_ready(kernels.q4_matmul_lora(jnp.ones((2, 32)), packed, 0, [narrow],
-                                                     index, weight))
+        jax.block_until_ready(kernels.q4_matmul_lora(jnp.ones((2, 32)), packed, 0, [narrow], index, weight))
     half, _ = slot_table(rng, 1, 2, 32, 16, 4, jnp.bfloat16)
     with pytest.raises(TypeError, match="must all be float32, all bfloat16 or all int8"):
         kernels.q4_matmul_lora(jnp.ones((2, 32)), packed, 0, [narrow, half], index, weight)
@@ -315,8 +306,7 @@ def test_q4_matmul_lora_refuses_tables_that_do_not_fit():
 @needs_panels
 def test_q4_matmul_lora_refuses_more_than_16_rows_even_with_panels():
     w = four_bit_weights((1, 32, 32))
-    packed = jax.tree.map(jnp.asarray, kernels.with_panels(kernels.quantize_q4(w),
-                                                           kernels.q4_panels))
+    packed = jax.tree.map(jnp.asarray, kernels.with_panels(kernels.quantize_q4(w), kernels.q4_panels))
     table, _ = slot_table(np.random.default_rng(0), 1, 2, 32, 32, 4, jnp.float32)
     index, weight = jnp.ones((17, 1), jnp.int32), jnp.ones((17, 1))
     with pytest.raises(ValueError, match="at most 16 rows"):
@@ -366,8 +356,16 @@ def q4_engine(tiny_model):
     else:
         params["embed"] = kernels.dequantize_q8(kernels.quantize_q8(params["embed"].T)).T
     model = dataclasses.replace(tiny_model, params=params)
-    engine = Engine(model, max_batch_slots=12, max_seq_len=256, lora_slots=4,
-                    max_lora_rank=8, decode_steps=4, prefill_chunk=32, decode_weights="q4")
+    engine = Engine(
+        model,
+        max_batch_slots=12,
+        max_seq_len=256,
+        lora_slots=4,
+        max_lora_rank=8,
+        decode_steps=4,
+        prefill_chunk=32,
+        decode_weights="q4",
+    )
     if engine.decode_weights != "q4":
         pytest.skip("the q4 kernel did not build")
     assert engine.q8_head is not None
@@ -383,8 +381,14 @@ def test_engines_keep_no_float_copies_of_what_the_panels_compute(q4_engine, tiny
         expected = kernels.dequantize_q4(kernels.quantize_q4(tiny_model.params["layers"][name]))
         np.testing.assert_array_equal(weights[name], expected)
     # The opt-in narrower prefill matmuls are XLA's: they need the float weights.
-    narrow = Engine(tiny_model, max_batch_slots=2, max_seq_len=64, lora_slots=1,
-                    decode_weights="q4", prefill_matmul_dtype="bfloat16")
+    narrow = Engine(
+        tiny_model,
+        max_batch_slots=2,
+        max_seq_len=64,
+        lora_slots=1,
+        decode_weights="q4",
+        prefill_matmul_dtype="bfloat16",
+    )
     try:
         assert set(kernels.Q4_MATRICES) <= set(narrow.params["layers"])
     finally:
@@ -398,12 +402,20 @@ def test_a_tied_eight_bit_head_keeps_no_float_copy_where_it_serves_every_call(ti
     embed = kernels.dequantize_q8(kernels.quantize_q8(tiny_model.params["embed"].T)).T
     params = {k: v for k, v in tiny_model.params.items() if k != "lm_head"}
     model = dataclasses.replace(
-        tiny_model, config=dataclasses.replace(TINY_CONFIG, tie_word_embeddings=True),
-        params={**params, "embed": embed})
-    narrow = Engine(model, max_batch_slots=4, max_seq_len=256, lora_slots=1, max_lora_rank=4,
-                    decode_weights="q4", speculative_tokens=40)
-    wide = Engine(model, max_batch_slots=kernels.MAX_ROWS + 1, max_seq_len=64, lora_slots=1,
-                  max_lora_rank=4, decode_weights="q4")
+        tiny_model, config=dataclasses.replace(TINY_CONFIG, tie_word_embeddings=True), params={**params, "embed": embed}
+    )
+    narrow = Engine(
+        model,
+        max_batch_slots=4,
+        max_seq_len=256,
+        lora_slots=1,
+        max_lora_rank=4,
+        decode_weights="q4",
+        speculative_tokens=40,
+    )
+    wide = Engine(
+        model, max_batch_slots=kernels.MAX_ROWS + 1, max_seq_len=64, lora_slots=1, max_lora_rank=4, decode_weights="q4"
+    )
     try:
         if narrow.q8_head is None:
             pytest.skip("the 8-bit kernel did not build")
@@ -418,8 +430,7 @@ def test_a_tied_eight_bit_head_keeps_no_float_copy_where_it_serves_every_call(ti
         assert narrow.speculation["proposed"] > 0
         verified = [key[1] for key in narrow.compiled if key[0] == "verify"]
         assert verified and max(verified) <= kernels.MAX_ROWS
-        assert speculated.token_ids == reference_greedy(narrow.host_weights(), prompt, 24,
-                                                        ignore_eos=True)
+        assert speculated.token_ids == reference_greedy(narrow.host_weights(), prompt, 24, ignore_eos=True)
     finally:
         narrow.shutdown()
         wide.shutdown()
@@ -434,26 +445,20 @@ def test_random_weights_stay_float_unless_asked(tiny_engine, tiny_model):
 @pytest.mark.parametrize("length", [5, 40])
 def test_q4_decoding_matches_the_uncached_forward_on_the_same_weights(q4_engine, length):
     prompt = prompt_ids(length, seed=length)
-    result = q4_engine.submit(prompt, params=SamplingParams(
-        greedy=True, max_tokens=30, ignore_eos=True)).result()
-    assert result.token_ids == reference_greedy(q4_engine.host_weights(), prompt, 30,
-                                                ignore_eos=True)
+    result = q4_engine.submit(prompt, params=SamplingParams(greedy=True, max_tokens=30, ignore_eos=True)).result()
+    assert result.token_ids == reference_greedy(q4_engine.host_weights(), prompt, 30, ignore_eos=True)
 
 
 def test_q4_batches_with_adapters_match_each_row_alone(q4_engine):
     for i in range(3):
-        q4_engine.load_adapter(f"q4-{i}", random_adapter(TINY_CONFIG, rank=4, seed=300 + i,
-                                                         scale=0.2))
+        q4_engine.load_adapter(f"q4-{i}", random_adapter(TINY_CONFIG, rank=4, seed=300 + i, scale=0.2))
     # 12 rows: a decode batch of 12 (the panel layout on AVX-512 builds, the column one
     # elsewhere); alone, each runs a batch of 1 (the column layout).
-    plans = [[("q4-0", 1.0)], [], [("q4-1", 1.0)], [("q4-2", 0.5)], [],
-             [("q4-0", 0.5), ("q4-1", 0.5)]] * 2
+    plans = [[("q4-0", 1.0)], [], [("q4-1", 1.0)], [("q4-2", 0.5)], [], [("q4-0", 0.5), ("q4-1", 0.5)]] * 2
     prompts = [prompt_ids(6 + 2 * i, seed=70 + i) for i in range(len(plans))]
     params = SamplingParams(greedy=True, max_tokens=20, ignore_eos=True)
-    alone = [q4_engine.submit(p, params=params, adapters=a).result()
-             for p, a in zip(prompts, plans, strict=True)]
-    handles = [q4_engine.submit(p, params=params, adapters=a)
-               for p, a in zip(prompts, plans, strict=True)]
+    alone = [q4_engine.submit(p, params=params, adapters=a).result() for p, a in zip(prompts, plans, strict=True)]
+    handles = [q4_engine.submit(p, params=params, adapters=a) for p, a in zip(prompts, plans, strict=True)]
     assert [h.result().token_ids for h in handles] == [r.token_ids for r in alone]
     assert len({tuple(r.token_ids) for r in alone}) == len(alone)
 
@@ -467,8 +472,8 @@ def numpy_attention(q, cache_k, cache_v, slot, position, layer, scale):
         for t in range(T):
             if position[b, t] < 0:
                 continue
-            keys = cache_k[layer, slot[b], :, :position[b, t] + 1].astype(np.float64)
-            values = cache_v[layer, slot[b], :, :position[b, t] + 1].astype(np.float64)
+            keys = cache_k[layer, slot[b], :, : position[b, t] + 1].astype(np.float64)
+            values = cache_v[layer, slot[b], :, : position[b, t] + 1].astype(np.float64)
             for h in range(H):
                 kv = h // (H // kv_heads)
                 scores = keys[kv] @ q[b, t, h] * scale
@@ -496,9 +501,13 @@ def test_attention_matches_numpy_for_rows_at_their_own_positions(dim, dtype):
     @jax.jit
     def every_layer(q, cache_k, cache_v):
         return jax.lax.scan(
-            lambda c, layer: (c, kernels.attention(q, cache_k, cache_v, jnp.asarray(slot),
-                                                   jnp.asarray(position), layer, scale)),
-            0, jnp.arange(layers))[1]
+            lambda c, layer: (
+                c,
+                kernels.attention(q, cache_k, cache_v, jnp.asarray(slot), jnp.asarray(position), layer, scale),
+            ),
+            0,
+            jnp.arange(layers),
+        )[1]
 
     got = np.asarray(every_layer(q, cache_k, cache_v))
     for layer in range(layers):
@@ -511,5 +520,6 @@ def test_attention_matches_numpy_for_rows_at_their_own_positions(dim, dtype):
 def test_attention_refuses_other_cache_dtypes():
     cache = jnp.zeros((1, 1, 1, 4, 16), jnp.bfloat16)
     with pytest.raises(TypeError, match="float32 or float16"):
-        kernels.attention(jnp.zeros((1, 1, 1, 16)), cache, cache, jnp.zeros(1, jnp.int32),
-                          jnp.zeros((1, 1), jnp.int32), 0, 0.25)
+        kernels.attention(
+            jnp.zeros((1, 1, 1, 16)), cache, cache, jnp.zeros(1, jnp.int32), jnp.zeros((1, 1), jnp.int32), 0, 0.25
+        )

@@ -66,10 +66,15 @@ def test_permutation_round_trip():
     np.testing.assert_array_equal(unpermute_qk(permute_qk(w, 4), 4), w)
 
 
-@pytest.mark.parametrize("qtype,tolerance", [(GGMLQuantizationType.F32, 1e-6),
-                                             (GGMLQuantizationType.F16, 2e-3),
-                                             (GGMLQuantizationType.Q8_0, 2e-2),
-                                             (GGMLQuantizationType.Q4_1, 0.2)])
+@pytest.mark.parametrize(
+    "qtype,tolerance",
+    [
+        (GGMLQuantizationType.F32, 1e-6),
+        (GGMLQuantizationType.F16, 2e-3),
+        (GGMLQuantizationType.Q8_0, 2e-2),
+        (GGMLQuantizationType.Q4_1, 0.2),
+    ],
+)
 def test_gguf_loader(tmp_path, tiny_model, qtype, tolerance):
     path = tmp_path / "tiny.gguf"
     write_tiny_gguf(path, tiny_model, qtype)
@@ -78,16 +83,15 @@ def test_gguf_loader(tmp_path, tiny_model, qtype, tolerance):
     assert replace(loaded.config, rms_norm_eps=TINY_CONFIG.rms_norm_eps) == TINY_CONFIG
     assert loaded.model_id.startswith("tiny-gguf")
     for key in ("embed", "lm_head", "final_norm"):
-        np.testing.assert_allclose(loaded.params[key], tiny_model.params[key],
-                                   atol=tolerance * np.abs(tiny_model.params[key]).max())
+        np.testing.assert_allclose(
+            loaded.params[key], tiny_model.params[key], atol=tolerance * np.abs(tiny_model.params[key]).max()
+        )
     for key, value in tiny_model.params["layers"].items():
-        np.testing.assert_allclose(loaded.params["layers"][key], value,
-                                   atol=tolerance * np.abs(value).max())
+        np.testing.assert_allclose(loaded.params["layers"][key], value, atol=tolerance * np.abs(value).max())
     # The file read independently, with llama.cpp's adjacent-pair RoPE on permuted rows.
     tensors, hparams = read_gguf(path)
     expected = reference_logits(tensors, hparams, TOKENS, layout="gguf")
-    got = np.asarray(full_logits(loaded.config, as_device(loaded.params),
-                                 jnp.asarray([TOKENS])))[0]
+    got = np.asarray(full_logits(loaded.config, as_device(loaded.params), jnp.asarray([TOKENS])))[0]
     np.testing.assert_allclose(got, expected, atol=2e-4 * np.abs(expected).max(), rtol=0)
     assert loaded.tokenizer.encode("Hi 42") == tiny_model.tokenizer.encode("Hi 42")
 
@@ -114,7 +118,6 @@ def test_hugging_face_directory_round_trip(tmp_path, tiny_model):
     for key, value in tiny_model.params["layers"].items():
         np.testing.assert_array_equal(loaded.params["layers"][key], value)
     np.testing.assert_array_equal(loaded.params["lm_head"], tiny_model.params["lm_head"])
-    assert loaded.tokenizer.encode("Hello <|im_end|> 2024") == tiny_model.tokenizer.encode(
-        "Hello <|im_end|> 2024")
+    assert loaded.tokenizer.encode("Hello <|im_end|> 2024") == tiny_model.tokenizer.encode("Hello <|im_end|> 2024")
     assert loaded.tokenizer.eos_token_id == 2
     assert loaded.chat_template == DEFAULT_CHAT_TEMPLATE

@@ -30,12 +30,12 @@ def test_greedy_answer_names_paris(smollm_engine):
 
 def test_logits_match_independent_numpy_forward(smollm_model, smollm_path):
     tokens = smollm_model.tokenizer.encode(
-        "<|im_start|>user\nName three rivers in Europe.<|im_end|>\n<|im_start|>assistant\nThe")
+        "<|im_start|>user\nName three rivers in Europe.<|im_end|>\n<|im_start|>assistant\nThe"
+    )
     tensors, hparams = read_gguf(smollm_path)
     expected = reference_logits(tensors, hparams, tokens, layout="gguf")
     forward = jax.jit(full_logits, static_argnums=0)
-    got = np.asarray(forward(smollm_model.config, as_device(smollm_model.params),
-                             jnp.asarray([tokens])))[0]
+    got = np.asarray(forward(smollm_model.config, as_device(smollm_model.params), jnp.asarray([tokens])))[0]
     scale = np.abs(expected).max()
     assert scale > 5
     np.testing.assert_allclose(got, expected, atol=1e-4 * scale, rtol=0)
@@ -54,9 +54,24 @@ def test_batched_real_requests_match_single_ones(smollm_engine):
 def test_command_line_streams_the_answer():
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     completed = subprocess.run(
-        [sys.executable, "-m", "workers.llm", "--prompt", "What is the capital of France?",
-         "--greedy", "--max-tokens", "30", "--max-seq-len", "256"],
-        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, env=env)
+        [
+            sys.executable,
+            "-m",
+            "workers.llm",
+            "--prompt",
+            "What is the capital of France?",
+            "--greedy",
+            "--max-tokens",
+            "30",
+            "--max-seq-len",
+            "256",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+        env=env,
+    )
     assert completed.returncode == 0, completed.stderr
     assert "Paris" in completed.stdout
     assert "finish=stop" in completed.stderr

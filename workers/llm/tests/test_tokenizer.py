@@ -15,24 +15,46 @@ TEXTS = [
 
 # Token ids llama.cpp (llama-cpp-python 0.3.36, special=True) gives on the SmolLM2 GGUF.
 LLAMA_CPP_IDS = {
-    'Hello, world!':
-        [19556, 28, 905, 17],
-    'The year 2024 had 366 days.':
-        [504, 713, 216, 34, 32, 34, 36, 761, 216, 35, 38, 38, 2009, 30],
-    'Emoji: 😀🎉 and café naïve':
-        [10809, 33777, 42, 40303, 218, 10813, 232, 227, 284, 37366, 15486, 46494],
-    'def add(a, b):\n    return a + b  # sum\n\n\tx = [1, 22, 333]':
-        [1604, 803, 24, 81, 28, 278, 727, 472, 1003, 253, 1232, 278, 216, 907, 2028, 1116, 197,
-         104, 446, 933, 33, 28, 216, 34, 34, 28, 216, 35, 35, 35, 77],
-    '<|im_start|>user\nHi<|im_end|>\n':
-        [1, 4093, 198, 26843, 2, 198],
-    '  leading spaces and trailing   ':
-        [216, 2899, 5600, 284, 35079, 333],
-    '日本語のテキスト':
-        [23274, 115, 40993, 179, 120, 248, 26453, 11100, 224, 10391, 251, 10391, 134, 11100,
-         226],
-    "I'm sure they'll've done it":
-        [57, 5248, 2090, 502, 3060, 3543, 2294, 357],
+    "Hello, world!": [19556, 28, 905, 17],
+    "The year 2024 had 366 days.": [504, 713, 216, 34, 32, 34, 36, 761, 216, 35, 38, 38, 2009, 30],
+    "Emoji: 😀🎉 and café naïve": [10809, 33777, 42, 40303, 218, 10813, 232, 227, 284, 37366, 15486, 46494],
+    "def add(a, b):\n    return a + b  # sum\n\n\tx = [1, 22, 333]": [
+        1604,
+        803,
+        24,
+        81,
+        28,
+        278,
+        727,
+        472,
+        1003,
+        253,
+        1232,
+        278,
+        216,
+        907,
+        2028,
+        1116,
+        197,
+        104,
+        446,
+        933,
+        33,
+        28,
+        216,
+        34,
+        34,
+        28,
+        216,
+        35,
+        35,
+        35,
+        77,
+    ],
+    "<|im_start|>user\nHi<|im_end|>\n": [1, 4093, 198, 26843, 2, 198],
+    "  leading spaces and trailing   ": [216, 2899, 5600, 284, 35079, 333],
+    "日本語のテキスト": [23274, 115, 40993, 179, 120, 248, 26453, 11100, 224, 10391, 251, 10391, 134, 11100, 226],
+    "I'm sure they'll've done it": [57, 5248, 2090, 502, 3060, 3543, 2294, 357],
 }
 
 
@@ -58,12 +80,9 @@ def test_incomplete_character_is_flushed_as_replacement(tiny_model):
 
 def test_chat_template_renders_like_hugging_face():
     template = ChatTemplate(DEFAULT_CHAT_TEMPLATE)
-    text = template.render([{"role": "system", "content": "Be brief."},
-                            {"role": "user", "content": "Hi"}])
-    assert text == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
-                    "<|im_start|>assistant\n")
-    assert not template.render([{"role": "user", "content": "Hi"}],
-                               add_generation_prompt=False).endswith("assistant\n")
+    text = template.render([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    assert text == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    assert not template.render([{"role": "user", "content": "Hi"}], add_generation_prompt=False).endswith("assistant\n")
     with pytest.raises(ValueError):
         template.render([{"content": "no role"}])
 

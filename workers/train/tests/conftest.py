@@ -20,7 +20,6 @@ def tiny_training_model(tiny_loaded):
 def tiny_engine(tiny_loaded):
     from workers.llm.engine import Engine
 
-    engine = Engine(tiny_loaded, max_batch_slots=2, max_seq_len=256, lora_slots=2, max_lora_rank=8,
-                    prefill_chunk=32)
+    engine = Engine(tiny_loaded, max_batch_slots=2, max_seq_len=256, lora_slots=2, max_lora_rank=8, prefill_chunk=32)
     yield engine
     engine.shutdown()

@@ -77,7 +77,11 @@ def test_a_good_candidate_passes_every_check_with_a_readable_json_report():
     assert data["passed"] is True and data["retention_set"] == "retention-v1"
     assert data["checks"]["improvement"]["low"] > 0
     assert data["checks"]["facts"] == {
-        "passed": True, "checked": 1, "found": 1, "missing": [], "ignored_blank": 0,
+        "passed": True,
+        "checked": 1,
+        "found": 1,
+        "missing": [],
+        "ignored_blank": 0,
         "detail": "the corrected fact appears in the candidate's greedy answer.",
     }
     assert data["checks"]["retention"]["probability_ratio"] == pytest.approx(math.exp(-0.02))
@@ -153,8 +157,12 @@ def test_retention_without_answers_fails_and_unpaired_values_raise():
 
 
 def test_several_failures_are_all_reported():
-    report = _gate(held_out_candidate=[-3.0] * 4, held_out_current=[-2.0] * 4, fact_checks=[("Ada", "Bob.")],
-                   retention_candidate=[-2.0] * 50)
+    report = _gate(
+        held_out_candidate=[-3.0] * 4,
+        held_out_current=[-2.0] * 4,
+        fact_checks=[("Ada", "Bob.")],
+        retention_candidate=[-2.0] * 50,
+    )
     assert report.failed == ["held_out", "improvement", "facts", "retention"]
     assert report.summary().startswith(
         "The candidate did not pass the gate: 4 of 4 checks failed (held_out, improvement, facts, retention)."

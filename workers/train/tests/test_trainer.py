@@ -23,14 +23,15 @@ from workers.train.forward import adapter_from_lora_params, full_logits, init_lo
 
 from .conftest import TINY_CONFIG
 
-TOY = [{"prompt": f"Colour of item {i}?", "target": colour}
-       for i, colour in enumerate(["red", "green", "blue", "red", "green", "blue"])]
+TOY = [
+    {"prompt": f"Colour of item {i}?", "target": colour}
+    for i, colour in enumerate(["red", "green", "blue", "red", "green", "blue"])
+]
 PAIRS = [{"prompt": f"Greet guest {i}", "target": "Welcome!", "rejected": "Go away."} for i in range(4)]
 
 
 def policy(**overrides):
-    values = dict(steps=6, batch_size=4, learning_rate=1e-2, warmup_steps=1, max_tokens=64,
-                  checkpoint_every=2)
+    values = dict(steps=6, batch_size=4, learning_rate=1e-2, warmup_steps=1, max_tokens=64, checkpoint_every=2)
     return TrainingPolicy(**{**values, **overrides})
 
 
@@ -40,13 +41,20 @@ def token_batch(seed=0, shape=(2, 20)):
 
 def test_training_forward_matches_engine_logits(tiny_training_model):
     params, tokens = tiny_training_model.params, token_batch()
-    np.testing.assert_allclose(full_logits(TINY_CONFIG, params, None, 1.0, tokens),
-                               engine_full_logits(TINY_CONFIG, params, tokens), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        full_logits(TINY_CONFIG, params, None, 1.0, tokens),
+        engine_full_logits(TINY_CONFIG, params, tokens),
+        atol=1e-5,
+        rtol=0,
+    )
 
-    adapter = random_adapter(TINY_CONFIG, rank=4, alpha=8, seed=3,
-                             targets=("q_proj", "v_proj", "o_proj", "up_proj", "down_proj"))
-    slots = {target: {"A": jnp.asarray(arrays["A"])[:, None], "B": jnp.asarray(arrays["B"])[:, None]}
-             for target, arrays in slot_arrays(adapter, TINY_CONFIG, max_rank=4).items()}
+    adapter = random_adapter(
+        TINY_CONFIG, rank=4, alpha=8, seed=3, targets=("q_proj", "v_proj", "o_proj", "up_proj", "down_proj")
+    )
+    slots = {
+        target: {"A": jnp.asarray(arrays["A"])[:, None], "B": jnp.asarray(arrays["B"])[:, None]}
+        for target, arrays in slot_arrays(adapter, TINY_CONFIG, max_rank=4).items()
+    }
     rows = (jnp.zeros((2, 1), jnp.int32), jnp.ones((2, 1), jnp.float32))
     expected = engine_full_logits(TINY_CONFIG, params, tokens, lora=slots, rows_lora=rows)
     got = full_logits(TINY_CONFIG, params, lora_params_from_adapter(adapter), adapter.scaling, tokens)
@@ -59,8 +67,9 @@ def test_fresh_adapter_starts_exactly_equal_to_base(tiny_training_model):
     assert all(np.abs(p["A"]).max() > 0 and not p["B"].any() for p in fresh.values())
     tokens = token_batch(1)
     params = tiny_training_model.params
-    np.testing.assert_array_equal(full_logits(TINY_CONFIG, params, fresh, 2.0, tokens),
-                                  full_logits(TINY_CONFIG, params, None, 1.0, tokens))
+    np.testing.assert_array_equal(
+        full_logits(TINY_CONFIG, params, fresh, 2.0, tokens), full_logits(TINY_CONFIG, params, None, 1.0, tokens)
+    )
     adapter = adapter_from_lora_params(fresh, rank=8, alpha=16)
     assert target_logprobs(tiny_training_model, TOY, adapter) == target_logprobs(tiny_training_model, TOY)
 
@@ -69,8 +78,7 @@ def test_examples_are_rendered_and_truncated_like_the_engine(tiny_training_model
     encoder = tiny_training_model.encoder
     example = TrainingExample(prompt="What is up?", target="All good.")
     encoded = encoder.encode(example, max_tokens=256)
-    engine_prompt = tiny_engine.tokenizer.encode(
-        tiny_engine.render_chat([{"role": "user", "content": "What is up?"}]))
+    engine_prompt = tiny_engine.tokenizer.encode(tiny_engine.render_chat([{"role": "user", "content": "What is up?"}]))
     assert list(encoded.prompt_ids) == engine_prompt
     end_of_turn = tiny_engine.tokenizer.hf.token_to_id("<|im_end|>")
     assert encoded.target_ids[-1] == end_of_turn
@@ -79,14 +87,16 @@ def test_examples_are_rendered_and_truncated_like_the_engine(tiny_training_model
     short = encoder.encode(example, max_tokens=15)
     assert len(short.prompt_ids) + len(short.target_ids) == 15
     assert short.target_ids == encoded.target_ids
-    assert short.prompt_ids == encoded.prompt_ids[-(15 - len(encoded.target_ids)):]
+    assert short.prompt_ids == encoded.prompt_ids[-(15 - len(encoded.target_ids)) :]
     tiny = encoder.encode(example, max_tokens=4)
     assert short.prompt_ids[-1:] == tiny.prompt_ids and tiny.target_ids == encoded.target_ids[:3]
 
 
 def test_sft_loss_is_the_weighted_mean_over_answer_tokens(tiny_training_model):
-    examples = [TrainingExample("Pick a fruit", "apple", weight=1.0),
-                TrainingExample("Pick a number", "forty-two", weight=3.0)]
+    examples = [
+        TrainingExample("Pick a fruit", "apple", weight=1.0),
+        TrainingExample("Pick a number", "forty-two", weight=3.0),
+    ]
     result = train(tiny_training_model, examples, policy(steps=1))  # each example twice in the batch
 
     total, weight = 0.0, 0.0
@@ -129,8 +139,7 @@ def test_training_continues_from_the_parent_adapter(tiny_training_model, tmp_pat
     directory = save_peft_adapter(tmp_path / "parent", parent)
     example = TOY[:1]
     result = train(tiny_training_model, example, policy(steps=1, rank=16), parent=directory)
-    assert result.loss_curve[0] == pytest.approx(-target_logprobs(tiny_training_model, example, parent)[0],
-                                                 rel=1e-5)
+    assert result.loss_curve[0] == pytest.approx(-target_logprobs(tiny_training_model, example, parent)[0], rel=1e-5)
     assert (result.adapter.rank, result.adapter.alpha) == (4, 8)
     assert result.adapter.target_modules == ["q_proj", "down_proj"]
 
@@ -187,12 +196,10 @@ def test_checkpoint_of_another_run_is_rejected(tiny_training_model, tmp_path):
 def test_saved_adapter_is_peft_and_changes_the_engine_output(tiny_training_model, tiny_engine, tmp_path):
     prompt, answer = "ping", "pong pong"
     data = [{"prompt": prompt, "target": answer}]
-    result = train(tiny_training_model, data, policy(steps=30, learning_rate=3e-2),
-                   adapter_dir=tmp_path / "v0001")
+    result = train(tiny_training_model, data, policy(steps=30, learning_rate=3e-2), adapter_dir=tmp_path / "v0001")
 
     tensors = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
-    assert tensors["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"].shape == (
-        TINY_CONFIG.hidden_size, 8)
+    assert tensors["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"].shape == (TINY_CONFIG.hidden_size, 8)
     loaded = load_peft_adapter(result.adapter_dir, TINY_CONFIG)
     assert (loaded.rank, loaded.alpha) == (8, 16)
     for target, (a, b) in result.adapter.weights.items():
@@ -243,8 +250,9 @@ def test_recomputed_layers_give_the_same_gradients(tiny_training_model, monkeypa
     positions = jnp.tile(jnp.arange(11), (2, 1))
 
     def loss(lora):
-        return -forward.label_logprobs(TINY_CONFIG, tiny_training_model.params, lora, 2.0, tokens[:, :11],
-                                       positions, tokens[:, 1:]).sum()
+        return -forward.label_logprobs(
+            TINY_CONFIG, tiny_training_model.params, lora, 2.0, tokens[:, :11], positions, tokens[:, 1:]
+        ).sum()
 
     kept = jax.grad(loss)(lora)
     monkeypatch.setattr(forward, "REMAT_TOKENS", 0)
