@@ -6,6 +6,7 @@ import threading
 import time
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 
 from apps.conversations import services, state
@@ -143,7 +144,7 @@ def run_reply(message_id) -> str:
             cancelled = state.cancel_requested(message.stream_key)
             finish_reason = "cancelled" if cancelled else "error"
             error = "" if cancelled else f"{exc} Please retry."
-        content = answer["content"] if answer else Message.objects.get(pk=message.pk).content
+        content = answer["content"] if answer else services.generation_stored_content(message=message)
         receipt = build_receipt(
             message,
             answer=answer,
@@ -163,18 +164,22 @@ def run_reply(message_id) -> str:
         return finish_reason
     except Exception as exc:
         logger.exception("Generation of %s failed", message.pk)
-        services.generation_finish(
-            message=message,
-            content=Message.objects.get(pk=message.pk).content,
-            status=Message.Status.FAILED,
-            receipt=build_receipt(
+        try:
+            receipt = build_receipt(
                 message,
                 answer=answer,
                 trace=trace,
                 finish_reason="error",
                 picked_up=picked_up,
                 run_s=time.monotonic() - started,
-            ),
+            )
+        except DatabaseError:  # the database is what failed: end the answer with what is known
+            receipt = {"finish_reason": "error"}
+        services.generation_finish(
+            message=message,
+            content=services.generation_stored_content(message=message),
+            status=Message.Status.FAILED,
+            receipt=receipt,
             error=f"The model could not answer: {exc.__class__.__name__}. Please retry.",
         )
         return "error"

@@ -1,9 +1,10 @@
 """Writes for conversations and the chat turn lifecycle. Every function takes the acting user."""
 
+import logging
 import uuid
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
@@ -13,6 +14,9 @@ from apps.conversations import selectors, state
 from apps.conversations.models import Conversation, Message
 from apps.training import services as training_services
 from liminal.errors import Conflict, NotFound, ensure_owner
+
+logger = logging.getLogger(__name__)
+UNSAVED_ERROR = "The answer could not be saved because the database is unreachable; please retry in a moment."
 
 DEFAULT_WORKFLOW_NAME = "chat.default"
 
@@ -309,11 +313,27 @@ def generation_progress(*, message: Message, content: str) -> None:
 
 
 def generation_finish(*, message: Message, content: str, status: str, receipt: dict, error: str = "") -> None:
-    Message.objects.filter(pk=message.pk).update(
-        content=content, status=status, receipt=receipt, error=error, finished_at=timezone.now()
-    )
+    """Store how an answer ended and tell its listeners. When the database cannot be reached the
+    listeners still hear that it failed (through Redis), rather than waiting for nothing; the
+    answer stays `streaming` with its last saved text until the stalled-answer reaper, once the
+    database is back, stores it as failed."""
+    try:
+        Message.objects.filter(pk=message.pk).update(
+            content=content, status=status, receipt=receipt, error=error, finished_at=timezone.now()
+        )
+    except DatabaseError:
+        logger.exception("Could not store the end of answer %s", message.pk)
+        status, error = Message.Status.FAILED, UNSAVED_ERROR
     state.generation_slot_release(user_id=message.owner_id, stream_key=message.stream_key)
     _announce_done(message.pk, status, error)
+
+
+def generation_stored_content(*, message: Message) -> str:
+    """The answer's text as last saved ("" when the database cannot be reached)."""
+    try:
+        return Message.objects.values_list("content", flat=True).get(pk=message.pk)
+    except DatabaseError:
+        return ""
 
 
 def generations_reap_stalled() -> int:
