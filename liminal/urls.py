@@ -2,10 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 
 from liminal.health import healthz
+from liminal.openapi import SchemaView
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("v1/schema", SchemaView.as_view(), name="api-schema"),
     path("v1/", include("apps.accounts.api_urls")),
     path("v1/", include("apps.knowledge.api_urls")),
     path("v1/", include("apps.artifacts.api_urls")),

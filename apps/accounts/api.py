@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
@@ -32,6 +33,7 @@ class PublicApiView(APIView):
 
 
 class SignupApi(PublicApiView):
+    @extend_schema(request=SignupInput)
     def post(self, request):
         rate_limit_hit(scope="signup_ip", key=client_ip(request))
         data = validated(SignupInput, request)
@@ -46,6 +48,7 @@ class SignupApi(PublicApiView):
 
 
 class LoginApi(PublicApiView):
+    @extend_schema(request=LoginInput)
     def post(self, request):
         rate_limit_hit(scope="login_ip", key=client_ip(request))
         data = validated(LoginInput, request)
@@ -60,6 +63,7 @@ class LoginApi(PublicApiView):
 
 
 class RefreshApi(PublicApiView):
+    @extend_schema(request=RefreshInput)
     def post(self, request):
         rate_limit_hit(scope="refresh", key=client_ip(request))
         data = validated(RefreshInput, request)
@@ -134,6 +138,7 @@ class ApiKeyListApi(APIView):
         keys = selectors.api_key_list(actor=request.user)
         return Response({"items": [ApiKeyOutput(k).data for k in keys]})
 
+    @extend_schema(request=ApiKeyInput)
     def post(self, request):
         data = validated(ApiKeyInput, request)
         api_key, key = services.api_key_create(actor=request.user, name=data["name"])

@@ -1,5 +1,6 @@
 """The /v1 artifacts API (liminallm-compatible): artifacts, their versions, tools and workflows."""
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -58,6 +59,7 @@ class ArtifactListApi(APIView):
         )
         return Response(_page(artifacts, page=query["page"], page_size=query["page_size"]))
 
+    @extend_schema(request=ArtifactCreateInput)
     def post(self, request):
         data = validated(ArtifactCreateInput, request)
         artifact = services.artifact_create(
@@ -75,6 +77,7 @@ class ArtifactDetailApi(APIView):
     def get(self, request, artifact_id):
         return Response(_item(request, artifact_id))
 
+    @extend_schema(request=ArtifactChangeInput)
     def patch(self, request, artifact_id):
         artifact = selectors.artifact_get(actor=request.user, artifact_id=artifact_id)
         data = validated(ArtifactChangeInput, request)

@@ -1,5 +1,6 @@
 """/v1 conversations API (DRF): list/create, read/rename/delete, messages, cancel."""
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,6 +21,7 @@ class ConversationListApi(APIView):
         conversations = selectors.conversation_list(actor=request.user, query=request.query_params.get("q", ""))
         return Response({"items": ConversationOutput(conversations[:500], many=True).data})
 
+    @extend_schema(request=ConversationInput)
     def post(self, request):
         data = validated(ConversationInput, request)
         conversation = services.conversation_create(actor=request.user, title=data["title"])
@@ -31,6 +33,7 @@ class ConversationDetailApi(APIView):
         conversation = selectors.conversation_get(actor=request.user, conversation_id=conversation_id)
         return Response(ConversationOutput(conversation).data)
 
+    @extend_schema(request=ConversationInput)
     def patch(self, request, conversation_id):
         conversation = selectors.conversation_get(actor=request.user, conversation_id=conversation_id)
         data = validated(ConversationInput, request)
@@ -57,6 +60,7 @@ class ConversationMessagesApi(APIView):
 
 
 class ChatCancelApi(APIView):
+    @extend_schema(request=CancelInput)
     def post(self, request):
         data = validated(CancelInput, request)
         message, cancelled = orchestrator.cancel(actor=request.user, request_id=data["request_id"])
@@ -66,6 +70,7 @@ class ChatCancelApi(APIView):
 class ToolInvokeApi(APIView):
     """POST /v1/tools/{id}/invoke {inputs, conversation_id?, context_id?}: one tool call."""
 
+    @extend_schema(request=ToolInvokeInput)
     def post(self, request, tool_id):
         data = validated(ToolInvokeInput, request)
         return Response(

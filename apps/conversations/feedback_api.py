@@ -1,5 +1,6 @@
 """/v1 preferences (liminallm-compatible) and memory: entry points over the training app's services."""
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -35,6 +36,7 @@ class PreferenceListApi(APIView):
         events = selectors.events_list(actor=request.user, kind=request.query_params.get("kind") or None)
         return Response({"items": PreferenceOutput(events[:500], many=True).data})
 
+    @extend_schema(request=PreferenceInput)
     def post(self, request):
         rate_limit_hit(scope="preferences_user", key=str(request.user.id))
         data = validated(PreferenceInput, request)
@@ -68,6 +70,7 @@ class RoutingFeedbackApi(PreferenceListApi):
 class PreferencePickApi(APIView):
     """After regenerating: the answer kept and the sibling it was kept over."""
 
+    @extend_schema(request=PickInput)
     def post(self, request):
         rate_limit_hit(scope="preferences_user", key=str(request.user.id))
         data = validated(PickInput, request)
@@ -96,6 +99,7 @@ class MemoryListApi(APIView):
     def get(self, request):
         return Response({"items": MemoryOutput(selectors.memory_list(actor=request.user)[:1000], many=True).data})
 
+    @extend_schema(request=MemoryInput)
     def post(self, request):
         rate_limit_hit(scope="memory_user", key=str(request.user.id))
         data = validated(MemoryInput, request)
@@ -107,6 +111,7 @@ class MemoryDetailApi(APIView):
     def get(self, request, item_id):
         return Response(MemoryOutput(selectors.memory_get(actor=request.user, item_id=item_id)).data)
 
+    @extend_schema(request=MemoryUpdateInput)
     def patch(self, request, item_id):
         item = selectors.memory_get(actor=request.user, item_id=item_id)
         data = validated(MemoryUpdateInput, request)

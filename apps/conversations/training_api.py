@@ -1,5 +1,6 @@
 """/v1 adapters and training jobs: entry points over the training app's services."""
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -92,6 +93,7 @@ class AdapterDetailApi(APIView):
 
 
 class AdapterRollbackApi(APIView):
+    @extend_schema(request=RollbackInput)
     def post(self, request, adapter_id):
         adapter = training_selectors.adapter_get(actor=request.user, adapter_id=adapter_id)
         data = validated(RollbackInput, request)

@@ -1,5 +1,6 @@
 """The /v1 knowledge API (liminallm-compatible): files, contexts, chunks, search, gaps."""
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -99,6 +100,7 @@ class FileDetailApi(APIView):
     def get(self, request, file_id):
         return Response(FileOutput(_file_or_404(request, file_id)).data)
 
+    @extend_schema(request=FileUpdateInput)
     def patch(self, request, file_id):
         file = _file_or_404(request, file_id)
         folder = _valid(FileUpdateInput, request.data)["folder"]
@@ -138,6 +140,7 @@ class ContextListApi(APIView):
         contexts = selectors.context_list(actor=request.user).prefetch_related("folders")
         return Response({"items": ContextOutput(contexts, many=True).data})
 
+    @extend_schema(request=ContextInput)
     def post(self, request):
         data = _valid(ContextInput, request.data)
         context = services.context_create(actor=request.user, **data)
@@ -148,6 +151,7 @@ class ContextDetailApi(APIView):
     def get(self, request, context_id):
         return Response(_context_detail(request, context_id))
 
+    @extend_schema(request=ContextUpdateInput)
     def patch(self, request, context_id):
         context = _context_or_404(request, context_id)
         services.context_update(context=context, **_valid(ContextUpdateInput, request.data))
@@ -159,6 +163,7 @@ class ContextDetailApi(APIView):
 
 
 class ContextFilesApi(APIView):
+    @extend_schema(request=ContextFileInput)
     def post(self, request, context_id):
         context = _context_or_404(request, context_id)
         file = _file_or_404(request, _valid(ContextFileInput, request.data)["file_id"])
@@ -175,6 +180,7 @@ class ContextFileDetailApi(APIView):
 
 
 class ContextFoldersApi(APIView):
+    @extend_schema(request=ContextFolderInput)
     def post(self, request, context_id):
         context = _context_or_404(request, context_id)
         services.context_folder_add(context=context, path=_valid(ContextFolderInput, request.data)["path"])
