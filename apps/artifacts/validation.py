@@ -15,6 +15,7 @@ from apps.artifacts import registry
 from apps.artifacts.models import Artifact
 from liminal.errors import Invalid
 from workers.policy import ConditionError, parse_condition
+from workers.policy.expressions import ExpressionError, compile_expression
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 KIND_FAMILY = {kind: kind.split(".")[0] for kind in Artifact.Kind.values}
@@ -143,9 +144,9 @@ def _check_routing(body: dict, owner) -> None:
     visible = _visible_to(owner)
     for r, rule in enumerate(body["rules"]):
         try:
-            parse_condition(rule["when"])
-        except ConditionError as exc:
-            raise _fault(str(exc), f"/rules/{r}/when") from exc
+            compile_expression(rule["when"])
+        except ExpressionError as exc:
+            raise _fault(f"rule {rule['id']!r}: {exc}", f"/rules/{r}/when") from exc
         for a, adapter in enumerate(rule.get("adapters", [])):
             if not visible.filter(kind="adapter.lora", pk=adapter["adapter_id"]).exists():
                 raise _fault("no adapter with this id is visible here.", f"/rules/{r}/adapters/{a}/adapter_id")

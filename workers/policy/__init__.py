@@ -1,6 +1,8 @@
 """Conditions over a workflow's or a router's scope, parsed and evaluated without eval().
 
-For now a condition is one plain comparison (the router brings the full expression language):
+Workflow switches use one plain comparison (`conditions`); routing rules use the full
+expression language (`expressions`: and/or/not, comparisons, arithmetic, lists, a fixed table of
+names and functions, checked when a policy is saved). A workflow condition is:
     true | false
     <operand> (== | != | < | <= | > | >= | in | not in) <operand>
     <operand>                       (truthiness of a name)
@@ -9,5 +11,23 @@ literal: a quoted string, a number, true / false / null, or a list of literals [
 """
 
 from workers.policy.conditions import Condition, ConditionError, parse_condition
+from workers.policy.expressions import (
+    EvaluationError,
+    ExpressionError,
+    ExpressionNameError,
+    ExpressionSyntaxError,
+    compile_expression,
+    evaluate,
+)
 
-__all__ = ["Condition", "ConditionError", "parse_condition"]
+__all__ = [
+    "Condition",
+    "ConditionError",
+    "EvaluationError",
+    "ExpressionError",
+    "ExpressionNameError",
+    "ExpressionSyntaxError",
+    "compile_expression",
+    "evaluate",
+    "parse_condition",
+]

@@ -72,3 +72,25 @@ def test_a_name_resolves_to_the_users_own_artifact_before_the_global_one(user, w
     assert artifact_by_name(actor=make_user(), kind="workflow.chat", name="chat.default").pk == seeded.pk
     found = artifacts_by_names(actor=user, kind="tool.spec", names=[t["name"] for t in TOOLS] + ["missing"])
     assert sorted(found) == sorted(t["name"] for t in TOOLS)
+
+
+def test_routing_rules_are_parsed_and_name_checked_when_saved(user):
+    from liminal.errors import Invalid
+
+    def policy(when):
+        body = {
+            "kind": "policy.routing",
+            "rules": [{"id": "ok", "when": "true"}, {"id": "nearest_skill", "when": when}],
+        }
+        return services.artifact_create(actor=user, name=f"routing-{abs(hash(when))}", body=body)
+
+    assert policy("safety_risk != 'high' and cosine_similarity(ctx_embedding, [1, 0]) > 0.5").current_version
+    for when, fragment in [
+        ("safety_risk = 'high'", "unexpected character '=' (at character 13)"),
+        ("secret_flag == true", "unknown name 'secret_flag'"),
+        ("__import__('os')", "unknown function '__import__'"),
+    ]:
+        with pytest.raises(Invalid) as refused:
+            policy(when)
+        assert refused.value.details["pointer"] == "/schema/rules/1/when"
+        assert "rule 'nearest_skill'" in refused.value.message and fragment in refused.value.message
