@@ -320,6 +320,32 @@ TRAINING_POLICY = {
 }
 
 
+DEFAULT_ROUTING_POLICY = "routing.default"
+# The skill threshold, measured with the MiniLM encoder on two 4-question topic centroids
+# (apps/router/tests/test_routing.py): on-topic questions 0.39-0.69, off-topic ones 0.02-0.24.
+
+ROUTING_POLICY = {
+    "kind": "policy.routing",
+    "description": "Your persona adapter on every answer; the nearest skill adapter when the message is near "
+    "its centroid; nothing when the message is high-risk.",
+    "max_active_adapters": 3,
+    "weight_floor": 0.05,
+    "rules": [
+        {
+            "id": "persona",
+            "when": "true",
+            "action": {"type": "activate_adapter_by_type", "adapter_type": "persona", "weight": 1.0},
+        },
+        {
+            "id": "nearest_skill",
+            "when": "adapter_similarity != null and adapter_similarity >= 0.35",
+            "action": {"type": "activate_adapter_by_type", "adapter_type": "skill", "weight": "similarity"},
+        },
+        {"id": "safety_off", "when": "safety_risk == 'high'", "action": {"type": "deactivate_all_adapters"}},
+    ],
+}
+
+
 def _mirror(artifact, version):
     path = Path(settings.SHARED_FS_ROOT) / "artifacts" / str(artifact.pk) / f"v{version.version:04d}.json"
     try:
@@ -367,6 +393,14 @@ def seed_missing(Artifact, ArtifactVersion) -> None:
         "How persona adapters are trained, and what the gate demands before one is promoted.",
         TRAINING_POLICY,
     )
+    _seed_one(
+        Artifact,
+        ArtifactVersion,
+        "policy.routing",
+        DEFAULT_ROUTING_POLICY,
+        "Which adapters answer a message, for users without a routing policy of their own.",
+        ROUTING_POLICY,
+    )
 
 
 def upgrade_seeded(Artifact, ArtifactVersion) -> None:
@@ -375,6 +409,7 @@ def upgrade_seeded(Artifact, ArtifactVersion) -> None:
     bodies = {
         ("workflow.chat", DEFAULT_WORKFLOW): WORKFLOW,
         ("policy.training", DEFAULT_TRAINING_POLICY): TRAINING_POLICY,
+        ("policy.routing", DEFAULT_ROUTING_POLICY): ROUTING_POLICY,
     }
     bodies.update({("tool.spec", tool["name"]): tool for tool in TOOLS})
     for (kind, name), body in bodies.items():
@@ -396,4 +431,4 @@ def upgrade_seeded(Artifact, ArtifactVersion) -> None:
 
 
 def seeded_names() -> list[str]:
-    return [tool["name"] for tool in TOOLS] + [DEFAULT_WORKFLOW, DEFAULT_TRAINING_POLICY]
+    return [tool["name"] for tool in TOOLS] + [DEFAULT_WORKFLOW, DEFAULT_TRAINING_POLICY, DEFAULT_ROUTING_POLICY]

@@ -147,9 +147,9 @@ def _check_routing(body: dict, owner) -> None:
             compile_expression(rule["when"])
         except ExpressionError as exc:
             raise _fault(f"rule {rule['id']!r}: {exc}", f"/rules/{r}/when") from exc
-        for a, adapter in enumerate(rule.get("adapters", [])):
-            if not visible.filter(kind="adapter.lora", pk=adapter["adapter_id"]).exists():
-                raise _fault("no adapter with this id is visible here.", f"/rules/{r}/adapters/{a}/adapter_id")
+        adapter_id = (rule.get("action") or {}).get("adapter_id")
+        if adapter_id and not visible.filter(kind="adapter.lora", pk=adapter_id).exists():
+            raise _fault("no adapter with this id is visible here.", f"/rules/{r}/action/adapter_id")
 
 
 def _check_adapter(body: dict, owner) -> None:

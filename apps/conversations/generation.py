@@ -15,7 +15,7 @@ from apps.conversations.models import Message
 from apps.conversations.streaming import publish
 from apps.conversations.tools import RunContext
 from apps.conversations.workflow import WorkflowFailed, WorkflowRunner
-from apps.training import selectors as training_selectors
+from apps.router.services import routing_decide
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +53,18 @@ class _Heartbeat(threading.Thread):
 
 
 def build_receipt(
-    message: Message, *, answer: dict | None, trace: list, finish_reason: str, picked_up, run_s, run_vars=None
+    message: Message,
+    *,
+    answer: dict | None,
+    trace: list,
+    finish_reason: str,
+    picked_up,
+    run_s,
+    run_vars=None,
+    routing: dict | None = None,
 ) -> dict:
     """The one receipt shape, whichever entry point started the answer and however it ended."""
-    answer, run_vars = answer or {}, run_vars or {}
+    answer, run_vars, routing = answer or {}, run_vars or {}, routing or {}
     version = message.workflow_version
     receipt = {field: answer.get(field) for field in ENGINE_FIELDS}
     receipt.update(
@@ -69,8 +77,9 @@ def build_receipt(
         else None,
         workflow_trace=trace,
         workflow_ms=round(run_s * 1000, 1),
-        routing_trace=[],
-        adapter_gates=[],
+        routing_trace=routing.get("trace") or [],
+        adapter_gates=routing.get("adapter_gates") or [],
+        routing_policy=routing.get("policy"),
         correction_ids=run_vars.get("correction_ids") or [],
         memory_ids=run_vars.get("memory_ids") or [],
         sampling=message.generation_params or None,
@@ -109,7 +118,7 @@ def run_reply(message_id) -> str:
     heartbeat = _Heartbeat(message.pk)
     heartbeat.start()
     started = time.monotonic()
-    answer, trace, error = None, [], ""
+    answer, trace, error, routing = None, [], "", None
     try:
         body = _workflow_body(message)
         conversation = message.conversation
@@ -121,12 +130,26 @@ def run_reply(message_id) -> str:
             overrides=message.generation_params or {},
             stream_key=message.stream_key,
             on_progress=lambda text: services.generation_progress(message=message, content=text),
-            adapters=training_selectors.serving_adapters(actor=message.owner),
         )
         runner = WorkflowRunner(
             body, run, publish_trace=lambda entry: publish(message.stream_key, {"type": "gen.trace", "entry": entry})
         )
         context_ids = [str(pk) for pk in conversation.contexts.values_list("pk", flat=True)]
+        routing = routing_decide(
+            actor=message.owner, message=message.parent.content, has_context=bool(context_ids), embed=run.embedding
+        )
+        run.adapters = routing["adapters"]
+        publish(
+            message.stream_key,
+            {
+                "type": "gen.trace",
+                "entry": {
+                    "node": "routing",
+                    "routing_trace": routing["trace"],
+                    "adapter_gates": routing["adapter_gates"],
+                },
+            },
+        )
         try:
             outcome = runner.execute(
                 {
@@ -153,6 +176,7 @@ def run_reply(message_id) -> str:
             picked_up=picked_up,
             run_s=time.monotonic() - started,
             run_vars=runner.scope["vars"],
+            routing=routing,
         )
         services.generation_finish(
             message=message,
@@ -172,6 +196,7 @@ def run_reply(message_id) -> str:
                 finish_reason="error",
                 picked_up=picked_up,
                 run_s=time.monotonic() - started,
+                routing=routing,
             )
         except DatabaseError:  # the database is what failed: end the answer with what is known
             receipt = {"finish_reason": "error"}

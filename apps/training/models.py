@@ -129,7 +129,10 @@ class AdapterVersion(models.Model):
         ROLLED_BACK = "rolled_back", "Rolled back"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="adapter_versions")
+    # None for a global skill adapter's versions (the router's skills), else the adapter's owner.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="adapter_versions"
+    )
     adapter = models.ForeignKey("artifacts.Artifact", on_delete=models.CASCADE, related_name="adapter_versions")
     version = models.PositiveIntegerField()
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")

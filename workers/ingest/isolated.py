@@ -7,6 +7,7 @@ the extraction; past the limit the child is killed and the file fails with a cle
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import threading
 
@@ -14,6 +15,7 @@ from workers.ingest.errors import ExtractionTimedOut
 from workers.ingest.extract import DEFAULT_MAX_CHARACTERS, Document, extract_document
 
 _local = threading.local()
+_pools: list = []
 
 
 def _pool():
@@ -21,7 +23,15 @@ def _pool():
     if pool is None:
         pool = multiprocessing.get_context("spawn").Pool(processes=1, maxtasksperchild=100)
         _local.pool = pool
+        _pools.append(pool)
     return pool
+
+
+@atexit.register
+def _close_pools() -> None:
+    # Ended before the interpreter tears modules down (Pool.__del__ would run too late).
+    for pool in _pools:
+        pool.terminate()
 
 
 def extract_document_isolated(
@@ -34,6 +44,7 @@ def extract_document_isolated(
         return pending.get(timeout=timeout_s)
     except multiprocessing.TimeoutError:
         _local.pool.terminate()
+        _pools.remove(_local.pool)
         _local.pool = None
         raise ExtractionTimedOut(
             f"Reading “{filename}” took longer than {timeout_s:g} seconds, so it was stopped. "

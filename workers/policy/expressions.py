@@ -392,8 +392,19 @@ BUILTIN_FUNCTIONS = {
     "max": Function(_extreme(max), 1, MAX_LIST),
 }
 # Names a routing rule may read; the router fills them in per message.
+# adapter_similarity: the cosine similarity of the message to the candidate adapter's centroid
+# (null when it has none), so a rule can ask for "the nearest skill, if near enough".
 ROUTING_NAMES = frozenset(
-    {"ctx_embedding", "ctx_cluster", "adapter_type", "safety_risk", "intent", "has_context", "user.plan"}
+    {
+        "ctx_embedding",
+        "ctx_cluster",
+        "adapter_type",
+        "adapter_similarity",
+        "safety_risk",
+        "intent",
+        "has_context",
+        "user.plan",
+    }
 )
 # Functions whose data the router supplies (a cluster's label lives in the database).
 ROUTING_FUNCTIONS = {"cluster_label_contains": (2, 2)}
@@ -431,6 +442,29 @@ def check(tree, *, names=ROUTING_NAMES, functions=None) -> None:
             stack.append(node.operand)
         elif isinstance(node, Binary):
             stack.extend((node.left, node.right))
+
+
+def _children(node) -> tuple:
+    if isinstance(node, Call):
+        return node.args
+    if isinstance(node, ListOf):
+        return node.items
+    if isinstance(node, Unary):
+        return (node.operand,)
+    if isinstance(node, Binary):
+        return (node.left, node.right)
+    return ()
+
+
+def names_read(tree) -> set[str]:
+    """The dotted names an expression reads."""
+    found, stack = set(), [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Name):
+            found.add(node.dotted)
+        stack.extend(_children(node))
+    return found
 
 
 def compile_expression(source: str, *, names=ROUTING_NAMES, functions=None):

@@ -114,7 +114,7 @@ def test_list_shape_filters_and_search(client_for, user, workflow_body):
     assert names_for(visibility="private") == ["Research flow", "acme.weather_v1"]
     assert names_for(q="PAPERS") == ["Research flow"]
     assert names_for(type="workflow", visibility="global") == [seeds.DEFAULT_WORKFLOW]
-    assert names_for(kind="policy.routing") == []
+    assert names_for(kind="policy.routing") == [seeds.DEFAULT_ROUTING_POLICY]
     assert str(shared.pk) in {item["id"] for item in data_of(api.get("/v1/workflows"))["items"]}
 
 

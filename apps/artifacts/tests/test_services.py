@@ -4,17 +4,17 @@ import pytest
 
 from apps.artifacts import services
 from apps.artifacts.models import Artifact
-from apps.artifacts.seeds import TOOLS, TRAINING_POLICY, WORKFLOW, seeded_names
+from apps.artifacts.seeds import ROUTING_POLICY, TOOLS, TRAINING_POLICY, WORKFLOW, seeded_names
 from apps.artifacts.validation import validate_body
 
 pytestmark = pytest.mark.django_db
 
 
 def test_every_seeded_body_passes_its_own_validation():
-    for body in [*TOOLS, WORKFLOW, TRAINING_POLICY]:
+    for body in [*TOOLS, WORKFLOW, TRAINING_POLICY, ROUTING_POLICY]:
         assert validate_body(body, owner=None) == body["kind"]
     seeded = Artifact.objects.filter(owner__isnull=True, name__in=seeded_names())
-    assert seeded.count() == len(TOOLS) + 2 and all(a.current_version_id for a in seeded)
+    assert seeded.count() == len(TOOLS) + 3 and all(a.current_version_id for a in seeded)
 
 
 def test_a_write_that_changes_nothing_makes_no_version(user, workflow_body):
@@ -78,10 +78,12 @@ def test_routing_rules_are_parsed_and_name_checked_when_saved(user):
     from liminal.errors import Invalid
 
     def policy(when):
-        body = {
-            "kind": "policy.routing",
-            "rules": [{"id": "ok", "when": "true"}, {"id": "nearest_skill", "when": when}],
-        }
+        action = {"type": "deactivate_all_adapters"}
+        rules = [
+            {"id": "ok", "when": "true", "action": action},
+            {"id": "nearest_skill", "when": when, "action": action},
+        ]
+        body = {"kind": "policy.routing", "rules": rules}
         return services.artifact_create(actor=user, name=f"routing-{abs(hash(when))}", body=body)
 
     assert policy("safety_risk != 'high' and cosine_similarity(ctx_embedding, [1, 0]) > 0.5").current_version

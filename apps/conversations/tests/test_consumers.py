@@ -130,13 +130,24 @@ async def test_api_socket_malformed_and_invalid_first_frames(make_user, login_to
     assert await sync_to_async(Message.objects.count)() == 0
 
 
+async def _stored_answer(timeout: float = 10.0, **filters):
+    """The turn's answer once the consumer has stored it (a loaded machine takes longer than a
+    fixed sleep allows)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        answer = await sync_to_async(Message.objects.filter(role="assistant", **filters).first)()
+        if answer is not None or asyncio.get_running_loop().time() > deadline:
+            assert answer is not None, "the answer was not stored"
+            return answer
+        await asyncio.sleep(0.05)
+
+
 async def test_api_socket_streams_tokens_cancel_ack_and_one_message_done(make_user, login_tokens):
     user = await sync_to_async(make_user)()
     tokens = await sync_to_async(login_tokens)(user)
     ws = await api_socket()
     await ws.send_json_to({"access_token": tokens["access_token"], "message": {"content": "hi"}, "request_id": "req-1"})
-    await asyncio.sleep(0.3)
-    answer = await sync_to_async(Message.objects.get)(role="assistant")
+    answer = await _stored_answer()
     assert answer.request_id == "req-1"
     await asyncio.to_thread(publish, answer.stream_key, {"type": "gen.token", "text": "Hel"})
     assert await ws.receive_json_from() == {"event": "token", "data": "Hel", "request_id": "req-1"}
@@ -220,6 +231,6 @@ async def test_malformed_frames_get_an_error_and_the_sockets_stay_usable(make_us
     await api.send_to(text_data=deep)
     assert (await api.receive_json_from(timeout=5))["data"]["code"] == "validation_error"
     await api.send_json_to({"access_token": tokens["access_token"], "message": {"content": "now valid"}})
-    await asyncio.sleep(0.3)
-    assert await sync_to_async(Message.objects.filter(owner=user, content="now valid").exists)()
+    answer = await _stored_answer(parent__content="now valid")
+    assert answer.owner_id == user.pk
     await api.disconnect()

@@ -249,5 +249,6 @@ def test_a_chat_whose_tool_keeps_failing_ends_failed_with_a_clear_error_and_a_do
     assert answer.receipt["workflow_trace"][0]["status"] == "failed"
     assert answer.receipt["workflow_trace"][0]["attempts"] == 3
     traces = [event for _, event in published if isinstance(event, dict) and event.get("type") == "gen.trace"]
-    assert traces and traces[0]["entry"]["node"] == "answer"
+    assert traces[0]["entry"]["node"] == "routing"  # the routing decision comes first
+    assert traces[1]["entry"]["node"] == "answer"
     assert ("done", (answer.pk, "failed", answer.error)) in published

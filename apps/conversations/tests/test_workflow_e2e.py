@@ -159,7 +159,8 @@ def test_every_entry_point_answers_through_the_workflow_as_the_old_code_did(
 
     assert http["content"] == socket_done["content"] == ui.content == completion_text == expected
     assert "".join(e["data"] for e in socket_events if e["event"] == "token") == expected
-    assert _steps([e["data"] for e in socket_events if e["event"] == "trace"]) == PLAIN_STEPS
+    # The routing decision is the first trace event, then the workflow's steps.
+    assert _steps([e["data"] for e in socket_events if e["event"] == "trace"]) == ["routing", *PLAIN_STEPS]
 
     receipts = [
         http["receipt"],
@@ -180,7 +181,9 @@ def test_every_entry_point_answers_through_the_workflow_as_the_old_code_did(
         assert all(step["duration_ms"] >= 0 for step in receipt["workflow_trace"])
         assert receipt["completion_tokens"] > 0 and "SmolLM2" in receipt["model"]
     assert http["workflow_id"] == str(workflow.pk) and http["workflow_trace"] == http["receipt"]["workflow_trace"]
-    assert http["routing_trace"] == [] and http["adapter_gates"] == []
+    # The seeded routing policy ran; with no adapter to choose from, nothing was gated in.
+    assert [rule["id"] for rule in http["routing_trace"]] == ["persona", "nearest_skill", "safety_off"]
+    assert http["adapter_gates"] == [] and http["receipt"]["routing_policy"]["version"] >= 1
     assert http["content_struct"]["text"] == http["content"]
     # The completion is a stored turn too, kept out of the sidebar.
     assert completion_message.conversation.origin == "completions"
