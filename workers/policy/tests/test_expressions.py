@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from workers.policy.expressions import (
     MAX_DEPTH,
     MAX_LENGTH,
+    ROUTING_NAMES,
     EvaluationError,
     ExpressionError,
     ExpressionNameError,
@@ -165,16 +166,7 @@ VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=4),
     max_leaves=8,
 )
-NAMES = [
-    "ctx_embedding",
-    "ctx_cluster",
-    "adapter_type",
-    "adapter_similarity",
-    "safety_risk",
-    "intent",
-    "has_context",
-    "user.plan",
-]
+NAMES = sorted(ROUTING_NAMES)
 ATOMS = st.sampled_from(
     [*NAMES, "1", "0", "2.5", "-3", "'x'", '"high"', "true", "false", "null", "[1, 2]", "['a', 'b']", "[]"]
 )
