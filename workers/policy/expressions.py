@@ -435,13 +435,7 @@ def check(tree, *, names=ROUTING_NAMES, functions=None) -> None:
                     f"{node.function} takes {wanted} argument{'s' if high != 1 else ''}, not {len(node.args)}",
                     node.position,
                 )
-            stack.extend(node.args)
-        elif isinstance(node, ListOf):
-            stack.extend(node.items)
-        elif isinstance(node, Unary):
-            stack.append(node.operand)
-        elif isinstance(node, Binary):
-            stack.extend((node.left, node.right))
+        stack.extend(_children(node))
 
 
 def _children(node) -> tuple:
