@@ -319,6 +319,9 @@ def main():
     import django
 
     django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)  # the development database, as `make run` leaves it
     print(
         f"cores: {os.cpu_count()}  load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}  "
         f"requests: {args.requests}  users: {args.users}  max tokens: {args.max_tokens}  "

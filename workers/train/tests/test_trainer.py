@@ -67,11 +67,18 @@ def test_fresh_adapter_starts_exactly_equal_to_base(tiny_training_model):
     assert all(np.abs(p["A"]).max() > 0 and not p["B"].any() for p in fresh.values())
     tokens = token_batch(1)
     params = tiny_training_model.params
-    np.testing.assert_array_equal(
-        full_logits(TINY_CONFIG, params, fresh, 2.0, tokens), full_logits(TINY_CONFIG, params, None, 1.0, tokens)
+    # B = 0 adds exactly nothing, but XLA may fuse the two programs differently (it does on
+    # AVX2-only CPUs), so the logits agree to float32 rounding, not bit for bit.
+    np.testing.assert_allclose(
+        full_logits(TINY_CONFIG, params, fresh, 2.0, tokens),
+        full_logits(TINY_CONFIG, params, None, 1.0, tokens),
+        atol=1e-5,
+        rtol=0,
     )
     adapter = adapter_from_lora_params(fresh, rank=8, alpha=16)
-    assert target_logprobs(tiny_training_model, TOY, adapter) == target_logprobs(tiny_training_model, TOY)
+    assert target_logprobs(tiny_training_model, TOY, adapter) == pytest.approx(
+        target_logprobs(tiny_training_model, TOY), abs=1e-5
+    )
 
 
 def test_examples_are_rendered_and_truncated_like_the_engine(tiny_training_model, tiny_engine):
