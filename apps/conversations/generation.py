@@ -14,7 +14,7 @@ from apps.conversations.engine_runtime import get_engine
 from apps.conversations.models import Message
 from apps.conversations.streaming import publish
 from apps.conversations.tools import RunContext
-from apps.conversations.workflow import WorkflowFailed, WorkflowRunner
+from apps.conversations.workflow import WorkflowFailed, WorkflowRunner, beside
 from apps.router.services import routing_decide
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,29 @@ def _workflow_body(message: Message) -> dict:
     return workflow.current_version.body
 
 
+def _publish_trace(stream_key: str, entry: dict) -> None:
+    publish(stream_key, {"type": "gen.trace", "entry": entry}, wait=False)
+
+
+def _route(message: Message, run: RunContext, *, has_context: bool) -> dict:
+    routing = routing_decide(
+        actor=message.owner, message=message.parent.content, has_context=has_context, embed=run.embedding
+    )
+    _publish_trace(
+        message.stream_key,
+        {"node": "routing", "routing_trace": routing["trace"], "adapter_gates": routing["adapter_gates"]},
+    )
+    return routing
+
+
+def _routing_outcome(pending) -> dict | None:
+    """The router's decision for the receipt (None when it failed: the answer's step said why)."""
+    try:
+        return pending.result()
+    except Exception:
+        return None
+
+
 def run_reply(message_id) -> str:
     message = (
         Message.objects.select_related("conversation", "owner", "parent", "workflow_version__artifact")
@@ -131,25 +154,10 @@ def run_reply(message_id) -> str:
             stream_key=message.stream_key,
             on_progress=lambda text: services.generation_progress(message=message, content=text),
         )
-        runner = WorkflowRunner(
-            body, run, publish_trace=lambda entry: publish(message.stream_key, {"type": "gen.trace", "entry": entry})
-        )
+        runner = WorkflowRunner(body, run, publish_trace=lambda entry: _publish_trace(message.stream_key, entry))
         context_ids = [str(pk) for pk in conversation.contexts.values_list("pk", flat=True)]
-        routing = routing_decide(
-            actor=message.owner, message=message.parent.content, has_context=bool(context_ids), embed=run.embedding
-        )
-        run.adapters = routing["adapters"]
-        publish(
-            message.stream_key,
-            {
-                "type": "gen.trace",
-                "entry": {
-                    "node": "routing",
-                    "routing_trace": routing["trace"],
-                    "adapter_gates": routing["adapter_gates"],
-                },
-            },
-        )
+        # Only the answer's step needs the router's choice: it is made beside the steps before it.
+        run.routing = beside(_route, message, run, has_context=bool(context_ids))
         try:
             outcome = runner.execute(
                 {
@@ -167,6 +175,7 @@ def run_reply(message_id) -> str:
             cancelled = state.cancel_requested(message.stream_key)
             finish_reason = "cancelled" if cancelled else "error"
             error = "" if cancelled else f"{exc} Please retry."
+        routing = _routing_outcome(run.routing)
         content = answer["content"] if answer else services.generation_stored_content(message=message)
         receipt = build_receipt(
             message,

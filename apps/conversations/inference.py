@@ -57,13 +57,13 @@ def stream_handle(handle, stream_key: str | None, on_progress=None, on_first=Non
         pending += event.text
         now = time.monotonic()
         if stream_key and pending and now - last_flush >= settings.STREAM_COALESCE_SECONDS:
-            publish(stream_key, {"type": "gen.token", "text": pending})
+            publish(stream_key, {"type": "gen.token", "text": pending}, wait=False)
             pending, last_flush = "", now
         if on_progress and now - last_progress >= 1.0:
             on_progress(text)
             last_progress = now
     if stream_key and pending:
-        publish(stream_key, {"type": "gen.token", "text": pending})
+        publish(stream_key, {"type": "gen.token", "text": pending}, wait=False)
     return text
 
 

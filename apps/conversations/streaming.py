@@ -12,10 +12,12 @@ the process: async_to_sync would start a loop (and so a new Redis connection poo
 """
 
 import asyncio
+import logging
 import threading
 
 from channels.layers import get_channel_layer
 
+logger = logging.getLogger(__name__)
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
 
@@ -35,17 +37,43 @@ def _publisher_loop() -> asyncio.AbstractEventLoop:
     return _loop
 
 
-def publish(stream_key: str, event: dict, timeout: float = 10.0) -> None:
+_tails: dict[str, asyncio.Task] = {}  # each stream's last send; read and written in the loop thread only
+
+
+async def _send_in_order(stream_key: str, message: dict) -> None:
+    """Sends after the stream's previous event has gone out, so a stream's events arrive in
+    the order they were published even when nobody waits for them."""
+    current = asyncio.current_task()
+    previous = _tails.get(stream_key)
+    _tails[stream_key] = current
+    try:
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
+        await get_channel_layer().group_send(generation_group(stream_key), message)
+    finally:
+        if _tails.get(stream_key) is current:
+            del _tails[stream_key]
+
+
+def _log_failure(future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("An event of a stream could not be sent: %r", future.exception())
+
+
+def publish(stream_key: str, event: dict, timeout: float = 10.0, *, wait: bool = True) -> None:
+    """Sends one event to the stream's group. wait=False (tokens, trace entries) returns at once:
+    the answer's thread goes on while the event travels, and waiting for a later event (the
+    end) still means every earlier one was sent first."""
     # Consumers may follow several generations; the stream key tells them which one this is.
     message = {**event, "stream_key": stream_key}
-    layer = get_channel_layer()
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
     if running is not None:
         raise RuntimeError("publish() is for sync code; await the channel layer directly in async code")
-    future = asyncio.run_coroutine_threadsafe(
-        layer.group_send(generation_group(stream_key), message), _publisher_loop()
-    )
-    future.result(timeout)
+    future = asyncio.run_coroutine_threadsafe(_send_in_order(stream_key, message), _publisher_loop())
+    if wait:
+        future.result(timeout)
+    else:
+        future.add_done_callback(_log_failure)

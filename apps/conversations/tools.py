@@ -19,7 +19,7 @@ from apps.conversations.grounding import ground
 from apps.conversations.inference import cancel_poller, result_fields, sampling_params, stream_handle
 from apps.conversations.prompting import build_reply_prompt
 from apps.conversations.streaming import publish
-from liminal.errors import Invalid
+from liminal.errors import Invalid, Unavailable
 
 
 @dataclass
@@ -34,12 +34,23 @@ class RunContext:
     stream_key: str | None = None  # the channel group streamed tokens go to
     context_ids: list = field(default_factory=list)  # outside a chat: the actor's contexts to ground in
     adapters: list = field(default_factory=list)  # [{name, version, fs_dir, weight}] the answer runs on
+    routing: object = None  # a Future of the router's decision, made while the first steps run
     deadline: float | None = None
     now: object = None  # the time recall is relative to (None: now); tests move it
     on_progress: object = None
     streamed: bool = False
     _embeddings: dict = field(default_factory=dict)
     _embedding_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answer_adapters(self) -> list:
+        """The adapters the answer runs on: the router's choice, waited for here if it is still
+        being made."""
+        if self.routing is not None:
+            try:
+                self.adapters = self.routing.result()["adapters"]
+            except Exception as exc:
+                raise Unavailable(f"The router could not choose adapters: {exc.__class__.__name__}.") from exc
+        return self.adapters
 
     def mark_streamed(self) -> None:
         self.streamed = True
@@ -109,12 +120,13 @@ def _generate(call: ToolCall, *, grounding_text: str = "") -> dict:
     build_s = time.perf_counter() - started
     # Hot swap: a newly promoted version is loaded into a free slot on first use; requests already
     # running keep the version they started with.
-    for adapter in run.adapters:
+    adapters = run.answer_adapters()
+    for adapter in adapters:
         engine.ensure_adapter(adapter["name"], adapter["fs_dir"], version=adapter["version"])
     handle = engine.submit(
         text,
         params=params,
-        adapters=[(adapter["name"], adapter["weight"]) for adapter in run.adapters],
+        adapters=[(adapter["name"], adapter["weight"]) for adapter in adapters],
         should_cancel=call.should_cancel(),
         truncate=True,
     )
@@ -147,7 +159,7 @@ def rag_answer(call: ToolCall) -> dict:
             run.defaults.get("no_knowledge_answer", "I could not find this in {contexts}.")
         )
         if run.stream_key:
-            publish(run.stream_key, {"type": "gen.token", "text": text})
+            publish(run.stream_key, {"type": "gen.token", "text": text}, wait=False)
             run.mark_streamed()
         return {
             "content": text,

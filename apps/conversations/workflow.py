@@ -47,6 +47,12 @@ def _in_step_thread(handler, call):
         close_old_connections()
 
 
+def beside(fn, *args, **kwargs) -> concurrent.futures.Future:
+    """Runs `fn` on a step thread while the workflow goes on (e.g. routing, which only the
+    answer's step needs)."""
+    return _pool.submit(_in_step_thread, lambda _: fn(*args, **kwargs), None)
+
+
 def retry_delay(attempt: int) -> float:
     """Seconds before retry number `attempt` (1-based): 1, 4, 16."""
     return float(4 ** (attempt - 1))

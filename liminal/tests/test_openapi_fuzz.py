@@ -81,6 +81,8 @@ def _fuzz(operation, base: str, token: str, failures: list, calls: dict) -> None
                 error = response.json()["error"]
                 assert error["code"] and error["message"]
             except (ValueError, KeyError, TypeError, AssertionError):
-                failures.append(f"{where}: not in the envelope: {response.text[:300]!r} ({case.as_curl_command()[:400]})")
+                failures.append(
+                    f"{where}: not in the envelope: {response.text[:300]!r} ({case.as_curl_command()[:400]})"
+                )
 
     probe()

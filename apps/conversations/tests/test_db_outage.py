@@ -18,7 +18,7 @@ def test_an_answer_ending_during_a_database_outage_is_announced_and_stored_later
     assert services.generation_started(message=reply)
     services.generation_progress(message=reply, content="Partial ans")
     events = []
-    monkeypatch.setattr(streaming, "publish", lambda key, event: events.append((key, event)))
+    monkeypatch.setattr(streaming, "publish", lambda key, event, **_: events.append((key, event)))
 
     real_update = QuerySet.update
 

@@ -45,7 +45,7 @@ def test_an_unanswerable_question_says_so_and_records_a_gap_without_the_model(st
     user, context = station
     monkeypatch.setattr(tools, "get_engine", lambda: pytest.fail("the model must not be asked"))
     published = []
-    monkeypatch.setattr(tools, "publish", lambda stream_key, event: published.append(event))
+    monkeypatch.setattr(tools, "publish", lambda stream_key, event, **_: published.append(event))
     conversation, _, answer = services.chat_turn_start(
         actor=user, content="Who won the 1998 football world cup?", context_id=context.pk
     )

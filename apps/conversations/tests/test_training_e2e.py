@@ -50,6 +50,17 @@ def _ask(base, token, question):
         return json.loads(response.read())["data"]
 
 
+def _api(base, token, method, path, payload):
+    request = urllib.request.Request(
+        f"{base}{path}",
+        method=method,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())["data"]
+
+
 def _stream(base, token, question) -> dict:
     """One streamed answer over SSE: its events, the text streamed and the stored result."""
     request = urllib.request.Request(
@@ -172,6 +183,38 @@ def test_corrections_train_a_gated_adapter_that_swaps_in_and_rolls_back(
     assert "Paris" in _ask(live_server_url, token, "What is the capital of France?")["content"]
     untouched = _ask(live_server_url, other_token, QUESTION)
     assert untouched["content"] == before["content"] and untouched["receipt"]["adapters"] == []
+
+    # The router's gate reaches the engine: the user's own policy turns every adapter off, and
+    # the same greedy question gets other tokens with no adapter named; a PATCH turning the
+    # persona back on gives the taught answer byte for byte.
+    policy = _api(
+        live_server_url,
+        token,
+        "POST",
+        "/v1/artifacts",
+        {
+            "name": "routing",
+            "schema": {
+                "kind": "policy.routing",
+                "rules": [{"id": "gate", "when": "true", "action": {"type": "deactivate_all_adapters"}}],
+            },
+        },
+    )
+    ungated = _ask(live_server_url, token, QUESTION)
+    assert ungated["content"] == before["content"] != taught["content"] and ungated["receipt"]["adapters"] == []
+    assert ungated["routing_trace"][0]["id"] == "gate" and ungated["adapter_gates"] == []
+    persona_on = {"type": "activate_adapter_by_type", "adapter_type": "persona", "weight": 1.0}
+    _api(
+        live_server_url,
+        token,
+        "PATCH",
+        f"/v1/artifacts/{policy['id']}",
+        {"patch": [{"op": "replace", "path": "/rules/0/action", "value": persona_on}]},
+    )
+    gated = _ask(live_server_url, token, QUESTION)
+    assert gated["content"] == taught["content"], (gated["content"], taught["content"])
+    assert gated["receipt"]["adapters"] == taught["receipt"]["adapters"]
+    assert [gate["version"] for gate in gated["adapter_gates"]] == [version.version]
 
     request = urllib.request.Request(
         f"{live_server_url}/v1/adapters/{version.adapter_id}/rollback",
