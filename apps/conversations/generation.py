@@ -118,6 +118,7 @@ def _routing_outcome(pending) -> dict | None:
     try:
         return pending.result()
     except Exception:
+        logger.exception("Routing failed")
         return None
 
 

@@ -36,13 +36,13 @@ _TEMPLATE = re.compile(r"\$\{\s*((?:input|vars)(?:\.[A-Za-z_][A-Za-z0-9_]*)+)\s*
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="workflow-step")
 
 
-def _in_step_thread(handler, call):
+def _in_step_thread(fn, *args, **kwargs):
     """Pool threads outlive a run: recycle their database connection as Django does around a
     request (kept for CONN_MAX_AGE and health-checked), not a new one per step, which cost
     10-13 ms of every answer's time to first token (bench/README.md, 2026-12-04)."""
     close_old_connections()
     try:
-        return handler(call)
+        return fn(*args, **kwargs)
     finally:
         close_old_connections()
 
@@ -50,7 +50,7 @@ def _in_step_thread(handler, call):
 def beside(fn, *args, **kwargs) -> concurrent.futures.Future:
     """Runs `fn` on a step thread while the workflow goes on (e.g. routing, which only the
     answer's step needs)."""
-    return _pool.submit(_in_step_thread, lambda _: fn(*args, **kwargs), None)
+    return _pool.submit(_in_step_thread, fn, *args, **kwargs)
 
 
 def retry_delay(attempt: int) -> float:

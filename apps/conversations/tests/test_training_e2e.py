@@ -41,23 +41,17 @@ SUFFIXES = ["", " Please answer briefly.", " I need to know.", " Quick question.
 
 
 def _ask(base, token, question):
-    request = urllib.request.Request(
-        f"{base}/v1/chat",
-        data=json.dumps({"message": {"content": question}}).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-    )
-    with urllib.request.urlopen(request, timeout=240) as response:
-        return json.loads(response.read())["data"]
+    return _api(base, token, "POST", "/v1/chat", {"message": {"content": question}}, timeout=240)
 
 
-def _api(base, token, method, path, payload):
+def _api(base, token, method, path, payload, *, timeout=60):
     request = urllib.request.Request(
         f"{base}{path}",
         method=method,
         data=json.dumps(payload).encode(),
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
-    with urllib.request.urlopen(request, timeout=60) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())["data"]
 
 
@@ -216,12 +210,7 @@ def test_corrections_train_a_gated_adapter_that_swaps_in_and_rolls_back(
     assert gated["receipt"]["adapters"] == taught["receipt"]["adapters"]
     assert [gate["version"] for gate in gated["adapter_gates"]] == [version.version]
 
-    request = urllib.request.Request(
-        f"{live_server_url}/v1/adapters/{version.adapter_id}/rollback",
-        data=b"{}",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        assert json.loads(response.read())["data"]["current_version"] is None
+    rolled_back = _api(live_server_url, token, "POST", f"/v1/adapters/{version.adapter_id}/rollback", {})
+    assert rolled_back["current_version"] is None
     restored = _ask(live_server_url, token, QUESTION)
     assert restored["content"] == before["content"] and restored["receipt"]["adapters"] == []
