@@ -45,7 +45,7 @@ def cancel_poller(stream_key: str | None, local_cancel=None, deadline: float | N
     return should_cancel
 
 
-def stream_handle(handle, stream_key: str | None, on_progress=None, on_first=None) -> str:
+def stream_handle(handle, stream_key: str | None, on_progress=None, on_first=None, on_token=None) -> str:
     """Relay a generation's tokens to its group in chunks of ~COALESCE seconds; return the text.
     The first token goes out at once: the chunking clock starts with it, not at submit."""
     text, pending = "", ""
@@ -53,6 +53,8 @@ def stream_handle(handle, stream_key: str | None, on_progress=None, on_first=Non
     for event in handle:
         if not text and on_first is not None:
             on_first()
+        if on_token is not None:
+            on_token()
         text += event.text
         pending += event.text
         now = time.monotonic()

@@ -72,6 +72,12 @@ class ToolCall:
     config: dict
     run: RunContext
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # When the handler last showed it is working (a streamed token): a step's timeout counts
+    # the time without progress, so an answer still streaming under load is not cut short.
+    progressed_at: float = field(default_factory=time.monotonic)
+
+    def mark_progress(self) -> None:
+        self.progressed_at = time.monotonic()
 
     def should_cancel(self):
         return cancel_poller(self.run.stream_key, self.cancelled, self.run.deadline)
@@ -130,7 +136,9 @@ def _generate(call: ToolCall, *, grounding_text: str = "") -> dict:
         should_cancel=call.should_cancel(),
         truncate=True,
     )
-    stream_handle(handle, run.stream_key, on_progress=run.on_progress, on_first=run.mark_streamed)
+    stream_handle(
+        handle, run.stream_key, on_progress=run.on_progress, on_first=run.mark_streamed, on_token=call.mark_progress
+    )
     result = handle.result()
     if result.finish_reason == "error":
         raise RuntimeError(result.error or "The engine failed.")

@@ -2,8 +2,9 @@
 
 Inputs may name `${input.x}` and `${vars.x}`; a tool call's declared `outputs` become vars, and
 its whole output is also `vars.<node id>`. Each tool call has a timeout (15 s by default, at
-most 60 s) and retries (2 by default, after 1 s then 4 s; at most 3), except once it has streamed
-text to the user, since a retry would repeat it. A tool whose calls failed 5 times in a minute
+most 60 s), counted from its last progress (a streamed token), and retries (2 by default, after
+1 s then 4 s; at most 3), except once it has streamed text to the user, since a retry would
+repeat it. A tool whose calls failed 5 times in a minute
 has its circuit opened for a while and fails at once. The workflow's `timeout_ms` caps the run.
 """
 
@@ -34,6 +35,20 @@ WORKFLOW_TIMEOUT_MS = 120_000
 MAX_STEPS = 100
 _TEMPLATE = re.compile(r"\$\{\s*((?:input|vars)(?:\.[A-Za-z_][A-Za-z0-9_]*)+)\s*\}")
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="workflow-step")
+
+
+def _await_progressing(future, call: ToolCall, timeout_s: float, deadline: float) -> dict:
+    """The step's outputs, waiting while it makes progress: a tool's timeout is the longest it may
+    go without any (a streaming answer slowed by load keeps going while its tokens flow), and the
+    workflow's deadline caps the whole. Raises TimeoutError otherwise."""
+    while True:
+        give_up_at = min(call.progressed_at + timeout_s, deadline)
+        try:
+            return future.result(timeout=max(0.0, give_up_at - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            now = time.monotonic()
+            if now >= deadline or now >= call.progressed_at + timeout_s:
+                raise
 
 
 def _in_step_thread(fn, *args, **kwargs):
@@ -240,11 +255,13 @@ class WorkflowRunner:
         call = ToolCall(inputs=inputs, config=config, run=self.run)
         future = _pool.submit(_in_step_thread, handler, call)
         try:
-            outputs = future.result(timeout=min(timeout_ms / 1000, remaining))
+            outputs = _await_progressing(future, call, timeout_ms / 1000, self.deadline)
         except concurrent.futures.TimeoutError:
             call.cancelled.set()  # the handler's engine request sees this and stops
             state.tool_failure_record(tool)
-            raise StepFailed(f"{tool} timed out after {timeout_ms / 1000:g} s.") from None
+            if time.monotonic() >= self.deadline:
+                raise StepFailed(f"{tool} ran past the workflow's time limit.", retryable=False) from None
+            raise StepFailed(f"{tool} made no progress for {timeout_ms / 1000:g} s.") from None
         except DomainError as exc:
             raise StepFailed(exc.message, retryable=False) from exc
         except Exception as exc:

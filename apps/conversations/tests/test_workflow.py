@@ -49,6 +49,15 @@ def _slow(call):
     return {"content": "too late"}
 
 
+def _trickles(call):
+    """Streams for 0.6 s, a token every 0.05 s: longer than its timeout, never idle that long."""
+    _count("trickles")
+    for _ in range(12):
+        call.cancelled.wait(0.05)  # not time.sleep: the tests' `delays` fixture stubs it out
+        call.mark_progress()
+    return {"content": "slow but steady"}
+
+
 def _streams_then_fails(call):
     _count("streams")
     call.run.mark_streamed()
@@ -67,6 +76,7 @@ HANDLERS = {
     "test.flaky": _flaky,
     "test.slow": _slow,
     "test.streams": _streams_then_fails,
+    "test.trickles": _trickles,
     "test.nap": _nap,
 }
 
@@ -165,7 +175,23 @@ def test_a_step_that_times_out_is_cancelled_retried_and_reported(user, delays):
     with pytest.raises(WorkflowFailed) as failure:
         run(user, [tool("step", "test.slow", timeout_ms=100, retries=1)])
     [entry] = failure.value.trace
-    assert entry["attempts"] == 2 and "timed out after 0.1 s" in entry["error"]
+    assert entry["attempts"] == 2 and "made no progress for 0.1 s" in entry["error"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_step_that_keeps_making_progress_outlives_its_timeout(user, delays):
+    """Under load an answer streams slowly: the timeout counts idle time, not the answer's length."""
+    outcome = run(user, [tool("step", "test.trickles", timeout_ms=200, retries=0)])
+    assert outcome.answer["content"] == "slow but steady" and CALLS["trickles"] == 1
+    assert outcome.trace[0]["duration_ms"] >= 500
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_workflows_deadline_still_caps_a_step_that_makes_progress(user, delays):
+    with pytest.raises(WorkflowFailed) as failure:
+        run(user, [tool("step", "test.trickles", timeout_ms=200, retries=2)], timeout_ms=300)
+    [entry] = failure.value.trace
+    assert entry["attempts"] == 1 and "time limit" in entry["error"]
 
 
 @pytest.mark.django_db(transaction=True)
