@@ -188,7 +188,7 @@ async def ws_chat(port: int, token: str, text: str):
     import websockets
 
     async with websockets.connect(f"ws://127.0.0.1:{port}/v1/chat/stream", origin=f"http://127.0.0.1:{port}") as ws:
-        started = time.perf_counter()
+        started, ws_chat.sent_at = time.perf_counter(), time.time()  # the wall clock, to compare with the database's
         await ws.send(json.dumps({"access_token": token, "message": {"content": text}}))
         first = None
         async for raw in ws:
@@ -235,6 +235,7 @@ def start_batch_job(priority: str) -> subprocess.Popen:
 def platform_runs(alone: EngineAlone, requests: int, users: int, max_tokens: int, back_to_back: bool, batch_job: str):
     from apps.accounts.models import User
     from apps.accounts.services import auth_session_start, user_create
+    from apps.conversations.models import Message
 
     def bench_user(i):
         email = f"bench-{i}@liminal.bench"
@@ -243,7 +244,11 @@ def platform_runs(alone: EngineAlone, requests: int, users: int, max_tokens: int
 
     tokens = [bench_user(i) for i in range(users)]
     platform = Platform(max_tokens, users)
-    figures = {name: [] for name in ("alone", "client", "receipt", "queue_wait", "prompt_build", "before_answer_step")}
+    figures = {
+        name: []
+        for name in ("alone", "client", "receipt", "queue_wait", "prompt_build", "before_answer_step")
+        + ("sent_to_saved", "unexplained")
+    }
     figures["steps"], figures["prompt_tokens"] = {}, []
     job = None
     try:
@@ -259,6 +264,8 @@ def platform_runs(alone: EngineAlone, requests: int, users: int, max_tokens: int
             if back_to_back:  # an answer just before, whose follow-up jobs are still running
                 asyncio.run(ws_chat(platform.port, tokens[0], PROMPTS[(i + 1) % len(PROMPTS)]))
             first, data, _ = asyncio.run(ws_chat(platform.port, tokens[0], text))
+            saved_at = Message.objects.values_list("created_at", flat=True).get(pk=data["message_id"])
+            figures["sent_to_saved"].append(saved_at.timestamp() - ws_chat.sent_at)
             platform.wait_idle()
             if not i % 2:
                 figures["alone"].append(alone.ttft(text))
@@ -272,6 +279,14 @@ def platform_runs(alone: EngineAlone, requests: int, users: int, max_tokens: int
             answer_step = next((e for e in trace if e.get("tool", "").startswith(ANSWER_TOOLS)), None)
             if answer_step is not None:
                 figures["before_answer_step"].append(answer_step["started_ms"] / 1000)
+                explained = (
+                    figures["sent_to_saved"][-1]
+                    + (receipt["queue_wait_ms"] + answer_step["started_ms"] + receipt["prompt_build_ms"]) / 1000
+                    + receipt["time_to_first_token_ms"] / 1000
+                )
+                # What is left: the answer step's work outside the prompt and the engine (waiting
+                # for the router, loading adapters) and the token's way back to the client.
+                figures["unexplained"].append(first - explained)
                 for entry in trace:
                     if entry["started_ms"] < answer_step["started_ms"]:
                         figures["steps"].setdefault(entry["node"], []).append(entry["duration_ms"] / 1000)
@@ -344,10 +359,14 @@ def main():
     print()
     before_model = figures["before_answer_step"]
     print(
-        f"  breakdown (median): saved → worker picked up {ms(statistics.median(figures['queue_wait']))}, "
+        f"  breakdown (median): sent → answer saved {ms(statistics.median(figures['sent_to_saved']))}, "
+        f"saved → worker picked up {ms(statistics.median(figures['queue_wait']))}, "
         f"workflow steps before the model's {ms(statistics.median(before_model)) if before_model else 'n/a'}, "
         f"prompt built in {ms(statistics.median(figures['prompt_build']))}"
     )
+    if figures["unexplained"]:
+        rest = ms(statistics.median(figures["unexplained"]))
+        print(f"  the rest (router wait, adapters, the first token's way back): {rest}")
     steps = ", ".join(f"{node} {statistics.median(v) * 1000:.1f}" for node, v in figures["steps"].items())
     print(f"  steps before the model's (median ms, parallel ones overlap): {steps or 'n/a'}")
     prompt_platform, prompt_alone = (statistics.median(side) for side in zip(*figures["prompt_tokens"], strict=True))
