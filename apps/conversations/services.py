@@ -122,6 +122,7 @@ def _start_assistant(
     """Create the queued answer (id `turn_id`, issued by the server so the caller could subscribe
     to its stream first) and take one of the user's generation slots. The orchestrator queues
     it for a worker once the transaction commits."""
+    client_chose_id = bool(request_id)
     request_id = _clean_request_id(actor, request_id)
     workflow = workflow_for(actor=actor, conversation=conversation, workflow_id=workflow_id)
     if workflow_id:
@@ -130,7 +131,9 @@ def _start_assistant(
     assistant_id = turn_id or uuid.uuid4()
     state.generation_slot_acquire(user_id=actor.id, stream_key=str(assistant_id))
     try:
-        with transaction.atomic():
+        # A savepoint (two round trips) only where a client-chosen request_id can collide;
+        # the server's own ids are fresh uuids.
+        with transaction.atomic(savepoint=client_chose_id):
             assistant = Message.objects.create(
                 id=assistant_id,
                 conversation=conversation,
@@ -171,12 +174,16 @@ def chat_turn_start(
     content = _clean_content(content)
     if conversation is None and conversation_id:
         conversation = selectors.conversation_get(actor=actor, conversation_id=conversation_id)
-    if conversation is None:
+    created_here = conversation is None
+    if created_here:
         conversation = conversation_create(actor=actor)
     if context_id:
         conversation_context_add(actor=actor, conversation=conversation, context_id=context_id)
     ensure_owner(conversation, actor, "Conversation not found.")
-    conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+    if not created_here:
+        # Two turns on one conversation must not both hang off the same leaf. A conversation
+        # created in this transaction is invisible to others, so it needs no lock.
+        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
     parent = conversation.current_leaf
     if parent is not None and parent.is_pending:
         raise Conflict("The previous answer is still being generated; stop it or wait.")
