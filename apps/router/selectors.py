@@ -1,5 +1,7 @@
 """Reads for routing: the policy that applies to a user, and the adapters it may choose from."""
 
+from django.db.models import Q
+
 from apps.artifacts.models import Artifact
 from apps.artifacts.selectors import global_artifact
 from apps.training import selectors as training_selectors
@@ -19,12 +21,16 @@ def routing_policy(*, actor) -> Artifact | None:
 
 
 def routing_candidates(*, actor) -> list[dict]:
-    """Adapters the router may turn on for this actor: their promoted persona adapter and every
-    global skill adapter with a promoted version (never another user's adapter)."""
+    """Adapters the router may turn on for this actor: their promoted persona adapter, their own
+    skill adapters and every global skill adapter with a promoted version (never another
+    user's adapter)."""
     candidates = [dict(adapter, adapter_type="persona") for adapter in training_selectors.serving_adapters(actor=actor)]
-    skills = Artifact.objects.filter(
-        owner__isnull=True, kind="adapter.lora", current_version__body__scope="skill"
-    ).select_related("router_state")
+    skills = (
+        Artifact.objects.filter(Q(owner__isnull=True) | Q(owner=actor), kind="adapter.lora")
+        .filter(current_version__body__scope="skill")
+        .select_related("router_state")
+        .order_by("created_at")
+    )
     for skill in skills:
         version = training_selectors.promoted_version(adapter=skill)
         if version is not None:

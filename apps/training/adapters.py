@@ -43,10 +43,15 @@ def training_job_create(*, actor, trigger: str = TrainingJob.Trigger.MANUAL) -> 
     """A job for the actor's persona adapter (409 while one is queued or running), handed to the
     `train` queue once the transaction commits. The task is sent by name: the training tasks
     import these services, not the other way round."""
-    adapter = persona_adapter_ensure(actor=actor)
+    return training_job_for(adapter=persona_adapter_ensure(actor=actor), owner=actor, trigger=trigger)
+
+
+def training_job_for(*, adapter, owner, trigger: str = TrainingJob.Trigger.MANUAL) -> TrainingJob:
+    """A job for one of `owner`'s adapters (persona or skill; 409 while one is queued or
+    running), queued once the transaction commits."""
     try:
         with transaction.atomic():
-            job = TrainingJob.objects.create(owner=actor, adapter=adapter, trigger=trigger)
+            job = TrainingJob.objects.create(owner=owner, adapter=adapter, trigger=trigger)
     except IntegrityError as exc:
         raise Conflict("A training job for this adapter is already queued or running.") from exc
     transaction.on_commit(lambda: _queue(job))

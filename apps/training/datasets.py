@@ -25,6 +25,7 @@ def _example(event: PreferenceEvent) -> dict | None:
         "conversation_id": str(event.conversation_id) if event.conversation_id else None,
         "message_id": str(event.message_id) if event.message_id else None,
         "event_id": str(event.pk),
+        "kind": event.kind,
         "created_at": event.created_at.isoformat(),
     }
     if event.kind == PreferenceEvent.Kind.CORRECTION and event.correction:
@@ -36,12 +37,15 @@ def _example(event: PreferenceEvent) -> dict | None:
     return None
 
 
-def training_examples(*, actor, count_tokens=None, max_tokens: int = MAX_EXAMPLE_TOKENS) -> list[dict]:
+def training_examples(*, actor, count_tokens=None, max_tokens: int = MAX_EXAMPLE_TOKENS, event_ids=None) -> list[dict]:
     """The actor's examples, oldest first, deduplicated on (prompt, target, rejected) keeping the
-    newest; with `count_tokens`, examples over `max_tokens` are left out."""
+    newest; with `count_tokens`, examples over `max_tokens` are left out; with `event_ids`, only
+    those events (still only the actor's)."""
     events = PreferenceEvent.objects.filter(
         owner=actor, excluded_at=None, is_evaluation=False, superseded_by=None
     ).order_by("created_at")
+    if event_ids is not None:
+        events = events.filter(pk__in=event_ids)
     latest: dict[tuple, dict] = {}
     for event in events:
         example = _example(event)

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.artifacts.selectors import global_artifact
-from apps.training import adapters, datasets, selectors
+from apps.training import adapters, datasets, selectors, skills
 from apps.training.models import AdapterVersion, TrainingJob
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def _training_model():
         return _model
 
 
-def _generation_engine():
+def generation_engine():
     """Greedy answers for replay, retention and the fact checks come from this process's one
     engine, the one chat answers use where both run in one worker: two engines in a process
     fight over the cores (their kernels spin-wait for partner threads), and the candidate's
@@ -213,10 +213,17 @@ def _run(job: TrainingJob) -> str:
     phases.enter("dataset")
     policy = _policy()
     model = _training_model()
-    engine = _generation_engine()
+    engine = generation_engine()
     tokenizer = model.tokenizer if hasattr(model, "tokenizer") else engine.tokenizer
+    # A skill adapter learns from its cluster's signals only (the owner's own); a persona
+    # adapter from everything the owner told the platform.
+    event_ids = None
+    if job.adapter.body.get("scope") == "skill":
+        event_ids = skills.cluster_event_ids(cluster_id=job.adapter.body.get("cluster_id"), owner=job.owner)
     examples = datasets.training_examples(
-        actor=job.owner, count_tokens=lambda e: len(tokenizer.encode(e["prompt"] + " " + e["target"]))
+        actor=job.owner,
+        count_tokens=lambda e: len(tokenizer.encode(e["prompt"] + " " + e["target"])),
+        event_ids=event_ids,
     )
     if len(examples) < int(policy.get("min_examples", 8)):
         return _finish(
@@ -332,7 +339,9 @@ def _run(job: TrainingJob) -> str:
     phases.enter("gate")
     candidate_name = f"job-candidate-{job.pk}"
     engine.load_adapter(candidate_name, out_dir)
-    facts = [e for e in held_out if "rejected" not in e]
+    # Only a correction states a fact the candidate must now say; a liked answer is a style
+    # to lean towards (the held-out likelihood check judges that), not words to repeat.
+    facts = [e for e in held_out if e.get("kind") == "correction"]
     fact_answers = _greedy(engine, [e["prompt"] for e in facts], candidate_name)
     report = evaluate_gate(
         held_out_candidate=target_logprobs(model, held, result.adapter),

@@ -205,3 +205,101 @@ class TrainingJob(models.Model):
 
     def __str__(self):
         return f"job {self.id} ({self.status})"
+
+
+class SemanticCluster(models.Model):
+    """A topic found in users' signals: one user's (owner set) or everyone's (owner None). Its id
+    never changes: a cluster absorbed by another is `merged` (pointing at the survivor), and a
+    split keeps the id on the larger half."""
+
+    class Status(models.TextChoices):
+        FORMING = "forming", "Forming"
+        ACTIVE = "active", "Active"
+        MERGED = "merged", "Merged"
+        RETIRED = "retired", "Retired"
+
+    LIVE = (Status.FORMING, Status.ACTIVE)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="clusters"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.FORMING)
+    centroid = VectorField(dimensions=EMBEDDING_DIM)
+    size = models.PositiveIntegerField(default=0)
+    positive_count = models.PositiveIntegerField(default=0)
+    positive_ratio = models.FloatField(default=0.0)
+    cohesion = models.FloatField(default=1.0)
+    label = models.CharField(max_length=120, blank=True)
+    description = models.TextField(blank=True)
+    # The size when the model last labelled it: it is labelled again once the size has doubled.
+    labelled_at_size = models.PositiveIntegerField(default=0)
+    sample_event_ids = models.JSONField(default=list, blank=True)
+    merged_into = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["owner", "status"])]
+
+    def __str__(self):
+        return self.label or f"cluster {self.pk}"
+
+    @property
+    def is_global(self) -> bool:
+        return self.owner_id is None
+
+
+class ClusterMembership(models.Model):
+    """An event in a cluster: each live event sits in one of its owner's clusters and in one
+    global cluster."""
+
+    class Scope(models.TextChoices):
+        USER = "user", "The user's own"
+        GLOBAL = "global", "Everyone's"
+
+    cluster = models.ForeignKey(SemanticCluster, on_delete=models.CASCADE, related_name="memberships")
+    event = models.ForeignKey(PreferenceEvent, on_delete=models.CASCADE, related_name="cluster_memberships")
+    scope = models.CharField(max_length=8, choices=Scope.choices)
+    similarity = models.FloatField(null=True, blank=True, help_text="To the centroid when it joined.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["event", "scope"], name="cluster_membership_one_per_scope")]
+
+    def __str__(self):
+        return f"{self.event_id} in {self.cluster_id}"
+
+
+class SkillProposal(models.Model):
+    """A cluster that is large, cohesive and mostly liked, proposed as a skill adapter of its
+    owner's (trained on that cluster's signals only)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for approval"
+        APPROVED = "approved", "Approved: training"
+        DISMISSED = "dismissed", "Dismissed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="skill_proposals")
+    cluster = models.OneToOneField(SemanticCluster, on_delete=models.CASCADE, related_name="proposal")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # What the cluster looked like when proposed (size, positive ratio, cohesion, label).
+    evidence = models.JSONField(default=dict, blank=True)
+    adapter = models.ForeignKey(
+        "artifacts.Artifact", null=True, blank=True, on_delete=models.SET_NULL, related_name="skill_proposals"
+    )
+    job = models.ForeignKey(TrainingJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"skill proposal for {self.cluster_id} ({self.status})"

@@ -252,3 +252,102 @@ def jobs_list(*, actor, limit: int = 100):
     from apps.training.models import TrainingJob
 
     return TrainingJob.objects.filter(owner=actor).select_related("version").order_by("-created_at")[:limit]
+
+
+# Topics and skills. A user sees their own clusters and the global ones; in a global cluster
+# they see only their own signals' text, never another user's (admins see everything).
+
+
+def _clusters():
+    from apps.training.models import SemanticCluster
+
+    return SemanticCluster.objects.select_related("owner", "merged_into")
+
+
+def clusters_list(*, actor, scope: str = "mine", include_inactive: bool = False):
+    """`mine`: the actor's clusters; `global`: everyone's topics; `all`: every user's (admins)."""
+    from apps.training.models import SemanticCluster
+
+    clusters = _clusters()
+    if scope == "global":
+        clusters = clusters.filter(owner__isnull=True)
+    elif scope == "all" and actor.is_staff:
+        pass
+    else:
+        clusters = clusters.filter(owner=actor)
+    if not include_inactive:
+        clusters = clusters.filter(status__in=SemanticCluster.LIVE)
+    return clusters.order_by("-size", "created_at")
+
+
+def cluster_get(*, actor, cluster_id):
+    """One cluster the actor may see: their own or a global one (any for an admin)."""
+    clusters = _clusters()
+    if not actor.is_staff:
+        clusters = clusters.filter(Q(owner=actor) | Q(owner__isnull=True))
+    return _one(clusters, cluster_id, "Cluster")
+
+
+def cluster_samples(*, actor, cluster) -> list[dict]:
+    """The cluster's sample signals the actor may read: in a global cluster only their own
+    (an admin reads all)."""
+    events = PreferenceEvent.objects.filter(pk__in=cluster.sample_event_ids, excluded_at=None)
+    if not actor.is_staff:
+        events = events.filter(owner=actor)
+    found = {str(e.pk): e for e in events}
+    return [
+        {"event_id": event_id, "message_id": str(e.message_id) if e.message_id else None, "prompt": e.prompt}
+        for event_id in cluster.sample_event_ids
+        if (e := found.get(str(event_id))) is not None
+    ]
+
+
+def nearest_cluster(*, actor, embedding, min_similarity: float):
+    """The actor's live cluster nearest the embedding, if within `min_similarity` (cosine)."""
+    from apps.training.models import SemanticCluster
+
+    found = (
+        SemanticCluster.objects.filter(owner=actor, status__in=SemanticCluster.LIVE)
+        .annotate(distance=CosineDistance("centroid", embedding))
+        .order_by("distance")
+        .first()
+    )
+    return found if found is not None and 1 - found.distance >= min_similarity else None
+
+
+def cluster_labels(*, actor) -> dict[str, str]:
+    """cluster id -> label, for the clusters the actor's routing may read."""
+    from apps.training.models import SemanticCluster
+
+    return {
+        str(pk): label
+        for pk, label in SemanticCluster.objects.filter(Q(owner=actor) | Q(owner__isnull=True))
+        .exclude(label="")
+        .values_list("pk", "label")
+    }
+
+
+def skill_proposals(*, actor, everyone: bool = False):
+    from apps.training.models import SkillProposal
+
+    proposals = SkillProposal.objects.select_related("cluster", "owner", "adapter", "job", "decided_by")
+    if not (everyone and actor.is_staff):
+        proposals = proposals.filter(owner=actor)
+    return proposals.order_by("-created_at")
+
+
+def skill_proposal_get(*, actor, proposal_id):
+    from apps.training.models import SkillProposal
+
+    proposals = SkillProposal.objects.select_related("cluster", "owner", "adapter", "job")
+    if not actor.is_staff:
+        proposals = proposals.filter(owner=actor)
+    return _one(proposals, proposal_id, "Skill proposal")
+
+
+def skill_adapters(*, actor, everyone: bool = False):
+    """Skill adapters the actor may see: their own and the global ones (all for an admin)."""
+    adapters = _adapter_artifacts().filter(current_version__body__scope="skill").select_related("current_version")
+    if not (everyone and actor.is_staff):
+        adapters = adapters.filter(Q(owner=actor) | Q(owner__isnull=True))
+    return adapters.order_by("created_at")

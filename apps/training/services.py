@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 from pgvector.django import CosineDistance
 
+from apps.training import skills
 from apps.training.models import AdapterVersion, MemoryItem, PreferenceEvent
 from liminal.errors import Invalid, ensure_owner
 
@@ -121,6 +122,7 @@ def feedback_record(
             distance__lte=1 - replace_at
         ).update(superseded_by=event)
     _check_triggers_after_commit(actor)
+    skills.queue_event(event)
     return event
 
 
@@ -164,7 +166,7 @@ def pick_record(*, actor, chosen, rejected) -> PreferenceEvent:
     ).delete()
     snapshot = _snapshot(chosen)
     _check_triggers_after_commit(actor)
-    return PreferenceEvent.objects.create(
+    event = PreferenceEvent.objects.create(
         owner=actor,
         kind=PreferenceEvent.Kind.PICK,
         feedback="positive",
@@ -175,6 +177,8 @@ def pick_record(*, actor, chosen, rejected) -> PreferenceEvent:
         prompt_embedding=embed(snapshot["prompt"]) if snapshot["prompt"] else None,
         **snapshot,
     )
+    skills.queue_event(event)
+    return event
 
 
 def _forget_events(events) -> int:
@@ -182,6 +186,7 @@ def _forget_events(events) -> int:
     tombstone, and every adapter version trained on it is flagged for retraining without it."""
     now = timezone.now()
     AdapterVersion.objects.filter(trained_on__in=events, tainted_at=None).update(tainted_at=now)
+    skills.memberships_forget(events)
     return events.filter(excluded_at=None).update(
         excluded_at=now,
         prompt="",

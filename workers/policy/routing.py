@@ -39,9 +39,14 @@ def needs_embedding(policy: dict) -> bool:
     """Whether deciding reads the message's embedding (so the caller computes it only then)."""
     return any(
         (rule.get("action") or {}).get("weight") == "similarity"
-        or names_read(compile_expression(rule["when"])) & {"ctx_embedding", "adapter_similarity"}
+        or names_read(compile_expression(rule["when"])) & {"ctx_embedding", "adapter_similarity", "ctx_cluster"}
         for rule in policy.get("rules", [])
     )
+
+
+def needs_cluster(policy: dict) -> bool:
+    """Whether deciding reads the message's cluster (`ctx_cluster`), so the caller looks it up."""
+    return any("ctx_cluster" in names_read(compile_expression(rule["when"])) for rule in policy.get("rules", []))
 
 
 def _similarity(embedding, centroid) -> float | None:

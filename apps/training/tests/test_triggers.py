@@ -12,7 +12,7 @@ from apps.artifacts import services as artifact_services
 from apps.artifacts.selectors import global_artifact
 from apps.conversations import services as conversation_services
 from apps.conversations.models import Message
-from apps.training import adapters, jobs, selectors, services, triggers
+from apps.training import adapters, jobs, selectors, services, skills, triggers
 from apps.training.models import AdapterVersion, PreferenceEvent, TrainingJob
 from liminal.errors import Conflict, Forbidden
 
@@ -75,7 +75,11 @@ def test_a_stored_correction_checks_the_triggers_once_committed(make_user, sent,
         services.feedback_record(actor=user, message=answer, feedback="negative", corrected_text="Ada Lumen.")
     job = TrainingJob.objects.get(owner=user)
     assert job.trigger == TrainingJob.Trigger.THRESHOLD
-    assert sent == [(adapters.TRAIN_TASK, str(job.pk), "train")]
+    event = job.owner.preference_events.get()
+    # The signal is also sent to be clustered, on its own queue.
+    assert sorted(sent) == sorted(
+        [(adapters.TRAIN_TASK, str(job.pk), "train"), (skills.CLUSTER_EVENT_TASK, str(event.pk), "cluster")]
+    )
 
 
 def test_a_drop_in_satisfaction_starts_a_job(make_user, sent):
