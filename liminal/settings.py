@@ -71,6 +71,9 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "apps.accounts",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "apps.conversations",
     "apps.artifacts",
     "apps.knowledge",
@@ -88,6 +91,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "apps.accounts.middleware.BrowserSessionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -211,6 +215,53 @@ RATE_LIMITS = {
     "signup_ip": (env_int("RATE_LIMIT_SIGNUP", 5), 60),
     "refresh": (env_int("RATE_LIMIT_REFRESH", 20), 60),
 }
+RATE_LIMITS["mfa_ip"] = (env_int("RATE_LIMIT_MFA", 10), 60)
+RATE_LIMITS["reset_ip"] = (env_int("RATE_LIMIT_RESET", 5), 60)
+RATE_LIMITS["reset_email"] = (env_int("RATE_LIMIT_RESET", 5), 3600)
+RATE_LIMITS["verify_email_ip"] = (env_int("RATE_LIMIT_VERIFY_EMAIL", 10), 60)
+RATE_LIMITS["account_user"] = (env_int("RATE_LIMIT_ACCOUNT", 10), 60)
+
+# ---- Accounts: MFA, email, password reset
+
+# Standard TOTP (RFC 6238: SHA-1, 6 digits, 30 s steps) through django-otp. Its exponential
+# throttling is off: the lockout below (MFA_MAX_FAILURES bad codes lock a user's codes for
+# MFA_LOCKOUT_SECONDS) is the one rule, the same for login, verification and disabling.
+OTP_TOTP_ISSUER = os.environ.get("OTP_TOTP_ISSUER", "Liminal")
+OTP_TOTP_THROTTLE_FACTOR = 0
+OTP_STATIC_THROTTLE_FACTOR = 0
+MFA_MAX_FAILURES = env_int("MFA_MAX_FAILURES", 5)
+MFA_LOCKOUT_SECONDS = env_int("MFA_LOCKOUT_SECONDS", 300)
+# Bad codes count towards the lockout until this long passes without one.
+MFA_FAILURE_WINDOW_SECONDS = env_int("MFA_FAILURE_WINDOW_SECONDS", 3600)
+MFA_RECOVERY_CODES = env_int("MFA_RECOVERY_CODES", 10)
+# A login whose password was right waits this long for its second factor.
+MFA_PENDING_LOGIN_SECONDS = env_int("MFA_PENDING_LOGIN_SECONDS", 300)
+# Password reset links (Django's token generator): single-use, valid this long.
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 30 * 60)
+# Off: sign-up logs in at once (a verification link is still sent). On: no login until the
+# address is verified, and sign-up answers alike for new and registered addresses.
+EMAIL_VERIFICATION_REQUIRED = env_bool("EMAIL_VERIFICATION_REQUIRED", False)
+EMAIL_VERIFICATION_TIMEOUT = env_int("EMAIL_VERIFICATION_TIMEOUT", 3 * 24 * 3600)
+# Links in emails start with this (e.g. https://chat.example.com); empty: the request's own host.
+PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")
+# Django 6.1 mailers. Development (DEBUG=1) prints mails to the console; otherwise they go by SMTP
+# to EMAIL_HOST (a local MTA by default). EMAIL_BACKEND names another backend outright. (A
+# console backend with DEBUG off would drop every reset link, which `check --deploy` flags.)
+_EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend"
+)
+MAILERS = {"default": {"BACKEND": _EMAIL_BACKEND}}
+if _EMAIL_BACKEND.endswith("smtp.EmailBackend"):
+    MAILERS["default"]["OPTIONS"] = {
+        "host": os.environ.get("EMAIL_HOST", "localhost"),
+        "port": env_int("EMAIL_PORT", 25),
+        "username": os.environ.get("EMAIL_HOST_USER", ""),
+        "password": os.environ.get("EMAIL_HOST_PASSWORD", ""),
+        "use_tls": env_bool("EMAIL_USE_TLS", False),
+        "use_ssl": env_bool("EMAIL_USE_SSL", False),
+        "timeout": env_int("EMAIL_TIMEOUT", 10),
+    }
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Liminal <noreply@localhost>")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -28,7 +28,7 @@ class UserAdmin(DjangoUserAdmin):
     fieldsets = (
         (None, {"fields": ("email", "password")}),
         ("Profile", {"fields": ("handle", "role", "plan_tier", "tenant", "is_active")}),
-        ("Dates", {"fields": ("last_login", "date_joined")}),
+        ("Dates", {"fields": ("last_login", "date_joined", "email_verified_at")}),
     )
     add_fieldsets = (
         (None, {"classes": ("wide",), "fields": ("email", "handle", "role", "tenant", "password1", "password2")}),
@@ -44,8 +44,8 @@ class TenantAdmin(admin.ModelAdmin):
 
 @admin.register(AuthSession)
 class AuthSessionAdmin(admin.ModelAdmin):
-    list_display = ("id", "user", "created_at", "expires_at", "revoked_at", "ip_address")
+    list_display = ("id", "user", "kind", "created_at", "expires_at", "revoked_at", "ip_address")
     list_filter = ("revoked_at",)
     search_fields = ("user__email",)
-    exclude = ("refresh_token_hash",)
+    exclude = ("refresh_token_hash", "browser_session_key")
     readonly_fields = ("user", "created_at", "last_refreshed_at", "expires_at", "user_agent", "ip_address")

@@ -1,7 +1,21 @@
 from rest_framework import authentication, exceptions
 
 from apps.accounts import selectors
+from apps.accounts.models import AuthSession
 from apps.accounts.tokens import API_KEY_PREFIX, InvalidToken, access_token_read
+
+# The Django session key naming a browser login's AuthSession (see AuthSession).
+BROWSER_SESSION_KEY = "liminal_auth_session_id"
+
+
+def current_session_id(request):
+    """The id of the AuthSession a request comes with: its access token's, or its browser login's
+    (None for an API key, or a browser login older than browser sessions)."""
+    auth = getattr(request, "auth", None)
+    if isinstance(auth, AuthSession):
+        return auth.id
+    session = getattr(request, "session", None)
+    return session.get(BROWSER_SESSION_KEY) if session is not None else None
 
 
 def user_for_bearer(token: str):

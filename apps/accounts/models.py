@@ -52,6 +52,8 @@ class User(AbstractBaseUser, PermissionsMixin):
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="users")
     is_active = models.BooleanField(default=True)
     date_joined = models.DateTimeField(default=timezone.now)
+    # When the owner of `email` proved it by following a link; cleared when the email changes.
+    email_verified_at = models.DateTimeField(null=True, blank=True)
 
     objects = UserManager()
 
@@ -85,10 +87,18 @@ class User(AbstractBaseUser, PermissionsMixin):
 
 
 class AuthSession(models.Model):
-    """A revocable API login. Access tokens name it, so revoking it stops them at once."""
+    """A revocable login. API access tokens name it, so revoking it stops them at once; a browser
+    login (kind=browser) has one too, named in its Django session, so the sessions page lists every
+    device and revoking one logs that browser out on its next request (BrowserSessionMiddleware).
+    A browser row's refresh token is a random secret never handed out."""
+
+    class Kind(models.TextChoices):
+        API = "api", "API"
+        BROWSER = "browser", "Browser"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="auth_sessions")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.API)
     refresh_token_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
     last_refreshed_at = models.DateTimeField(null=True, blank=True)
@@ -96,6 +106,7 @@ class AuthSession(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
+    browser_session_key = models.CharField(max_length=64, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["user", "revoked_at"])]
@@ -138,3 +149,24 @@ class ApiKey(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"
+
+
+class PendingLogin(models.Model):
+    """A login whose password was right, waiting for its second factor (MFA). Its id is the
+    `session_id` that /v1/auth/login answers with `mfa_required: true` and that
+    /v1/auth/mfa/verify takes with the code; it is used once and expires soon."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="pending_logins")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+
+    def __str__(self):
+        return f"pending login {self.id} of {self.user_id}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.completed_at is None and self.expires_at > timezone.now()

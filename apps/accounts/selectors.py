@@ -1,6 +1,9 @@
 import hmac
 
+from django.core.exceptions import ValidationError
 from django.utils import timezone
+from django_otp.plugins.otp_static.models import StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.accounts.models import ApiKey, AuthSession, User
 from apps.accounts.tokens import api_key_prefix, secret_hash
@@ -50,3 +53,28 @@ def api_key_user(*, key: str) -> User | None:
         return None
     ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
     return api_key.user
+
+
+def mfa_status(*, actor: User) -> dict:
+    """`enabled`: codes are required at login; `configured`: an authenticator secret exists (a
+    confirmed one, or an enrolment started and not yet confirmed)."""
+    devices = list(TOTPDevice.objects.filter(user=actor).values_list("confirmed", flat=True))
+    return {
+        "enabled": any(devices),
+        "configured": bool(devices),
+        "recovery_codes_left": StaticToken.objects.filter(device__user=actor).count(),
+    }
+
+
+def auth_session_owned(*, actor: User, session_id) -> AuthSession | None:
+    """One of the actor's own live sessions, or None (another user's id looks like an unknown one)."""
+    try:
+        session = AuthSession.objects.filter(pk=session_id, user=actor, revoked_at__isnull=True).first()
+    except (ValueError, ValidationError):
+        return None
+    return session if session is not None and session.is_active else None
+
+
+def mfa_enrolment_pending(*, actor: User) -> TOTPDevice | None:
+    """The actor's unconfirmed authenticator secret, if an enrolment is under way."""
+    return TOTPDevice.objects.filter(user=actor, confirmed=False).first()
