@@ -4,6 +4,8 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-models.txt | cksum | cut -d' ' -f1)
+# Where the embedded servers keep their data: LIMINAL_VAR_DIR, as liminal/infra.py reads it.
+VAR    := $(or $(LIMINAL_VAR_DIR),var)
 
 .PHONY: venv run test test-fast browser-deps infra-start infra-stop infra-status migrate check lint clean
 
@@ -19,6 +21,8 @@ $(STAMP): requirements.txt requirements-models.txt
 	@touch $@
 
 # A local quick start: DEBUG on (plain http on localhost) unless the environment says otherwise.
+# The launcher is make's last command: SIGTERM to make reaches it (make passes SIGTERM on to its
+# running command), Ctrl-C reaches it with the terminal's process group; either stops everything.
 run: export DEBUG ?= 1
 run: venv
 	$(PY) manage.py migrate --noinput
@@ -57,6 +61,8 @@ check: venv
 lint: venv
 	$(PY) -m ruff check apps liminal workers bench conftest.py
 
+# The embedded servers stop before their data goes (a PostgreSQL whose files vanish under it
+# keeps running, and keeps its port and socket); if they cannot be stopped, nothing is deleted.
 clean:
-	-$(PY) -m liminal.infra stop
-	rm -rf $(VENV) var
+	@if [ -x $(PY) ]; then $(PY) -m liminal.infra stop; fi
+	rm -rf $(VENV) $(VAR)

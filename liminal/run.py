@@ -8,9 +8,13 @@ half-runs.
 
 The web server and the inference worker run at normal CPU priority; the batch worker, beat and
 Flower at the lowest, so they only take the cores the chat path leaves idle.
+
+Flower asks for a login (HTTP basic auth): FLOWER_BASIC_AUTH (`user:password`) when set, else a
+password generated on the first run into var/flower-credentials and printed at start.
 """
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -120,8 +124,16 @@ RESTART_WINDOW_S = 60.0
 class Supervisor:
     """Starts the platform's processes, restarts any that exits, and stops them all together."""
 
-    def __init__(self, commands: dict[str, list[str]], *, restart_limit=RESTART_LIMIT, window_s=RESTART_WINDOW_S):
+    def __init__(
+        self,
+        commands: dict[str, list[str]],
+        *,
+        env: dict[str, dict[str, str]] | None = None,
+        restart_limit=RESTART_LIMIT,
+        window_s=RESTART_WINDOW_S,
+    ):
         self.commands = commands
+        self.env = env or {}  # extra environment of one process (a secret only it needs)
         self.restart_limit, self.window_s = restart_limit, window_s
         self.processes: dict[str, subprocess.Popen] = {}
         self.restarts: dict[str, list[float]] = {name: [] for name in commands}
@@ -137,7 +149,7 @@ class Supervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             process_group=0,
-            env=os.environ.copy(),
+            env={**os.environ, **self.env.get(name, {})},
         )
         self.processes[name] = proc
         threading.Thread(target=_pump, args=(name, proc.stdout), daemon=True).start()
@@ -188,10 +200,31 @@ class Supervisor:
                 proc.wait()
 
 
+FLOWER_USER = "admin"
+
+
+def flower_credentials() -> tuple[str, str | None]:
+    """Flower's basic-auth setting (`user:password`) and, when it was generated here rather than
+    given in FLOWER_BASIC_AUTH, the file that keeps it (owner-only, reused on every run)."""
+    given = os.environ.get("FLOWER_BASIC_AUTH")
+    if given:
+        return given, None
+    path = infra.var_dir() / "flower-credentials"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{FLOWER_USER}:{secrets.token_urlsafe(18)}\n")
+    return path.read_text().strip(), str(path)
+
+
 def main() -> int:
     port = os.environ.get("PORT", "8000")
     flower_port = os.environ.get("FLOWER_PORT", "5555")
-    supervisor = Supervisor(commands(port, flower_port))
+    flower_auth, kept_in = flower_credentials()
+    supervisor = Supervisor(commands(port, flower_port), env={"flower": {"FLOWER_BASIC_AUTH": flower_auth}})
 
     def stop(*_):
         supervisor.stopping.set()
@@ -199,6 +232,11 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     print(f"Liminal is starting: http://localhost:{port}/  (Flower: http://localhost:{flower_port}/)", flush=True)
+    if kept_in:
+        user, _, password = flower_auth.partition(":")
+        print(f"Flower login: user {user}, password {password} (kept in {kept_in})", flush=True)
+    else:
+        print("Flower login: the credentials in FLOWER_BASIC_AUTH", flush=True)
     exit_code = supervisor.run()
     print("Liminal stopped.", flush=True)
     return exit_code

@@ -338,6 +338,7 @@ GENERATION_QUEUE_TIMEOUT = env_int("GENERATION_QUEUE_TIMEOUT", 300)
 RATE_LIMITS["chat_user"] = (env_int("RATE_LIMIT_CHAT", 30), 60)
 RATE_LIMITS["preferences_user"] = (env_int("RATE_LIMIT_PREFERENCES", 30), 60)
 RATE_LIMITS["memory_user"] = (env_int("RATE_LIMIT_MEMORY", 30), 60)
+RATE_LIMITS["configops_user"] = (env_int("RATE_LIMIT_CONFIGOPS", 30), 3600)
 CHAT_API_TIMEOUT = env_int("CHAT_API_TIMEOUT", 300)
 SERVED_MODEL_ID = os.environ.get("SERVED_MODEL_ID", "smollm2-135m-instruct")
 INFERENCE_CONCURRENCY = env_int("INFERENCE_CONCURRENCY", ENGINE_BATCH_SLOTS)
@@ -405,3 +406,33 @@ INGEST_MAX_TEXT_CHARS = env_int("INGEST_MAX_TEXT_CHARS", 8_000_000)
 INGEST_EXTRACT_TIMEOUT_S = env_int("INGEST_EXTRACT_TIMEOUT_S", 120)
 INGEST_MAX_CHUNKS_PER_FILE = env_int("INGEST_MAX_CHUNKS_PER_FILE", 10_000)
 INGEST_MAX_CHUNKS_PER_USER = env_int("INGEST_MAX_CHUNKS_PER_USER", 200_000)
+
+# ---- Celery transport (liminal/celery.py reads these lazily, so importing it loads no settings)
+
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+
+# ---------------------------------------------------------------- ConfigOps (apps/configops)
+
+# The architect: a nightly proposal (beat, at this crontab) for each of these global artifacts,
+# from the model reading the artifact, its JSON Schema and these days of metrics.
+CONFIGOPS_ARCHITECT_SCHEDULE = {"hour": env_int("CONFIGOPS_ARCHITECT_HOUR", 3), "minute": 17}
+CONFIGOPS_ARCHITECT_TARGETS = [("policy.routing", "routing.default"), ("workflow.chat", "chat.default")]
+CONFIGOPS_ARCHITECT_METRICS_DAYS = env_int("CONFIGOPS_ARCHITECT_METRICS_DAYS", 7)
+CONFIGOPS_ARCHITECT_MAX_TOKENS = env_int("CONFIGOPS_ARCHITECT_MAX_TOKENS", 384)
+# The schema comes first: a prompt too long for the model loses its beginning, not the task.
+CONFIGOPS_ARCHITECT_PROMPT = (
+    "JSON Schema of a {kind} artifact:\n{schema}\n\n"
+    "The artifact \"{name}\" now:\n{body}\n\n"
+    "Metrics of the last days (satisfaction is the share of thumbs up):\n{metrics}\n\n"
+    "Goal: {goal}\n\n"
+    "Propose one small change to the artifact as an RFC 6902 JSON Patch. Answer with JSON only, exactly "
+    'of this form: {{"ops": [{{"op": "replace", "path": "/some/path", "value": 1}}], '
+    '"justification": "why, in one or two sentences"}}'
+)
+
+# ---- Readiness (GET /readyz)
+
+# An inference worker with a warm engine refreshes its announcement every third of this; silence
+# this long and /readyz stops counting it.
+ENGINE_READY_TTL_S = env_int("ENGINE_READY_TTL_S", 30)

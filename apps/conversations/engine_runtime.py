@@ -1,10 +1,14 @@
 """The inference engine of this worker process: loaded once, on first use, never at import."""
 
 import logging
+import os
+import socket
 import threading
 import time
 
 from django.conf import settings
+
+from liminal import health
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +55,20 @@ def warm_up_in_background(queues) -> bool:
     """On an inference worker, load and warm the engine now rather than on the first request."""
     if "inference" not in set(queues):
         return False
-    threading.Thread(target=get_engine, name="engine-warmup", daemon=True).start()
+    threading.Thread(target=_warm_up_and_announce, name="engine-warmup", daemon=True).start()
     return True
+
+
+def _warm_up_and_announce() -> None:
+    """Load the engine, then tell /readyz so for as long as this process has it."""
+    get_engine()
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    while loaded_engine() is not None:
+        try:
+            health.engine_ready_announce(worker=worker, ttl=settings.ENGINE_READY_TTL_S)
+        except Exception:  # Redis away for a moment: /readyz says not ready until it is back
+            logger.warning("Could not announce the warm engine to /readyz", exc_info=True)
+        time.sleep(settings.ENGINE_READY_TTL_S / 3)
 
 
 def loaded_engine():

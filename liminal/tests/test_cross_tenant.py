@@ -17,6 +17,8 @@ from apps.accounts.services import api_key_create
 from apps.artifacts import services as artifact_services
 from apps.artifacts.models import Artifact
 from apps.artifacts.seeds import TOOLS
+from apps.configops import services as configops_services
+from apps.configops.models import ConfigPatch
 from apps.conversations import services as conversation_services
 from apps.conversations.models import Conversation, Message
 from apps.knowledge import services as knowledge_services
@@ -62,6 +64,12 @@ def owned(make_user):
     tool = artifact_services.artifact_create(
         actor=alice, name="alice.private_tool_v1", body={**TOOLS[0], "name": "alice.private_tool_v1"}
     )
+    patch = configops_services.patch_propose(
+        actor=None,
+        artifact=tool,
+        ops=[{"op": "replace", "path": "/timeout_ms", "value": 5000}],
+        justification="Faster.",
+    )
     reply.refresh_from_db()
     event = training_services.feedback_record(actor=alice, message=reply, feedback="positive")
     memory = training_services.memory_remember(actor=alice, text="Alice's locker code is 4921")
@@ -88,6 +96,7 @@ def owned(make_user):
         "version_id": version.pk,
         "key_id": key.pk,
         "session_id": session.pk,
+        "patch_id": patch.pk,
     }
     assert all(ids.values()), ids
     yield alice, ids
@@ -109,6 +118,7 @@ def _snapshot(alice) -> dict:
         "serving": adapter.body.get("current_version"),
         "keys": list(alice.api_keys.values_list("pk", "revoked_at")),
         "sessions": list(alice.auth_sessions.values_list("pk", "revoked_at")),
+        "patches": list(ConfigPatch.objects.filter(artifact__owner=alice).values_list("pk", "status", "decided_at")),
     }
 
 

@@ -1,0 +1,144 @@
+"""The architect: its prompt carries the artifact, its schema and the metrics; what it writes is
+parsed and validated, proposed as a pending patch when it is one, kept as a failed patch with
+the reason when it is not, and never applied. The model itself is replaced by canned outputs
+here; the slow test asks the real one."""
+
+import json
+
+import pytest
+
+from apps.configops import architect, tasks
+from apps.configops.models import ConfigPatch
+from apps.configops.tests.conftest import SKILL_RULE
+from apps.knowledge.models import KnowledgeGap
+from apps.training.models import PreferenceEvent
+
+pytestmark = pytest.mark.django_db
+
+GOOD = json.dumps(
+    {
+        "ops": [{"op": "replace", "path": "/weight_floor", "value": 0.1}],
+        "justification": "Drop adapters that barely contribute.",
+    }
+)
+
+
+def canned(text):
+    prompts = []
+
+    def generate(prompt):
+        prompts.append(prompt)
+        return text
+
+    generate.prompts = prompts
+    return generate
+
+
+def test_the_prompt_holds_the_artifact_its_schema_the_metrics_and_the_goal(routing_default, user):
+    for kind in ("thumbs_up", "thumbs_up", "thumbs_down"):
+        PreferenceEvent.objects.create(owner=user, kind=kind, prompt="p", answer="a")
+    PreferenceEvent.objects.create(owner=user, kind="routing", feedback="negative", prompt="p", answer="a")
+    KnowledgeGap.objects.create(owner=user, query="What is the office's wifi password?")
+    metrics = architect.recent_metrics()
+    assert metrics["thumbs_up"] == 2 and metrics["thumbs_down"] == 1 and metrics["satisfaction"] == 0.667
+    assert metrics["routing_feedback"] == {"total": 1, "positive": 0, "negative": 1}
+    assert metrics["knowledge_gaps"] == {"new": 1, "open": 1}
+    generate = canned(GOOD)
+    architect.propose(artifact=routing_default, generate=generate, goal="Fewer wrong skills.")
+    (prompt,) = generate.prompts
+    assert '"nearest_skill"' in prompt and '"max_active_adapters"' in prompt and "Fewer wrong skills." in prompt
+    assert '"satisfaction":0.667' in prompt
+    assert "wifi password" not in prompt  # aggregates only, never a user's words
+
+
+@pytest.mark.parametrize(
+    "output",
+    [GOOD, f"Here is my proposal:\n```json\n{GOOD}\n```\nThanks!"],
+)
+def test_a_valid_proposal_is_pending_from_the_model_and_not_applied(routing_default, output):
+    before = routing_default.current_version_id
+    patch = architect.propose(artifact=routing_default, generate=canned(output))
+    assert patch.status == "pending" and patch.proposer == "system_llm" and patch.proposed_by is None
+    assert patch.ops == [{"op": "replace", "path": "/weight_floor", "value": 0.1}]
+    assert patch.justification == "Drop adapters that barely contribute." and patch.dry_run["valid"]
+    routing_default.refresh_from_db()
+    assert routing_default.current_version_id == before
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ("I think the threshold should be lower.", "holds no JSON"),
+        ('{"ops": [{"op": "replace", "path": "/weight_floor"}], "justification": "x"}', "JSON pointer /ops/0"),
+        ('{"ops": [{"op": "replace", "path": "/weight_floor", "value": 1}]}', "'justification' is a required"),
+        ('{"ops": [], "justification": "nothing"}', "JSON pointer /ops"),
+        (
+            '{"ops": [{"op": "replace", "path": "/max_active_adapters", "value": 7}], "justification": "more"}',
+            "JSON pointer /max_active_adapters",
+        ),
+        (
+            f'{{"ops": [{{"op": "test", "path": "{SKILL_RULE}/id", "value": "x"}}], "justification": "t"}}',
+            "test operation",
+        ),
+    ],
+)
+def test_an_output_that_is_not_a_valid_patch_is_kept_failed_with_the_reason(routing_default, output, reason):
+    before = routing_default.current_version_id
+    patch = architect.propose(artifact=routing_default, generate=canned(output))
+    assert patch.status == "failed" and reason in patch.failure_reason, patch.failure_reason
+    assert patch.model_output == output and patch.proposer == "system_llm"
+    routing_default.refresh_from_db()
+    assert routing_default.current_version_id == before
+
+
+def test_a_model_that_cannot_be_reached_is_a_failed_proposal(routing_default):
+    def broken(prompt):
+        raise RuntimeError("no engine here")
+
+    patch = architect.propose(artifact=routing_default, generate=broken)
+    assert patch.status == "failed" and "no engine here" in patch.failure_reason
+
+
+def test_the_tasks_propose_for_the_nightly_targets(monkeypatch, routing_default, chat_default):
+    monkeypatch.setattr(architect, "engine_generate", canned(GOOD))
+    results = tasks.architect_nightly()
+    assert len(results) == 2
+    by_artifact = {patch.artifact_id: patch for patch in ConfigPatch.objects.all()}
+    assert by_artifact[routing_default.pk].status == "pending"
+    assert by_artifact[chat_default.pk].status == "failed"  # a workflow has no /weight_floor to replace
+    assert tasks.architect_propose("00000000-0000-0000-0000-000000000000")["status"] == "skipped"
+
+
+def test_auto_patch_queues_the_architect_for_admins(monkeypatch, api, admin, routing_default):
+    queued = []
+    monkeypatch.setattr(
+        tasks.architect_propose, "delay", lambda *args: queued.append(args) or type("R", (), {"id": "t1"})
+    )
+    response = api(admin).post(
+        "/v1/config/auto_patch", {"artifact_id": str(routing_default.pk), "goal": "Fewer skills."}, format="json"
+    )
+    assert response.status_code == 202, response.content
+    assert response.json()["data"] == {"queued": True, "task_id": "t1", "artifact_id": str(routing_default.pk)}
+    assert queued == [(str(routing_default.pk), "Fewer skills.")]
+
+
+def test_the_nightly_run_is_on_the_beat_schedule():
+    from liminal.celery import app
+
+    entry = app.conf.beat_schedule["configops-architect-nightly"]
+    assert entry["task"] == "apps.configops.tasks.architect_nightly"
+    route = app.amqp.router.route({}, "apps.configops.tasks.architect_propose", (), {})
+    assert route["queue"].name == "inference"
+
+
+@pytest.mark.slow
+def test_the_real_model_writes_a_proposal_that_is_recorded_either_way(routing_default):
+    patch = architect.propose(artifact=routing_default, generate=architect.engine_generate)
+    assert patch.model_output
+    assert patch.status in ("pending", "failed")
+    if patch.status == "failed":
+        assert patch.failure_reason
+    else:
+        assert patch.ops and patch.dry_run["valid"]
+    routing_default.refresh_from_db()
+    assert routing_default.current_version.created_by != "llm"
