@@ -14,9 +14,11 @@ urlpatterns = [
     path("v1/", include("apps.knowledge.api_urls")),
     path("v1/", include("apps.artifacts.api_urls")),
     path("v1/", include("apps.conversations.api_urls")),
+    path("v1/", include("apps.training.api_urls")),
     path("v1/", include("apps.configops.api_urls")),
     path("knowledge/", include("apps.knowledge.urls")),
     path("config/", include("apps.configops.urls")),
+    path("", include("apps.training.urls")),
     path("", include("apps.conversations.urls")),
     path("", include("apps.accounts.urls")),
 ]

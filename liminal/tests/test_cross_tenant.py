@@ -26,7 +26,7 @@ from apps.knowledge.models import Chunk, Context, KnowledgeFile, KnowledgeGap
 from apps.knowledge.tests.conftest import HANDBOOK
 from apps.training import adapters
 from apps.training import services as training_services
-from apps.training.models import AdapterVersion, MemoryItem, PreferenceEvent
+from apps.training.models import AdapterVersion, MemoryItem, PreferenceEvent, SemanticCluster, SkillProposal
 
 pytestmark = pytest.mark.django_db
 
@@ -72,6 +72,11 @@ def owned(make_user):
     )
     reply.refresh_from_db()
     event = training_services.feedback_record(actor=alice, message=reply, feedback="positive")
+    event.refresh_from_db()
+    cluster = SemanticCluster.objects.create(
+        owner=alice, centroid=list(event.prompt_embedding), size=1, sample_event_ids=[str(event.pk)]
+    )
+    proposal = SkillProposal.objects.create(owner=alice, cluster=cluster, evidence={"size": 1})
     memory = training_services.memory_remember(actor=alice, text="Alice's locker code is 4921")
     adapter = adapters.persona_adapter_ensure(actor=alice)
     version = adapters.version_promote(
@@ -97,6 +102,8 @@ def owned(make_user):
         "key_id": key.pk,
         "session_id": session.pk,
         "patch_id": patch.pk,
+        "cluster_id": cluster.pk,
+        "proposal_id": proposal.pk,
     }
     assert all(ids.values()), ids
     yield alice, ids
@@ -118,6 +125,8 @@ def _snapshot(alice) -> dict:
         "serving": adapter.body.get("current_version"),
         "keys": list(alice.api_keys.values_list("pk", "revoked_at")),
         "sessions": list(alice.auth_sessions.values_list("pk", "revoked_at")),
+        "proposals": list(alice.skill_proposals.values_list("pk", "status", "adapter_id")),
+        "clusters": list(alice.clusters.values_list("pk", "status", "size")),
         "patches": list(ConfigPatch.objects.filter(artifact__owner=alice).values_list("pk", "status", "decided_at")),
     }
 

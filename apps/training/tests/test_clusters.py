@@ -28,9 +28,7 @@ def signal(user, prompt, *, liked=True):
 
 
 def topic_of(cluster, bread=BREAD + BREAD_MORE, engines=ENGINES + ENGINES_MORE):
-    prompts = set(
-        ClusterMembership.objects.filter(cluster=cluster).values_list("event__prompt", flat=True).distinct()
-    )
+    prompts = set(ClusterMembership.objects.filter(cluster=cluster).values_list("event__prompt", flat=True).distinct())
     return {"bread" if p in bread else "engines" if p in engines else "other" for p in prompts}
 
 
