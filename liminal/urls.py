@@ -19,6 +19,7 @@ urlpatterns = [
     path("knowledge/", include("apps.knowledge.urls")),
     path("config/", include("apps.configops.urls")),
     path("", include("apps.training.urls")),
+    path("", include("apps.router.urls")),
     path("", include("apps.conversations.urls")),
     path("", include("apps.accounts.urls")),
 ]

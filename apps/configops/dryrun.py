@@ -12,15 +12,12 @@ Other kinds make no decisions to replay: the report says only whether the result
 The report lists the affected messages by id; only admins ever see it (the API and the pages
 refuse everyone else before a report is shown)."""
 
-import functools
 from collections.abc import Callable
 
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from apps.artifacts.models import Artifact
-from apps.router import selectors as router_selectors
-from apps.router.services import routing_decide
+from apps.router.replay import policy_messages, replay, user_messages_with_context
 from workers.policy import ConditionError, parse_condition
 
 MESSAGES = 50
@@ -29,47 +26,12 @@ MAX_WALK_STEPS = 200
 UNKNOWN = "unknown"
 
 
-def _messages():
-    # Read lazily: conversations sits above configops in the app order (see DESIGN.md).
-    from django.apps import apps
-
-    return apps.get_model("conversations", "Message")
-
-
-def _user_messages():
-    Message = _messages()
-    contexts = Message._meta.get_field("conversation").related_model.contexts.through
-    return (
-        Message.objects.filter(role="user")
-        .exclude(content="")
-        .annotate(has_context=Exists(contexts.objects.filter(conversation_id=OuterRef("conversation_id"))))
-        .select_related("owner")
-    )
-
-
 # ---------------------------------------------------------------- routing
 
 
 def routing_messages(artifact: Artifact):
-    """The latest user messages the routing policy applies to, or None when the router never
-    reads it (a policy that is neither a user's "routing" nor the global default)."""
-    messages = _user_messages()
-    if artifact.owner_id is None:
-        if artifact.name != router_selectors.GLOBAL_POLICY_NAME:
-            return None
-        own_policies = Artifact.objects.filter(
-            kind=Artifact.Kind.POLICY_ROUTING, name=router_selectors.USER_POLICY_NAME, owner__isnull=False
-        ).values("owner_id")
-        messages = messages.exclude(owner_id__in=own_policies)
-    elif artifact.name == router_selectors.USER_POLICY_NAME:
-        messages = messages.filter(owner_id=artifact.owner_id)
-    else:
-        return None
-    return messages.order_by("-created_at")[:MESSAGES]
-
-
-def _gates(decision: dict) -> list[dict]:
-    return [{k: gate[k] for k in ("adapter_id", "name", "weight")} for gate in decision["adapter_gates"]]
+    """The latest user messages the routing policy applies to (None: the router never reads it)."""
+    return policy_messages(artifact, limit=MESSAGES)
 
 
 def replay_routing(artifact: Artifact, old: dict, new: dict, *, embed: Callable[[str], list[float]]) -> dict:
@@ -77,26 +39,7 @@ def replay_routing(artifact: Artifact, old: dict, new: dict, *, embed: Callable[
     messages = routing_messages(artifact)
     if messages is None:
         return {"replay": None, "note": "The router does not read this policy, so no decision changes."}
-    considered, changes = 0, []
-    for message in messages:
-        considered += 1
-        embed_once = functools.cache(embed)  # the same message, decided twice
-
-        def gates(body, message=message, embed_once=embed_once):
-            return _gates(
-                routing_decide(
-                    actor=message.owner,
-                    message=message.content,
-                    has_context=message.has_context,
-                    embed=embed_once,
-                    policy_body=body,
-                )
-            )
-
-        before, after = gates(old), gates(new)
-        if before != after:
-            changes.append(_change(message, before, after))
-    return {"replay": "routing", "messages_considered": considered, "changes": changes}
+    return {"replay": "routing", **replay(messages, old, new, embed=embed)}
 
 
 # ---------------------------------------------------------------- workflows
@@ -147,7 +90,7 @@ def _taken(node: dict, scope: dict) -> str:
 def workflow_messages(artifact: Artifact):
     """The latest user messages answered by a version of this workflow."""
     return (
-        _user_messages()
+        user_messages_with_context()
         .filter(children__role="assistant", children__workflow_version__artifact=artifact)
         .distinct()
         .order_by("-created_at")[:MESSAGES]
@@ -157,7 +100,10 @@ def workflow_messages(artifact: Artifact):
 def replay_workflow(artifact: Artifact, old: dict, new: dict) -> dict:
     considered, changes = 0, []
     messages = list(workflow_messages(artifact))
-    Message = _messages()
+    from django.apps import apps
+
+    # Read lazily: conversations sits above configops in the app order (see DESIGN.md).
+    Message = apps.get_model("conversations", "Message")
     contexts = Message._meta.get_field("conversation").related_model.contexts.through
     context_ids: dict = {}
     for row in contexts.objects.filter(conversation_id__in={m.conversation_id for m in messages}):

@@ -13,8 +13,10 @@ class AdapterRouterState(models.Model):
     centroid = VectorField(dimensions=EMBEDDING_DIM, null=True, blank=True)
     # How many embeddings the centroid is the mean of: the next one moves it by 1/(n+1).
     centroid_count = models.PositiveIntegerField(default=0)
+    # Answers it took part in, and the mean judgement (-1 to 1) of those that were judged.
     usage_count = models.PositiveIntegerField(default=0)
     success_score = models.FloatField(default=0.0)
+    judged_count = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self):

@@ -52,3 +52,38 @@ def on_version_saved(sender, instance, **kwargs) -> None:
         centroid_set(adapter=instance.adapter, embeddings=embeddings)
 
     transaction.on_commit(update)
+
+
+def usage_record(*, adapter_ids) -> None:
+    """Each adapter the router chose for an answer counts one use (one UPDATE for all of them)."""
+    from django.db.models import F
+
+    ids = [str(i) for i in adapter_ids]
+    if not ids:
+        return
+    existing = set(AdapterRouterState.objects.filter(adapter_id__in=ids).values_list("adapter_id", flat=True))
+    for missing in set(ids) - {str(i) for i in existing}:
+        AdapterRouterState.objects.get_or_create(adapter_id=missing)
+    AdapterRouterState.objects.filter(adapter_id__in=ids).update(
+        usage_count=F("usage_count") + 1, updated_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def judgement_record(*, adapter_ids, score: float) -> None:
+    """A judged answer moves the success score (a running mean) of every adapter it used."""
+    for state in AdapterRouterState.objects.select_for_update().filter(adapter_id__in=[str(i) for i in adapter_ids]):
+        state.success_score = (state.success_score * state.judged_count + score) / (state.judged_count + 1)
+        state.judged_count += 1
+        state.updated_at = timezone.now()
+        state.save(update_fields=["success_score", "judged_count", "updated_at"])
+
+
+def on_event_saved(sender, instance, created, **kwargs) -> None:
+    """A thumb, correction or pick on an answer the router gated: its adapters' success moves
+    (routing feedback judges the choice itself, so it counts too)."""
+    if not created or instance.score is None or not instance.adapter_gates or instance.is_evaluation:
+        return
+    adapter_ids = [gate.get("adapter_id") for gate in instance.adapter_gates if gate.get("adapter_id")]
+    score = max(-1.0, min(1.0, float(instance.score)))
+    transaction.on_commit(lambda: judgement_record(adapter_ids=adapter_ids, score=score))
