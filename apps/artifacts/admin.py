@@ -1,6 +1,3 @@
-import difflib
-import json
-
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -13,13 +10,10 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from apps.artifacts import services
+from apps.artifacts.diff import body_diff, pretty
 from apps.artifacts.models import Artifact, ArtifactVersion
 from apps.artifacts.validation import check_storable
 from liminal.errors import DomainError, Invalid
-
-
-def pretty(body) -> str:
-    return json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False)
 
 
 class PrettyJSONField(forms.JSONField):
@@ -245,13 +239,6 @@ class ArtifactAdmin(admin.ModelAdmin):
         versions = {version.version: version for version in artifact.versions.filter(version__in=[a, b])}
         if a not in versions or b not in versions:
             raise Http404("No such version.")
-        lines = difflib.unified_diff(
-            pretty(versions[a].body).splitlines(),
-            pretty(versions[b].body).splitlines(),
-            fromfile=f"version {a}",
-            tofile=f"version {b}",
-            lineterm="",
-        )
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -259,7 +246,9 @@ class ArtifactAdmin(admin.ModelAdmin):
             "artifact": artifact,
             "a": versions[a],
             "b": versions[b],
-            "diff": [(_line_kind(line), line) for line in lines],
+            "diff": body_diff(
+                versions[a].body, versions[b].body, before_label=f"version {a}", after_label=f"version {b}"
+            ),
             "numbers": list(artifact.versions.order_by("-version").values_list("version", flat=True)),
             "can_revert": self.has_change_permission(request, artifact),
         }
@@ -278,14 +267,6 @@ class ArtifactAdmin(admin.ModelAdmin):
             self.log_change(request, artifact, f"Reverted to version {version}.")
             self.message_user(request, f"Reverted to version {version}: this is now version {artifact.version_number}.")
         return HttpResponseRedirect(reverse("admin:artifacts_artifact_change", args=[artifact.pk]))
-
-
-def _line_kind(line: str) -> str:
-    if line.startswith(("+++", "---")):
-        return "file"
-    if line.startswith("@@"):
-        return "hunk"
-    return {"+": "added", "-": "removed"}.get(line[:1], "context")
 
 
 @admin.register(ArtifactVersion)

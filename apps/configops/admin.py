@@ -1,13 +1,8 @@
-import json
-
 from django.contrib import admin
 from django.utils.html import format_html
 
+from apps.artifacts.diff import pretty
 from apps.configops.models import ConfigPatch
-
-
-def _pretty(value) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
 
 
 @admin.register(ConfigPatch)
@@ -46,11 +41,11 @@ class ConfigPatchAdmin(admin.ModelAdmin):
 
     @admin.display(description="Operations")
     def ops_display(self, patch):
-        return format_html("<pre>{}</pre>", _pretty(patch.ops))
+        return format_html("<pre>{}</pre>", pretty(patch.ops))
 
     @admin.display(description="Dry run")
     def dry_run_display(self, patch):
-        return format_html("<pre>{}</pre>", _pretty(patch.dry_run))
+        return format_html("<pre>{}</pre>", pretty(patch.dry_run))
 
     def has_add_permission(self, request):
         return False

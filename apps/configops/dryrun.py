@@ -17,11 +17,10 @@ from collections.abc import Callable
 from django.utils import timezone
 
 from apps.artifacts.models import Artifact
-from apps.router.replay import policy_messages, replay, user_messages_with_context
+from apps.router.replay import change, policy_messages, replay, user_messages_with_context
 from workers.policy import ConditionError, parse_condition
 
 MESSAGES = 50
-PREVIEW_CHARS = 120
 MAX_WALK_STEPS = 200
 UNKNOWN = "unknown"
 
@@ -118,22 +117,11 @@ def replay_workflow(artifact: Artifact, old: dict, new: dict) -> dict:
         }
         before, after = switch_decisions(old, inputs), switch_decisions(new, inputs)
         if before != after:
-            changes.append(_change(message, before, after))
+            changes.append(change(message, before, after))
     return {"replay": "workflow", "messages_considered": considered, "changes": changes}
 
 
 # ---------------------------------------------------------------- the report
-
-
-def _change(message, before, after) -> dict:
-    return {
-        "message_id": str(message.pk),
-        "owner_id": str(message.owner_id),
-        "created_at": message.created_at.isoformat(),
-        "preview": " ".join(message.content.split())[:PREVIEW_CHARS],
-        "before": before,
-        "after": after,
-    }
 
 
 def report(*, artifact: Artifact, base_version: int, old: dict, new: dict | None, error=None, embed=None) -> dict:

@@ -2,9 +2,6 @@
 rollback, and each artifact's audit history. Lookups come first, so another user's artifact or
 patch is a 404 like anywhere else; then anyone but an admin is refused (403)."""
 
-import difflib
-import json
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -13,6 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.artifacts import selectors as artifact_selectors
+from apps.artifacts.diff import body_diff, pretty
 from apps.artifacts.models import Artifact
 from apps.configops import selectors, services
 from apps.configops.models import ConfigPatch
@@ -40,25 +38,6 @@ def _artifact(request, artifact_id) -> Artifact:
     artifact = artifact_selectors.artifact_get(actor=request.user, artifact_id=artifact_id)
     _admin_only(request.user)
     return artifact
-
-
-def _pretty(body) -> str:
-    return json.dumps(body, indent=2, ensure_ascii=False, sort_keys=True)
-
-
-def _line_kind(line: str) -> str:
-    if line.startswith(("+++", "---")):
-        return "file"
-    if line.startswith("@@"):
-        return "hunk"
-    return {"+": "added", "-": "removed"}.get(line[:1], "context")
-
-
-def body_diff(before, after, *, before_label: str, after_label: str) -> list[tuple[str, str]]:
-    lines = difflib.unified_diff(
-        _pretty(before).splitlines(), _pretty(after).splitlines(), before_label, after_label, lineterm=""
-    )
-    return [(_line_kind(line), line) for line in lines]
 
 
 @login_required
@@ -110,7 +89,7 @@ def patch_detail(request, patch_id):
             if before is not None and after is not None
             else [],
             "error": error,
-            "ops": _pretty(patch.ops),
+            "ops": pretty(patch.ops),
             "report": patch.dry_run or None,
             "apply_report": patch.dry_run.get("at_apply"),
             "fresh": fresh,

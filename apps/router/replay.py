@@ -77,14 +77,17 @@ def replay(messages: Iterable, old: dict, new: dict, *, embed: Callable[[str], l
 
         before, after = decided(old), decided(new)
         if before != after:
-            changes.append(
-                {
-                    "message_id": str(message.pk),
-                    "owner_id": str(message.owner_id),
-                    "created_at": message.created_at.isoformat(),
-                    "preview": " ".join(message.content.split())[:PREVIEW_CHARS],
-                    "before": before,
-                    "after": after,
-                }
-            )
+            changes.append(change(message, before, after))
     return {"messages_considered": considered, "changes": changes}
+
+
+def change(message, before, after) -> dict:
+    """One message decided differently: which, whose, a preview, and both decisions."""
+    return {
+        "message_id": str(message.pk),
+        "owner_id": str(message.owner_id),
+        "created_at": message.created_at.isoformat(),
+        "preview": " ".join(message.content.split())[:PREVIEW_CHARS],
+        "before": before,
+        "after": after,
+    }
