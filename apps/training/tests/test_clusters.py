@@ -142,3 +142,30 @@ def test_the_pass_splits_a_loose_cluster_and_the_larger_half_keeps_the_id(make_u
     newcomer = SemanticCluster.objects.get(pk=report["split"][0]["new"])
     assert topic_of(mixed) == {"bread"} and topic_of(newcomer) == {"engines"}
     assert mixed.size == 12 and newcomer.size == 7
+
+
+def test_the_training_policy_can_approve_skills_by_itself(make_user, monkeypatch, django_capture_on_commit_callbacks):
+    from celery import current_app
+
+    from apps.artifacts import services as artifact_services
+    from apps.artifacts.selectors import global_artifact
+
+    sent = []
+    monkeypatch.setattr(current_app, "send_task", lambda name, args, queue: sent.append((name, args[0], queue)))
+    policy = global_artifact(kind="policy.training", name="training.default")
+    clustering = policy.body["clustering"]
+    artifact_services.artifact_update(
+        actor=None,
+        artifact=policy,
+        body={**policy.body, "clustering": {**clustering, "skill": {**clustering["skill"], "auto_approve": True}}},
+        change_note="Skills train without an admin.",
+    )
+    user = make_user()
+    with django_capture_on_commit_callbacks(execute=True):
+        for prompt in BREAD:
+            signal(user, prompt)
+        skills.clusters_maintain()
+    (proposal,) = SkillProposal.objects.filter(owner=user)
+    assert proposal.status == SkillProposal.Status.APPROVED and proposal.decided_by is None
+    assert "auto_approve" in proposal.reason and proposal.adapter.owner == user
+    assert ("apps.training.tasks.train_adapter", str(proposal.job_id), "train") in sent
