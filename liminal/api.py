@@ -6,13 +6,16 @@
 
 import logging
 
+import kombu.exceptions
+import redis.exceptions
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
 
-from liminal.errors import Conflict, DomainError, RateLimited  # noqa: F401  (re-exported)
+from liminal.errors import Conflict, DomainError, RateLimited, Unavailable  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -77,17 +80,32 @@ def _message_and_details(exc: exceptions.APIException):
 
 def _add_error_headers(exc, response) -> None:
     """401 with a challenge for missing or bad credentials (DRF would say 403 without an
-    authenticator challenge), and Retry-After for rate limits."""
+    authenticator challenge), and Retry-After for rate limits and outages."""
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         response.status_code = status.HTTP_401_UNAUTHORIZED
         response["WWW-Authenticate"] = 'Bearer realm="liminal"'
-    if isinstance(exc, exceptions.Throttled | RateLimited):
+    if isinstance(exc, exceptions.Throttled | RateLimited | Unavailable):
         retry_after = getattr(exc, "retry_after", None) or getattr(exc, "wait", None) or 1
         response["Retry-After"] = str(int(retry_after))
 
 
+# A dependency that is down or unreachable, not a bug: PostgreSQL (Django wraps the driver's
+# errors in these), Redis (cache, state, channel layer) and the Celery broker.
+OUTAGES = (
+    OperationalError,
+    InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
+
+
 def _as_drf(exc):
-    """Django's and Python's exceptions that input can cause, as DRF's, for both mappings below."""
+    """Django's and Python's exceptions that input or an outage can cause, as DRF's or the
+    domain's, for both mappings below."""
+    if isinstance(exc, OUTAGES):
+        logger.warning("A dependency is unavailable: %s: %s", exc.__class__.__name__, exc)
+        return Unavailable("The service is briefly unavailable; try again shortly.")
     if isinstance(exc, PermissionDenied):
         return exceptions.PermissionDenied()
     if isinstance(exc, DjangoValidationError):
@@ -144,6 +162,7 @@ def error_parts(exc) -> tuple[int, str, str, object]:
 
 def exception_response(exc, request) -> JsonResponse:
     """The envelope for an exception raised outside a DRF view (async views, consumers)."""
+    exc = _as_drf(exc)
     status_code, code, message, details = error_parts(exc)
     response = error_response(status_code, code, message, details, request=request)
     _add_error_headers(exc, response)

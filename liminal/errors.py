@@ -59,7 +59,11 @@ class RateLimited(DomainError):
 
 
 class Unavailable(DomainError):
-    def __init__(self, message: str, details=None):
+    """Something the request needs (PostgreSQL, Redis, a worker) cannot serve it now; the
+    response says when to try again (Retry-After)."""
+
+    def __init__(self, message: str, details=None, *, retry_after: int = 5):
+        self.retry_after = retry_after
         super().__init__(503, "unavailable", message, details)
 
 

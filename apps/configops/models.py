@@ -66,3 +66,27 @@ class ConfigPatch(models.Model):
 
     def __str__(self):
         return f"patch {str(self.id)[:8]} of {self.artifact} v{self.base_version} ({self.status})"
+
+
+class ArchitectRequest(models.Model):
+    """An admin's request for the architect's proposal on one artifact, with the goal they wrote.
+
+    The goal is free text: it waits here for the worker, and only this row's id travels as the
+    task argument (task messages are visible in Flower and the broker, and outlive the request).
+    Kept afterwards beside the proposal it led to, as the reason it was asked for."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    artifact = models.ForeignKey("artifacts.Artifact", on_delete=models.CASCADE, related_name="architect_requests")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    goal = models.TextField(blank=True)
+    # The proposal (pending, or failed with the reason) the architect answered with; None until then.
+    patch = models.ForeignKey(ConfigPatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"architect request {str(self.id)[:8]} for {self.artifact}"

@@ -14,7 +14,7 @@ from apps.artifacts import services as artifact_services
 from apps.artifacts.models import Artifact, ArtifactVersion
 from apps.artifacts.validation import validate_body
 from apps.configops import dryrun
-from apps.configops.models import ConfigPatch
+from apps.configops.models import ArchitectRequest, ConfigPatch
 from apps.configops.patches import JUSTIFICATION_MAX, PatchDoesNotApply, apply_ops, normalise_ops
 from apps.configops.selectors import ensure_admin
 from liminal.errors import Conflict, DomainError, Forbidden, Invalid
@@ -239,12 +239,23 @@ def artifact_restore(*, actor, artifact: Artifact, version: int) -> Artifact:
 
 def architect_request(*, actor, artifact_id, goal: str = "") -> dict:
     """Queue the architect for one artifact the admin can change; it proposes a patch (pending,
-    never applied) or records why it could not."""
+    never applied) or records why it could not. The goal is kept on an ArchitectRequest row and
+    only the row's id (also the task's id) is queued, once it is committed."""
     ensure_admin(actor)
     artifact = artifact_selectors.artifact_get(actor=actor, artifact_id=artifact_id)
     if actor is not None and artifact.owner_id is not None and artifact.owner_id != actor.pk:
         raise Forbidden("Only the owner can change this artifact.")
+    goal = (goal or "").strip().replace("\x00", "")
+    if len(goal) > JUSTIFICATION_MAX:
+        raise Invalid(f"At most {JUSTIFICATION_MAX} characters.", field="goal")
+    request = ArchitectRequest.objects.create(artifact=artifact, requested_by=actor, goal=goal)
     from apps.configops import tasks
 
-    result = tasks.architect_propose.delay(str(artifact.pk), goal or "")
-    return {"queued": True, "task_id": result.id, "artifact_id": str(artifact.pk)}
+    request_id = str(request.pk)
+    transaction.on_commit(lambda: tasks.architect_propose.apply_async((request_id,), task_id=request_id))
+    return {"queued": True, "task_id": request_id, "artifact_id": str(artifact.pk)}
+
+
+def architect_request_finish(*, request: ArchitectRequest, patch: ConfigPatch) -> None:
+    """Link the request to the proposal the architect answered it with."""
+    ArchitectRequest.objects.filter(pk=request.pk).update(patch=patch)

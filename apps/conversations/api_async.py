@@ -20,6 +20,7 @@ from apps.accounts.tokens import InvalidToken
 from apps.conversations import orchestrator
 from apps.conversations.serializers import ChatInput
 from liminal.api import error_response, exception_response
+from liminal.errors import Unavailable
 
 
 async def _authenticate(request):
@@ -74,8 +75,8 @@ async def chat(request):
 
     turn_id = orchestrator.new_turn_id()
     stream = orchestrator.TurnStream(turn_id)
-    await stream.__aenter__()
     try:
+        await stream.__aenter__()
         turn = await sync_to_async(orchestrator.start_chat)(
             actor=user,
             content=data["message"]["content"],
@@ -99,10 +100,13 @@ async def chat(request):
     try:
         async for event in stream.events():
             if event["event"] == "error":
-                return error_response(503, event["code"], event["message"], request=request)
+                return exception_response(Unavailable(event["message"]), request)
     finally:
         await stream.__aexit__(None, None, None)
-    payload = await sync_to_async(orchestrator.result)(actor=user, message_id=turn.message_id)
+    try:
+        payload = await sync_to_async(orchestrator.result)(actor=user, message_id=turn.message_id)
+    except Exception as exc:
+        return exception_response(exc, request)
     return JsonResponse({"status": "ok", "data": payload, "request_id": turn.request_id})
 
 
@@ -232,8 +236,8 @@ async def chat_completions(request):
     turn_id = orchestrator.new_turn_id()
     completion_id = f"chatcmpl-{turn_id.hex}"
     stream = orchestrator.TurnStream(turn_id)
-    await stream.__aenter__()
     try:
+        await stream.__aenter__()
         await sync_to_async(orchestrator.start_completion)(
             actor=user,
             messages=messages,
@@ -259,10 +263,13 @@ async def chat_completions(request):
     try:
         async for event in stream.events():
             if event["event"] == "error":
-                return error_response(503, event["code"], event["message"], request=request)
+                return exception_response(Unavailable(event["message"]), request)
     finally:
         await stream.__aexit__(None, None, None)
-    answer = await sync_to_async(orchestrator.result)(actor=user, message_id=str(turn_id))
+    try:
+        answer = await sync_to_async(orchestrator.result)(actor=user, message_id=str(turn_id))
+    except Exception as exc:
+        return exception_response(exc, request)
     if answer["status"] == "failed":
         return error_response(500, "server_error", answer["error"] or "Generation failed.", request=request)
     return JsonResponse(

@@ -16,6 +16,7 @@ from apps.conversations.streaming import publish
 from apps.conversations.tools import RunContext
 from apps.conversations.workflow import WorkflowFailed, WorkflowRunner, beside
 from apps.router.services import routing_decide
+from apps.router.state import usage_record
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +41,43 @@ ENGINE_FIELDS = (
 
 
 class _Heartbeat(threading.Thread):
-    """Proves this worker is alive while the answer waits for a slot, prefills or decodes."""
+    """Proves this worker is alive while the answer waits for a slot, prefills or decodes.
+
+    A Redis outage does not end it: it logs once, retries with a growing delay, and beats on
+    when Redis is back. The delay stays short (at most a second, or one beat): a restarted
+    Redis may have lost the key, and the reaper must find it written again."""
+
+    FIRST_RETRY_S = 0.25
+    LAST_RETRY_S = 1.0
 
     def __init__(self, message_id):
         super().__init__(daemon=True)
         self.message_id = message_id
         self.stopped = threading.Event()
+        self.interval = settings.GENERATION_HEARTBEAT_SECONDS / 3
+
+    def retry_delay(self, failures: int) -> float:
+        """The wait after `failures` failed beats in a row: doubling, up to a second or one beat."""
+        return min(self.FIRST_RETRY_S * 2 ** min(failures - 1, 16), self.LAST_RETRY_S, self.interval)
 
     def run(self):
-        while not self.stopped.wait(settings.GENERATION_HEARTBEAT_SECONDS / 3):
-            state.heartbeat(self.message_id)
+        failures = 0
+        while not self.stopped.wait(self.retry_delay(failures) if failures else self.interval):
+            try:
+                state.heartbeat(self.message_id)
+            except Exception as exc:
+                if not failures:
+                    logger.warning(
+                        "Heartbeat of answer %s failed (%s: %s); retrying until Redis answers",
+                        self.message_id,
+                        exc.__class__.__name__,
+                        exc,
+                    )
+                failures += 1
+                continue
+            if failures:
+                logger.info("Heartbeat of answer %s resumed after %d failed tries", self.message_id, failures)
+            failures = 0
 
 
 def build_receipt(
@@ -111,6 +139,18 @@ def _route(message: Message, run: RunContext, *, has_context: bool) -> dict:
         {"node": "routing", "routing_trace": routing["trace"], "adapter_gates": routing["adapter_gates"]},
     )
     return routing
+
+
+def _count_uses(routing: dict | None) -> None:
+    """Each adapter the router gated into an answer counts a use (the Routing page shows them);
+    after the answer is stored, so it never delays a token."""
+    adapter_ids = [gate["adapter_id"] for gate in (routing or {}).get("adapter_gates") or []]
+    if not adapter_ids:
+        return
+    try:
+        usage_record(adapter_ids=adapter_ids)
+    except DatabaseError:
+        logger.exception("Counting adapter uses failed")
 
 
 def _routing_outcome(pending) -> dict | None:
@@ -195,6 +235,7 @@ def run_reply(message_id) -> str:
             receipt=receipt,
             error=error,
         )
+        _count_uses(routing if answer else None)
         return finish_reason
     except Exception as exc:
         logger.exception("Generation of %s failed", message.pk)

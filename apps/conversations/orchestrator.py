@@ -13,6 +13,7 @@ request id gives no access to anyone's stream; requests ids are labels unique pe
 """
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,8 +27,10 @@ from apps.conversations import selectors, services, state, tasks
 from apps.conversations.models import Conversation, Message
 from apps.conversations.serializers import chat_result
 from apps.conversations.streaming import generation_group
-from liminal.api import error_parts
+from liminal.api import OUTAGES, error_parts
 from liminal.errors import Invalid, NotFound, Unavailable
+
+logger = logging.getLogger(__name__)
 
 
 def new_turn_id() -> uuid.UUID:
@@ -169,7 +172,12 @@ async def subscribe(channel_layer, channel_name: str, turn_id) -> None:
 
 
 async def unsubscribe(channel_layer, channel_name: str, turn_id) -> None:
-    await channel_layer.group_discard(generation_group(str(turn_id)), channel_name)
+    """Leave an answer's stream. During a Redis outage the membership cannot be removed; it
+    expires on its own, and the error that ends the caller's request is the one to report."""
+    try:
+        await channel_layer.group_discard(generation_group(str(turn_id)), channel_name)
+    except OUTAGES as exc:
+        logger.warning("Could not leave the stream of %s: %s", turn_id, exc)
 
 
 class TurnStream:
@@ -190,9 +198,14 @@ class TurnStream:
         return self
 
     async def __aexit__(self, *exc):
+        if self.channel is None:  # never subscribed
+            return
         await unsubscribe(self.layer, self.channel, self.turn_id)
         if self.started and not self.finished:
-            await sync_to_async(_cancel_quietly)(self.turn_id)
+            try:
+                await sync_to_async(_cancel_quietly)(self.turn_id)
+            except OUTAGES as error:  # the reaper ends an answer nobody waits for
+                logger.warning("Could not stop the answer %s: %s", self.turn_id, error)
 
     def mark_started(self) -> None:
         self.started = True
@@ -209,6 +222,10 @@ class TurnStream:
                 event = await asyncio.wait_for(self.layer.receive(self.channel), remaining)
             except TimeoutError:
                 yield {"event": "error", "code": "unavailable", "message": "The answer took too long; it was stopped."}
+                return
+            except OUTAGES as exc:
+                logger.warning("Lost the stream of %s: %s", self.turn_id, exc)
+                yield {"event": "error", "code": "unavailable", "message": "The answer's stream was interrupted."}
                 return
             if event.get("stream_key") != self.turn_id:
                 continue

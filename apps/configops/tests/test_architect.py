@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from apps.configops import architect, tasks
-from apps.configops.models import ConfigPatch
+from apps.configops import architect, services, tasks
+from apps.configops.models import ArchitectRequest, ConfigPatch
 from apps.configops.tests.conftest import SKILL_RULE
 from apps.knowledge.models import KnowledgeGap
 from apps.training.models import PreferenceEvent
+from liminal.errors import Invalid
 
 pytestmark = pytest.mark.django_db
 
@@ -109,17 +110,49 @@ def test_the_tasks_propose_for_the_nightly_targets(monkeypatch, routing_default,
     assert tasks.architect_propose("00000000-0000-0000-0000-000000000000")["status"] == "skipped"
 
 
-def test_auto_patch_queues_the_architect_for_admins(monkeypatch, api, admin, routing_default):
+def test_auto_patch_queues_the_architect_for_admins(
+    monkeypatch, api, admin, routing_default, django_capture_on_commit_callbacks
+):
     queued = []
-    monkeypatch.setattr(
-        tasks.architect_propose, "delay", lambda *args: queued.append(args) or type("R", (), {"id": "t1"})
-    )
-    response = api(admin).post(
-        "/v1/config/auto_patch", {"artifact_id": str(routing_default.pk), "goal": "Fewer skills."}, format="json"
-    )
+    monkeypatch.setattr(tasks.architect_propose, "apply_async", lambda args, **options: queued.append((args, options)))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api(admin).post(
+            "/v1/config/auto_patch", {"artifact_id": str(routing_default.pk), "goal": "Fewer skills."}, format="json"
+        )
     assert response.status_code == 202, response.content
-    assert response.json()["data"] == {"queued": True, "task_id": "t1", "artifact_id": str(routing_default.pk)}
-    assert queued == [(str(routing_default.pk), "Fewer skills.")]
+    request = ArchitectRequest.objects.get()
+    assert (request.artifact, request.requested_by, request.goal) == (routing_default, admin, "Fewer skills.")
+    assert response.json()["data"] == {
+        "queued": True,
+        "task_id": str(request.pk),
+        "artifact_id": str(routing_default.pk),
+    }
+    assert queued == [((str(request.pk),), {"task_id": str(request.pk)})]  # the id only, not the goal
+
+
+def test_the_task_proposes_with_the_requests_goal_once(monkeypatch, admin, routing_default):
+    prompts = []
+
+    def generate(prompt):
+        prompts.append(prompt)
+        return GOOD
+
+    monkeypatch.setattr(architect, "engine_generate", generate)
+    monkeypatch.setattr(tasks.architect_propose, "apply_async", lambda *args, **kwargs: None)
+    queued = services.architect_request(actor=admin, artifact_id=routing_default.pk, goal="Fewer wrong skills.")
+    outcome = tasks.architect_propose(queued["task_id"])
+    assert outcome["status"] == "pending" and "Fewer wrong skills." in prompts[0]
+    assert str(ArchitectRequest.objects.get().patch_id) == outcome["patch_id"]
+    again = tasks.architect_propose(queued["task_id"])  # a duplicate delivery proposes nothing more
+    assert again["status"] == "skipped" and len(prompts) == 1 and ConfigPatch.objects.count() == 1
+
+
+def test_a_goal_too_long_or_with_nul_bytes(admin, routing_default, monkeypatch):
+    monkeypatch.setattr(tasks.architect_propose, "apply_async", lambda *args, **kwargs: None)
+    with pytest.raises(Invalid):
+        services.architect_request(actor=admin, artifact_id=routing_default.pk, goal="x" * 5000)
+    services.architect_request(actor=admin, artifact_id=routing_default.pk, goal=" Fewer\x00 skills. ")
+    assert ArchitectRequest.objects.get().goal == "Fewer skills."
 
 
 def test_the_nightly_run_is_on_the_beat_schedule():

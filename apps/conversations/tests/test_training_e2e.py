@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 
 from apps.accounts.services import auth_session_start
+from apps.router.models import AdapterRouterState
 from apps.training import triggers
 from apps.training.models import AdapterVersion, PreferenceEvent, TrainingJob
 
@@ -210,6 +211,8 @@ def test_corrections_train_a_gated_adapter_that_swaps_in_and_rolls_back(
     assert gated["content"] == taught["content"], (gated["content"], taught["content"])
     assert gated["receipt"]["adapters"] == taught["receipt"]["adapters"]
     assert [gate["version"] for gate in gated["adapter_gates"]] == [version.version]
+    # Every gated answer counted a use of the adapter (the Routing page shows them).
+    assert AdapterRouterState.objects.get(adapter_id=version.adapter_id).usage_count >= 2
 
     rolled_back = _api(live_server_url, token, "POST", f"/v1/adapters/{version.adapter_id}/rollback", {})
     assert rolled_back["current_version"] is None
