@@ -4,7 +4,7 @@ import uuid
 
 from django.http import HttpResponseBadRequest
 
-from liminal.api import ERROR_CODES, error_response
+from liminal.api import ERROR_CODES, error_response, exception_response
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,9 @@ class ApiErrorEnvelopeMiddleware:
     def process_exception(self, request, exception):
         if not request.path.startswith("/v1/"):
             return None
-        logger.exception("Unhandled error on %s", request.path, exc_info=exception)
-        return error_response(500, "server_error", "Internal server error.", request=request)
+        # The one mapping: an outage escaping a view is a 503, a domain error its own status,
+        # anything else a logged 500.
+        return exception_response(exception, request)
 
 
 class RejectNulMiddleware:
