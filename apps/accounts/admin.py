@@ -1,8 +1,10 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 
-from apps.accounts.models import AuthSession, Tenant, User
+from apps.accounts import services
+from apps.accounts.models import ApiKey, AuthSession, Tenant, User
+from apps.accounts.tokens import API_KEY_PREFIX
 
 
 class UserCreationForm(AdminUserCreationForm):
@@ -49,3 +51,61 @@ class AuthSessionAdmin(admin.ModelAdmin):
     search_fields = ("user__email",)
     exclude = ("refresh_token_hash", "browser_session_key")
     readonly_fields = ("user", "created_at", "last_refreshed_at", "expires_at", "user_agent", "ip_address")
+
+
+def _is_set_filter(field: str, title: str, parameter: str, unset_label: str, set_label: str):
+    """A list filter on whether `field` is set, with labels that say what that means."""
+
+    class IsSetFilter(admin.SimpleListFilter):
+        parameter_name = parameter
+
+        def lookups(self, request, model_admin):
+            return [("no", unset_label), ("yes", set_label)]
+
+        def queryset(self, request, queryset):
+            if self.value() in ("yes", "no"):
+                return queryset.filter(**{f"{field}__isnull": self.value() == "no"})
+            return queryset
+
+    IsSetFilter.title = title
+    return IsSetFilter
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Who holds which key and when it was last used. Only the prefix is shown: the secret was
+    shown once, to its owner, and its hash never leaves the database. Keys are made by their owners
+    (Settings → API keys); an admin can revoke them."""
+
+    list_display = ("name", "key_prefix", "user", "created_at", "last_used_at", "active")
+    list_filter = (
+        _is_set_filter("revoked_at", "state", "revoked", "Active", "Revoked"),
+        _is_set_filter("last_used_at", "use", "used", "Never used", "Used"),
+        "created_at",
+    )
+    search_fields = ("name", "prefix", "user__email", "user__handle")
+    list_select_related = ("user",)
+    fields = ("name", "key_prefix", "user", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("key_prefix",)
+    actions = ["revoke"]
+
+    def has_add_permission(self, request):
+        return False  # a key's secret is shown once, to the user who makes it
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Key", ordering="prefix")
+    def key_prefix(self, api_key):
+        return f"{API_KEY_PREFIX}{api_key.prefix}_…"
+
+    @admin.display(description="Active", boolean=True, ordering="revoked_at")
+    def active(self, api_key):
+        return api_key.revoked_at is None
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request, queryset):
+        keys = list(queryset.filter(revoked_at__isnull=True).select_related("user"))
+        for api_key in keys:
+            services.api_key_revoke(actor=api_key.user, api_key=api_key)
+        self.message_user(request, f"Revoked {len(keys)} key(s).", messages.SUCCESS)
