@@ -6,6 +6,7 @@ urlpatterns = [
     path("", views.chat_home, name="chat-home"),
     path("c/search/", views.conversation_search, name="conversation-search"),
     path("c/contexts/", views.conversation_contexts, name="conversation-contexts"),
+    path("c/attach/", views.conversation_attach, name="conversation-attach"),
     path("c/<uuid:conversation_id>/", views.conversation_page, name="conversation"),
     path("c/<uuid:conversation_id>/rename/", views.conversation_rename, name="conversation-rename"),
     path("c/<uuid:conversation_id>/delete/", views.conversation_delete, name="conversation-delete"),

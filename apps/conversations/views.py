@@ -3,6 +3,7 @@ pages and the small HTMX interactions (rename, delete, search, branch navigation
 
 import re
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpResponse
@@ -19,6 +20,7 @@ from apps.conversations.rendering import render_markdown
 from apps.training import selectors as training_selectors
 from apps.training import services as training_services
 from apps.training.models import PreferenceEvent
+from liminal.errors import DomainError
 
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 
@@ -81,7 +83,15 @@ def _entry_context(entry, signals, shown_before=None) -> dict:
         "corrected": signals["corrected"],
         "kept": signals["kept"],
         "keep_against": keep_against,
+        "answered_ms": _answered_ms(message),
     }
+
+
+def _answered_ms(message: Message) -> int | None:
+    """From the user's send (the answer is created then) to the answer's end: the wait a user saw."""
+    if message.role != Message.Role.ASSISTANT or message.finished_at is None:
+        return None
+    return round((message.finished_at - message.created_at).total_seconds() * 1000)
 
 
 def message_context(message: Message, user, **extra) -> dict:
@@ -249,3 +259,76 @@ def conversation_contexts(request):
     response = HttpResponse("")
     response["HX-Redirect"] = reverse("conversation", args=[conversation.pk])
     return response
+
+
+def _chat_files_context(user, conversation):
+    """The context that holds the files attached in this chat: made and bound on first use,
+    found by its name afterwards (and bound again if the user unbound it)."""
+    from apps.knowledge import selectors as knowledge_selectors
+    from apps.knowledge import services as knowledge_services
+
+    name = f"Chat files {conversation.pk.hex[:8]}"
+    context = knowledge_selectors.context_list(actor=user).filter(name__iexact=name).first()
+    if context is None:
+        title = conversation.title or "a new conversation"
+        context = knowledge_services.context_create(
+            actor=user, name=name, description=f"Files attached in the chat “{title}”."
+        )
+    services.conversation_context_add(actor=user, conversation=conversation, context_id=context.pk)
+    return context
+
+
+def _attach(user, conversation, upload):
+    """Store the upload in the chat's context; a file the user already has is linked instead."""
+    from apps.knowledge import selectors as knowledge_selectors
+    from apps.knowledge import services as knowledge_services
+
+    if upload.size > settings.MAX_UPLOAD_BYTES:
+        raise knowledge_services.UploadTooLarge(upload.size)
+    context = _chat_files_context(user, conversation)
+    try:
+        return knowledge_services.file_upload(
+            actor=user,
+            name=upload.name,
+            content=upload.read(),
+            content_type=upload.content_type or "",
+            context_ids=[context.pk],
+        )
+    except DomainError as exc:
+        if exc.error_code != "duplicate_file":
+            raise
+        file = knowledge_selectors.file_get(actor=user, file_id=exc.details["file_id"])
+        knowledge_services.context_file_add(context=context, file=file)
+        return file
+
+
+@login_required
+@require_POST
+def conversation_attach(request):
+    """The composer's attach button: the file goes into a context bound to this chat (a chat
+    that does not exist yet is created for it, without leaving the page), then is read and
+    indexed in the background. Answers cite it once it is ready."""
+    upload = request.FILES.get("file")
+    if upload is None:
+        return render(request, "conversations/_notice.html", {"text": "Choose a file to attach."}, status=400)
+    conversation_id = request.POST.get("conversation_id")
+    is_new = not conversation_id
+    try:
+        with transaction.atomic():
+            if is_new:
+                conversation = services.conversation_create(actor=request.user)
+            else:
+                conversation = selectors.conversation_get(actor=request.user, conversation_id=conversation_id)
+            file = _attach(request.user, conversation, upload)
+    except DomainError as exc:
+        return render(request, "conversations/_notice.html", {"text": exc.message}, status=exc.status_code)
+    return render(
+        request,
+        "conversations/_attached.html",
+        {
+            **_picker_context(request.user, conversation),
+            "conversation": conversation,
+            "file": file,
+            "sidebar_item": sidebar_item_html(conversation, prepend_oob=True, active=True) if is_new else "",
+        },
+    )
