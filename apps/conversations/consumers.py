@@ -265,7 +265,11 @@ class ApiChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
             )
 
     async def start(self, frame):
-        user = self.user or await self._authenticate(frame.get("access_token"))
+        try:
+            user = self.user or await self._authenticate(frame.get("access_token"))
+        except Exception as exc:  # the database is down: an `unavailable` frame, not a crash
+            await self.send_error(exc)
+            return
         if user is None:
             await self.send_error(
                 code="unauthorized", message="A valid access_token is required in the first frame.", close=True

@@ -160,3 +160,21 @@ async def test_a_stream_that_loses_redis_ends_with_an_unavailable_event(monkeypa
     monkeypatch.setattr(stream.layer, "receive", unreachable)
     events = [event async for event in stream.events(timeout=5)]
     assert [event["event"] for event in events] == ["error"] and events[0]["code"] == "unavailable"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_the_chat_socket_answers_unavailable_when_the_database_is_down_at_login(make_user, login_tokens):
+    from liminal.asgi import application
+
+    tokens = await sync_to_async(login_tokens)(await sync_to_async(make_user)())
+    ws = WebsocketCommunicator(
+        application, "/v1/chat/stream", headers=[(b"origin", b"http://localhost"), (b"host", b"localhost")]
+    )
+    connected, _ = await ws.connect()
+    assert connected
+    with database_down():  # the first frame's token is checked against the sessions table
+        await ws.send_json_to({"access_token": tokens["access_token"], "message": "Hello?"})
+        frame = await ws.receive_json_from(timeout=10)
+    assert frame["event"] == "error" and frame["data"]["code"] == "unavailable", frame
+    await ws.disconnect()
