@@ -423,7 +423,7 @@ CONFIGOPS_ARCHITECT_MAX_TOKENS = env_int("CONFIGOPS_ARCHITECT_MAX_TOKENS", 384)
 # The schema comes first: a prompt too long for the model loses its beginning, not the task.
 CONFIGOPS_ARCHITECT_PROMPT = (
     "JSON Schema of a {kind} artifact:\n{schema}\n\n"
-    "The artifact \"{name}\" now:\n{body}\n\n"
+    'The artifact "{name}" now:\n{body}\n\n'
     "Metrics of the last days (satisfaction is the share of thumbs up):\n{metrics}\n\n"
     "Goal: {goal}\n\n"
     "Propose one small change to the artifact as an RFC 6902 JSON Patch. Answer with JSON only, exactly "
