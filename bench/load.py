@@ -42,7 +42,7 @@ def ws_stream(port: int, token: str, text: str) -> dict:
             frame = json.loads(raw)
             if frame["event"] == "token":
                 first = first if first is not None else time.perf_counter() - started
-                streamed += frame["data"]["text"]
+                streamed += frame["data"]  # the API socket sends a token as a plain string
             elif frame["event"] == "message_done":
                 return {"first": first, "text": streamed, "done": frame["data"], "transport": "WebSocket"}
             elif frame["event"] == "error":
