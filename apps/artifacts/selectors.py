@@ -1,6 +1,12 @@
 """Reads of artifacts, scoped to the acting user: another user's private artifact is
 indistinguishable from none."""
 
+import threading
+import time
+import uuid
+from collections import OrderedDict
+
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 
@@ -61,6 +67,57 @@ def artifacts_by_names(*, actor, kind: str, names) -> dict[str, Artifact]:
         if artifact.name not in found or order < found[artifact.name][0]:
             found[artifact.name] = (order, artifact)
     return {name: artifact for name, (_, artifact) in found.items()}
+
+
+# Every chat turn looks up its workflow's tools, which change rarely. Each process keeps what it
+# looked up under the kind's generation token, which every artifact write of that kind replaces
+# (in the shared cache, so every process sees it); a missing token (a flushed cache) is a new
+# one. The TTL bounds the damage of a write whose token change was lost.
+_LOOKUPS: OrderedDict = OrderedDict()
+_LOOKUPS_LOCK = threading.Lock()
+_LOOKUPS_MAX = 1024
+LOOKUP_TTL_S = 60.0
+
+
+def _generation_key(kind: str) -> str:
+    return f"artifacts:generation:{kind}"
+
+
+def generation(kind: str) -> str | None:
+    """The kind's current generation token (None when the cache cannot be read)."""
+    try:
+        token = cache.get(_generation_key(kind))
+        if token is None:
+            cache.add(_generation_key(kind), uuid.uuid4().hex, timeout=None)
+            token = cache.get(_generation_key(kind))
+        return token
+    except Exception:  # the cache is down: look up in the database, as without a cache
+        return None
+
+
+def generation_bump(kind: str) -> None:
+    """Called once an artifact write commits: every process's lookups of this kind are stale."""
+    cache.set(_generation_key(kind), uuid.uuid4().hex, timeout=None)
+
+
+def artifacts_by_names_cached(*, actor, kind: str, names) -> dict[str, Artifact]:
+    """`artifacts_by_names`, remembered by this process until an artifact of the kind changes."""
+    token = generation(kind)
+    if token is None:
+        return artifacts_by_names(actor=actor, kind=kind, names=names)
+    key = (getattr(actor, "pk", None), kind, frozenset(names))
+    now = time.monotonic()
+    with _LOOKUPS_LOCK:
+        hit = _LOOKUPS.get(key)
+    if hit is not None and hit[0] == token and now - hit[1] < LOOKUP_TTL_S:
+        return hit[2]
+    found = artifacts_by_names(actor=actor, kind=kind, names=names)
+    with _LOOKUPS_LOCK:
+        _LOOKUPS[key] = (token, now, found)
+        _LOOKUPS.move_to_end(key)
+        while len(_LOOKUPS) > _LOOKUPS_MAX:
+            _LOOKUPS.popitem(last=False)
+    return found
 
 
 def global_artifact(*, kind: str, name: str) -> Artifact | None:

@@ -95,7 +95,23 @@ def _new_version(
     artifact.updated_at = timezone.now()
     artifact.save(update_fields=["current_version", "updated_at", "description"])
     transaction.on_commit(lambda: _mirror(version))
+    _after_write(artifact.kind)
     return version
+
+
+def _after_write(kind: str) -> None:
+    """Every process's cached lookups of this kind are stale: now (so this transaction's own
+    later reads see the write) and again once committed (a process that looked up between the
+    two cached what was committed before)."""
+
+    def bump():
+        try:
+            selectors.generation_bump(kind)
+        except Exception:  # lookups then refresh within selectors.LOOKUP_TTL_S
+            logger.exception("Marking cached %s lookups stale failed", kind)
+
+    bump()
+    transaction.on_commit(bump)
 
 
 @transaction.atomic
@@ -240,3 +256,4 @@ def artifact_revert(*, actor, artifact: Artifact, version: int, change_note: str
 def artifact_delete(*, actor, artifact: Artifact) -> None:
     _ensure_writable(actor, artifact)
     Artifact.objects.filter(pk=artifact.pk).delete()
+    _after_write(artifact.kind)

@@ -194,11 +194,14 @@ class WorkflowRunner:
     # ---------------------------------------------------------------- tool calls
 
     def _spec(self, name: str) -> dict:
-        # Every tool the workflow names, looked up once per run in one query.
+        # Every tool the workflow names, looked up once per run (and kept by the process until
+        # a tool changes: a query less on every chat turn's way to its first token).
         with self.lock:
             if self.specs is None:
                 names = {node["tool"] for node in self.nodes.values() if node["type"] == "tool_call"}
-                self.specs = artifact_selectors.artifacts_by_names(actor=self.run.actor, kind="tool.spec", names=names)
+                self.specs = artifact_selectors.artifacts_by_names_cached(
+                    actor=self.run.actor, kind="tool.spec", names=names
+                )
         artifact = self.specs.get(name)
         if artifact is None:
             raise StepFailed(f"No tool named {name!r} is available.", retryable=False)
