@@ -138,8 +138,7 @@ def test_phone_pages_fit_and_have_thumb_sized_targets(page, live_server_url, liv
     }
     problems = {}
     for name, path in pages.items():
-        page.goto(base + path)
-        page.wait_for_load_state("networkidle")
+        page.goto(base + path, wait_until="load")  # not networkidle: the chat page polls /readyz
         assert page.evaluate("document.documentElement.clientWidth") == PHONE["width"]
         overflow = _sideways_overflow(page)
         if overflow > 0:
@@ -228,8 +227,9 @@ def test_theme_toggle_is_remembered_and_applied_before_first_paint(page, live_se
         "not-found": "/no-such-page/",
     }
     for name, path in screens.items():
-        page.goto(base + path)
-        page.wait_for_load_state("networkidle")
+        # "load", not "networkidle": the chat page polls /readyz every 3 s while no worker has
+        # a warm engine (none runs here), and under CI's load the quiet 500 ms never came.
+        page.goto(base + path, wait_until="load")
         shoot(page, f"theme-dark-{name}", full_page=True)
 
     # Back to following the system; the choice is forgotten.
