@@ -48,10 +48,6 @@ def cluster_output(actor, cluster: SemanticCluster, *, adapters: dict, with_samp
     return data
 
 
-def _adapters_by_cluster(actor) -> dict:
-    return {a.body.get("cluster_id"): a for a in selectors.skill_adapters(actor=actor, everyone=True) if a.body}
-
-
 def proposal_output(proposal: SkillProposal) -> dict:
     return {
         "id": str(proposal.pk),
@@ -93,7 +89,7 @@ class ClusterListApi(APIView):
     def get(self, request):
         """Your topics (`mine`), everyone's (`global`), or every user's (`all`, admins)."""
         scope = _scope(request)
-        adapters = _adapters_by_cluster(request.user)
+        adapters = selectors.skill_adapters_by_cluster(actor=request.user)
         clusters = selectors.clusters_list(actor=request.user, scope=scope).select_related("proposal")
         return Response({"items": [cluster_output(request.user, c, adapters=adapters) for c in clusters]})
 
@@ -101,7 +97,7 @@ class ClusterListApi(APIView):
 class ClusterDetailApi(APIView):
     def get(self, request, cluster_id):
         cluster = selectors.cluster_get(actor=request.user, cluster_id=cluster_id)
-        adapters = _adapters_by_cluster(request.user)
+        adapters = selectors.skill_adapters_by_cluster(actor=request.user)
         return Response(cluster_output(request.user, cluster, adapters=adapters, with_samples=True))
 
 

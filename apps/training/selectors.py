@@ -351,3 +351,9 @@ def skill_adapters(*, actor, everyone: bool = False):
     if not (everyone and actor.is_staff):
         adapters = adapters.filter(Q(owner=actor) | Q(owner__isnull=True))
     return adapters.order_by("created_at")
+
+
+def skill_adapters_by_cluster(*, actor) -> dict:
+    """cluster id -> the skill adapter bound to it, for the clusters the actor is shown (an
+    admin's view spans everyone's)."""
+    return {a.body.get("cluster_id"): a for a in skill_adapters(actor=actor, everyone=True) if a.body}

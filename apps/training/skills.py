@@ -10,7 +10,6 @@ global clusters are the admins' view of what everyone asks about. The numbers li
 
 import logging
 import re
-import uuid
 
 import jsonschema
 import numpy as np
@@ -297,12 +296,9 @@ def needs_label(cluster: SemanticCluster) -> bool:
 
 def label_samples(cluster: SemanticCluster) -> list[str]:
     """The prompts nearest the centroid: what the model reads to name the topic."""
-    prompts = dict(PreferenceEvent.objects.filter(pk__in=cluster.sample_event_ids).values_list("pk", "prompt"))
-    return [prompts[p] for p in map(_uuid, cluster.sample_event_ids) if prompts.get(p)]
-
-
-def _uuid(value):
-    return uuid.UUID(str(value))
+    rows = PreferenceEvent.objects.filter(pk__in=cluster.sample_event_ids).values_list("pk", "prompt")
+    prompts = {str(pk): prompt for pk, prompt in rows}
+    return [prompts[p] for p in map(str, cluster.sample_event_ids) if prompts.get(p)]
 
 
 @transaction.atomic

@@ -54,7 +54,7 @@ def skills_page(request):
     if scope not in ("mine", "global", "all") or (scope == "all" and not request.user.is_staff):
         scope = "mine"
     clusters = list(selectors.clusters_list(actor=request.user, scope=scope).select_related("proposal"))
-    adapters = {a.body.get("cluster_id"): a for a in selectors.skill_adapters(actor=request.user, everyone=True)}
+    adapters = selectors.skill_adapters_by_cluster(actor=request.user)
     rows = [
         {
             "cluster": c,
