@@ -5,6 +5,8 @@ the file behind, and its pid may since have gone to another process."""
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +40,12 @@ def process_named(tmp_path):
             link.symlink_to(subprocess.run(["which", "sleep"], capture_output=True, text=True).stdout.strip())
         process = subprocess.Popen([str(link), "60"], cwd=cwd)
         started.append(process)
+        # Popen returns once the child is forked, maybe before it has exec'd the link: until
+        # then its name is still python's (a full suite's load made that window visible).
+        comm = Path("/proc", str(process.pid), "comm")
+        deadline = time.monotonic() + 10
+        while comm.exists() and comm.read_text().strip() != name and time.monotonic() < deadline:
+            time.sleep(0.01)
         return process.pid
 
     yield start
