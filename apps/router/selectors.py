@@ -1,38 +1,77 @@
-"""Reads for routing: the policy that applies to a user, and the adapters it may choose from."""
+"""Reads for routing: the policy that applies to a user, and the adapters it may choose from.
+
+Every chat answer routes before its first token, so `routing_inputs` reads both in two queries
+(the artifacts, then their promoted versions) instead of one per policy, adapter and skill."""
 
 from django.db.models import Q
 
 from apps.artifacts.models import Artifact
-from apps.artifacts.selectors import global_artifact
 from apps.training import selectors as training_selectors
+from apps.training.models import AdapterVersion
 
 USER_POLICY_NAME = "routing"
 GLOBAL_POLICY_NAME = "routing.default"
 
 
-def routing_policy(*, actor) -> Artifact | None:
-    """The actor's own `policy.routing` named "routing", else the global default."""
-    own = (
-        Artifact.objects.filter(owner=actor, kind="policy.routing", name=USER_POLICY_NAME)
-        .select_related("current_version")
-        .first()
+def _routing_artifacts(actor) -> list[Artifact]:
+    """The actor's own and the global routing policies and LoRA adapters, oldest first."""
+    return list(
+        Artifact.objects.filter(Q(owner__isnull=True) | Q(owner=actor), kind__in=("policy.routing", "adapter.lora"))
+        .select_related("current_version", "router_state")
+        .order_by("created_at", "id")
     )
-    return own or global_artifact(kind="policy.routing", name=GLOBAL_POLICY_NAME)
 
 
-def routing_candidates(*, actor) -> list[dict]:
+def _policy(actor, artifacts: list[Artifact]) -> Artifact | None:
+    """The actor's own `policy.routing` named "routing", else the global default."""
+    policies = [a for a in artifacts if a.kind == "policy.routing"]
+    own = next((a for a in policies if a.owner_id == actor.pk and a.name == USER_POLICY_NAME), None)
+    return own or next((a for a in policies if a.owner_id is None and a.name == GLOBAL_POLICY_NAME), None)
+
+
+def _promoted_versions(adapters: list[Artifact]) -> dict:
+    """adapter id -> the version its body names as current, where that version is promoted."""
+    wanted = Q()
+    for adapter in adapters:
+        number = adapter.body.get("current_version")
+        if number:
+            wanted |= Q(adapter_id=adapter.pk, version=number)
+    if not wanted:
+        return {}
+    rows = AdapterVersion.objects.filter(wanted, status=AdapterVersion.Status.PROMOTED)
+    return {version.adapter_id: version for version in rows}
+
+
+def _candidates(actor, artifacts: list[Artifact]) -> list[dict]:
     """Adapters the router may turn on for this actor: their promoted persona adapter, their own
     skill adapters and every global skill adapter with a promoted version (never another
     user's adapter)."""
-    candidates = [dict(adapter, adapter_type="persona") for adapter in training_selectors.serving_adapters(actor=actor)]
-    skills = (
-        Artifact.objects.filter(Q(owner__isnull=True) | Q(owner=actor), kind="adapter.lora")
-        .filter(current_version__body__scope="skill")
-        .select_related("router_state")
-        .order_by("created_at")
+    persona = next(
+        (
+            a
+            for a in artifacts
+            if a.kind == "adapter.lora" and a.owner_id == actor.pk and a.name == training_selectors.PERSONA_ADAPTER_NAME
+        ),
+        None,
     )
+    skills = [a for a in artifacts if a.kind == "adapter.lora" and a.body.get("scope") == "skill"]
+    promoted = _promoted_versions(([persona] if persona is not None else []) + skills)
+    candidates = []
+    if persona is not None and persona.pk in promoted:
+        version = promoted[persona.pk]
+        candidates.append(
+            {
+                # The engine name carries the user's id: no other user's request resolves to it.
+                "name": f"persona-{actor.pk}",
+                "adapter_id": str(persona.pk),
+                "version": version.version,
+                "fs_dir": version.fs_dir,
+                "weight": 1.0,
+                "adapter_type": "persona",
+            }
+        )
     for skill in skills:
-        version = training_selectors.promoted_version(adapter=skill)
+        version = promoted.get(skill.pk)
         if version is not None:
             candidates.append(
                 {
@@ -47,6 +86,20 @@ def routing_candidates(*, actor) -> list[dict]:
                 }
             )
     return candidates
+
+
+def routing_inputs(*, actor) -> tuple[Artifact | None, list[dict]]:
+    """(the policy that applies to the actor, the adapters it may choose from)."""
+    artifacts = _routing_artifacts(actor)
+    return _policy(actor, artifacts), _candidates(actor, artifacts)
+
+
+def routing_policy(*, actor) -> Artifact | None:
+    return _policy(actor, [a for a in _routing_artifacts(actor) if a.kind == "policy.routing"])
+
+
+def routing_candidates(*, actor) -> list[dict]:
+    return _candidates(actor, _routing_artifacts(actor))
 
 
 def _centroid(adapter) -> list[float] | None:

@@ -24,8 +24,7 @@ def routing_decide(
     """{adapters: [{name, adapter_id, version, fs_dir, weight}] for the engine, trace, adapter_gates,
     policy: {id, version}}. The message is embedded (MiniLM) only when a rule needs it.
     `policy_body` decides with that body in place of the policy's current one (ConfigOps' dry runs)."""
-    policy = selectors.routing_policy(actor=actor)
-    candidates = selectors.routing_candidates(actor=actor)
+    policy, candidates = selectors.routing_inputs(actor=actor)
     if policy is None or policy.current_version is None:
         return {"adapters": [], "trace": [], "adapter_gates": [], "policy": None}
     body = policy.current_version.body if policy_body is None else policy_body
