@@ -328,7 +328,8 @@ class ApiChatConsumer(GenerationRelayMixin, AsyncWebsocketConsumer):
 
     async def gen_trace(self, event):
         if self.turn is not None and event.get("stream_key") == self.turn.message_id:
-            await self.send_frame("trace", event["entry"])
+            for entry in event["entries"]:
+                await self.send_frame("trace", entry)
 
     async def gen_done(self, event):
         if self.done_sent or self.turn is None or event["message_id"] != self.turn.message_id:

@@ -12,7 +12,7 @@ from django.utils import timezone
 from apps.conversations import services, state
 from apps.conversations.engine_runtime import get_engine
 from apps.conversations.models import Message
-from apps.conversations.streaming import publish
+from apps.conversations.streaming import HeldTraces
 from apps.conversations.tools import RunContext
 from apps.conversations.workflow import WorkflowFailed, WorkflowRunner, beside
 from apps.router.services import routing_decide
@@ -126,18 +126,11 @@ def _workflow_body(message: Message) -> dict:
     return workflow.current_version.body
 
 
-def _publish_trace(stream_key: str, entry: dict) -> None:
-    publish(stream_key, {"type": "gen.trace", "entry": entry}, wait=False)
-
-
 def _route(message: Message, run: RunContext, *, has_context: bool) -> dict:
     routing = routing_decide(
         actor=message.owner, message=message.parent.content, has_context=has_context, embed=run.embedding
     )
-    _publish_trace(
-        message.stream_key,
-        {"node": "routing", "routing_trace": routing["trace"], "adapter_gates": routing["adapter_gates"]},
-    )
+    run.traces.add({"node": "routing", "routing_trace": routing["trace"], "adapter_gates": routing["adapter_gates"]})
     return routing
 
 
@@ -163,11 +156,14 @@ def _routing_outcome(pending) -> dict | None:
 
 
 def run_reply(message_id) -> str:
-    message = (
-        Message.objects.select_related("conversation", "owner", "parent", "workflow_version__artifact")
-        .filter(pk=message_id)
-        .first()
-    )
+    # Before the first token: `get` (no ORDER BY to compile) and no join for the workflow's
+    # artifact, which only the receipt names, after the answer (1 ms of 2.5 on a 2-core VM).
+    try:
+        message = Message.objects.select_related("conversation", "owner", "parent", "workflow_version").get(
+            pk=message_id
+        )
+    except Message.DoesNotExist:
+        message = None
     if message is None or message.status != Message.Status.QUEUED:
         return "skipped"
     if state.cancel_requested(message.stream_key):
@@ -183,6 +179,7 @@ def run_reply(message_id) -> str:
     heartbeat.start()
     started = time.monotonic()
     answer, trace, error, routing = None, [], "", None
+    traces = HeldTraces(message.stream_key)
     try:
         body = _workflow_body(message)
         conversation = message.conversation
@@ -194,8 +191,9 @@ def run_reply(message_id) -> str:
             overrides=message.generation_params or {},
             stream_key=message.stream_key,
             on_progress=lambda text: services.generation_progress(message=message, content=text),
+            traces=traces,
         )
-        runner = WorkflowRunner(body, run, publish_trace=lambda entry: _publish_trace(message.stream_key, entry))
+        runner = WorkflowRunner(body, run, publish_trace=traces.add)
         context_ids = [str(pk) for pk in conversation.contexts.values_list("pk", flat=True)]
         # Only the answer's step needs the router's choice: it is made beside the steps before it.
         run.routing = beside(_route, message, run, has_context=bool(context_ids))
@@ -217,6 +215,7 @@ def run_reply(message_id) -> str:
             finish_reason = "cancelled" if cancelled else "error"
             error = "" if cancelled else f"{exc} Please retry."
         routing = _routing_outcome(run.routing)
+        traces.release()  # before the answer's end is announced
         content = answer["content"] if answer else services.generation_stored_content(message=message)
         receipt = build_receipt(
             message,
@@ -239,6 +238,7 @@ def run_reply(message_id) -> str:
         return finish_reason
     except Exception as exc:
         logger.exception("Generation of %s failed", message.pk)
+        traces.release()
         try:
             receipt = build_receipt(
                 message,

@@ -232,7 +232,8 @@ class TurnStream:
             if event["type"] == "gen.token":
                 yield {"event": "token", "text": event["text"]}
             elif event["type"] == "gen.trace":
-                yield {"event": "trace", "entry": event["entry"]}
+                for entry in event["entries"]:
+                    yield {"event": "trace", "entry": entry}
             elif event["type"] == "gen.done":
                 self.finished = True
                 yield {"event": "done", **{k: event.get(k) for k in ("status", "error", "message_id")}}

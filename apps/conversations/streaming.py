@@ -4,7 +4,7 @@ The group is named by the answer's stream key (its message id, issued by the ser
 anything a client chose. A worker sends the events; any consumer or SSE view subscribed to the
 group relays them:
     {"type": "gen.token", "text": str, "stream_key"}                   coalesced text delta
-    {"type": "gen.trace", "entry": {...}, "stream_key"}                 a workflow step finished
+    {"type": "gen.trace", "entries": [{...}], "stream_key"}             workflow steps that finished
     {"type": "gen.done", "message_id", "status", "error", "stream_key"} exactly once, at the end
 
 Publishing from worker threads goes through one event loop per process that lives as long as
@@ -60,10 +60,10 @@ def _log_failure(future) -> None:
         logger.warning("An event of a stream could not be sent: %r", future.exception())
 
 
-def publish(stream_key: str, event: dict, timeout: float = 10.0, *, wait: bool = True) -> None:
-    """Sends one event to the stream's group. wait=False (tokens, trace entries) returns at once:
-    the answer's thread goes on while the event travels, and waiting for a later event (the
-    end) still means every earlier one was sent first."""
+def publish(stream_key: str, event: dict, timeout: float = 10.0, *, wait: bool = True):
+    """Sends one event to the stream's group. wait=False (tokens, trace entries) returns the
+    send's future at once: the answer's thread goes on while the event travels, and waiting for
+    a later event (the end) still means every earlier one was sent first."""
     # Consumers may follow several generations; the stream key tells them which one this is.
     message = {**event, "stream_key": stream_key}
     try:
@@ -75,5 +75,47 @@ def publish(stream_key: str, event: dict, timeout: float = 10.0, *, wait: bool =
     future = asyncio.run_coroutine_threadsafe(_send_in_order(stream_key, message), _publisher_loop())
     if wait:
         future.result(timeout)
-    else:
-        future.add_done_callback(_log_failure)
+        return future
+    future.add_done_callback(_log_failure)
+    return future
+
+
+class HeldTraces:
+    """An answer's trace entries, held until its first token has gone and then sent as one event.
+
+    Sent one by one, the entries of the steps before the model's (six in the seeded workflow)
+    each cost the worker a channel-layer send while the next step waited for the interpreter,
+    and the web server one relay each, which a fast engine's first token would queue behind
+    (bench/README.md, 2026-12-07). Held entries go out together once the first token has been
+    sent, when the run ends, or `hold_s` after the first one was held (a slow step still shows
+    while it runs); entries after that go out at once, in the order they were added."""
+
+    def __init__(self, stream_key: str, hold_s: float = 0.25):
+        self.stream_key = stream_key
+        self.hold_s = hold_s
+        self.held: list[dict] = []
+        self.released = False
+        self.lock = threading.Lock()
+        self.timer: threading.Timer | None = None
+
+    def add(self, entry: dict) -> None:
+        with self.lock:
+            if self.released:
+                publish(self.stream_key, {"type": "gen.trace", "entries": [entry]}, wait=False)
+                return
+            self.held.append(entry)
+            if self.timer is None:
+                self.timer = threading.Timer(self.hold_s, self.release)
+                self.timer.daemon = True
+                self.timer.start()
+
+    def release(self) -> None:
+        with self.lock:
+            if self.released:
+                return
+            self.released = True
+            if self.timer is not None:
+                self.timer.cancel()
+            if self.held:
+                publish(self.stream_key, {"type": "gen.trace", "entries": self.held}, wait=False)
+            self.held = []

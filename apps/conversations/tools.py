@@ -16,7 +16,13 @@ import numpy as np
 from apps.artifacts.registry import register_handler
 from apps.conversations.engine_runtime import get_engine
 from apps.conversations.grounding import ground
-from apps.conversations.inference import cancel_poller, result_fields, sampling_params, stream_handle
+from apps.conversations.inference import (
+    FirstTokenRelay,
+    cancel_poller,
+    result_fields,
+    sampling_params,
+    stream_handle,
+)
 from apps.conversations.prompting import build_reply_prompt
 from apps.conversations.streaming import publish
 from liminal.errors import Invalid, Unavailable
@@ -38,6 +44,7 @@ class RunContext:
     deadline: float | None = None
     now: object = None  # the time recall is relative to (None: now); tests move it
     on_progress: object = None
+    traces: object = None  # a HeldTraces: the steps' trace entries, sent once the answer streams
     streamed: bool = False
     _embeddings: dict = field(default_factory=dict)
     _embedding_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -54,6 +61,8 @@ class RunContext:
 
     def mark_streamed(self) -> None:
         self.streamed = True
+        if self.traces is not None:
+            self.traces.release()
 
     def embedding(self, text: str) -> list[float]:
         """The MiniLM embedding of `text`, computed once per run: the recall steps and the
@@ -129,15 +138,22 @@ def _generate(call: ToolCall, *, grounding_text: str = "") -> dict:
     adapters = run.answer_adapters()
     for adapter in adapters:
         engine.ensure_adapter(adapter["name"], adapter["fs_dir"], version=adapter["version"])
+    relay = FirstTokenRelay(run.stream_key)
     handle = engine.submit(
         text,
         params=params,
         adapters=[(adapter["name"], adapter["weight"]) for adapter in adapters],
+        on_token=relay,
         should_cancel=call.should_cancel(),
         truncate=True,
     )
     stream_handle(
-        handle, run.stream_key, on_progress=run.on_progress, on_first=run.mark_streamed, on_token=call.mark_progress
+        handle,
+        run.stream_key,
+        on_progress=run.on_progress,
+        on_first=run.mark_streamed,
+        on_token=call.mark_progress,
+        relay=relay,
     )
     result = handle.result()
     if result.finish_reason == "error":

@@ -9,7 +9,7 @@ import pytest
 
 from apps.artifacts import registry
 from apps.artifacts import services as artifact_services
-from apps.conversations import generation, orchestrator, state, tools, workflow
+from apps.conversations import generation, orchestrator, state, streaming, tools, workflow
 from apps.conversations.models import Message
 from apps.conversations.tools import RunContext
 from apps.conversations.workflow import WorkflowFailed, WorkflowRunner, resolve_inputs
@@ -256,7 +256,7 @@ def test_a_chat_whose_tool_keeps_failing_ends_failed_with_a_clear_error_and_a_do
 
     monkeypatch.setattr(tasks.generate_reply, "delay", lambda *args: None)
     published = []
-    monkeypatch.setattr(generation, "publish", lambda key, event, **_: published.append((key, event)))
+    monkeypatch.setattr(streaming, "publish", lambda key, event, **_: published.append((key, event)))
     monkeypatch.setattr(tools, "publish", lambda key, event, **_: published.append((key, event)))
     from apps.conversations import services as conversation_services
 
@@ -276,5 +276,5 @@ def test_a_chat_whose_tool_keeps_failing_ends_failed_with_a_clear_error_and_a_do
     assert answer.receipt["workflow_trace"][0]["attempts"] == 3
     traces = [event for _, event in published if isinstance(event, dict) and event.get("type") == "gen.trace"]
     # The routing decision (made beside the steps) and the failed step.
-    assert sorted(trace["entry"]["node"] for trace in traces) == ["answer", "routing"]
+    assert sorted(entry["node"] for trace in traces for entry in trace["entries"]) == ["answer", "routing"]
     assert ("done", (answer.pk, "failed", answer.error)) in published
