@@ -14,7 +14,8 @@ from apps.artifacts.diff import body_diff, pretty
 from apps.artifacts.models import Artifact
 from apps.configops import selectors, services
 from apps.configops.models import ConfigPatch
-from liminal.errors import DomainError, Forbidden
+from liminal.errors import Forbidden
+from liminal.pages import attempt
 
 STATUS_TABS = ["pending", "approved", "applied", "failed", "rejected", "all"]
 ARCHITECT_KINDS = (Artifact.Kind.POLICY_ROUTING, Artifact.Kind.WORKFLOW_CHAT)
@@ -102,12 +103,7 @@ def patch_detail(request, patch_id):
 
 def _act(request, patch_id, action, done: str):
     patch = _patch(request, patch_id)
-    try:
-        action(patch)
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, done)
+    attempt(request, lambda: action(patch), success=done)
     return redirect("configops:patch", patch_id=patch.pk)
 
 
@@ -177,13 +173,14 @@ def artifact_restore(request, artifact_id):
     artifact = _artifact(request, artifact_id)
     try:
         version = int(request.POST.get("version", ""))
-        services.artifact_restore(actor=request.user, artifact=artifact, version=version)
     except ValueError:
         messages.error(request, "Pick a version to restore.")
-    except DomainError as exc:
-        messages.error(request, exc.message)
     else:
-        messages.success(request, f"Version {version} is current again (as a new version).")
+        attempt(
+            request,
+            lambda: services.artifact_restore(actor=request.user, artifact=artifact, version=version),
+            success=f"Version {version} is current again (as a new version).",
+        )
     return redirect("configops:artifact", artifact_id=artifact.pk)
 
 
@@ -191,10 +188,11 @@ def artifact_restore(request, artifact_id):
 @require_POST
 def artifact_architect(request, artifact_id):
     artifact = _artifact(request, artifact_id)
-    try:
-        services.architect_request(actor=request.user, artifact_id=artifact.pk, goal=request.POST.get("goal", ""))
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, "The architect is on it: its proposal will be listed here when it is ready.")
+    attempt(
+        request,
+        lambda: services.architect_request(
+            actor=request.user, artifact_id=artifact.pk, goal=request.POST.get("goal", "")
+        ),
+        success="The architect is on it: its proposal will be listed here when it is ready.",
+    )
     return redirect(reverse("configops:artifact", args=[artifact.pk]))

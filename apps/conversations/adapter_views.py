@@ -17,7 +17,7 @@ from apps.conversations.charts import line_chart
 from apps.training import adapters as adapter_services
 from apps.training import selectors as training_selectors
 from apps.training.models import AdapterVersion, TrainingJob
-from liminal.errors import Conflict, Forbidden, Invalid
+from liminal.pages import attempt
 
 PROGRESS_POLL_SECONDS = 2
 # The gate's checks (workers.train.gate), named for people; an unknown one shows its own name.
@@ -142,25 +142,15 @@ def adapter_progress(request, adapter_id):
     return render(request, "adapters/_progress.html", context)
 
 
-def _act(request, action):
-    """Run a service call; a refusal becomes the page's error message. Returns (done, result)."""
-    try:
-        return True, action()
-    except (Conflict, Forbidden, Invalid) as exc:
-        messages.error(request, exc.message)
-        return False, None
-
-
 @login_required
 @require_POST
 def adapter_train(request):
     """Train now: a job for the user's own persona adapter."""
-    done, _ = _act(
+    attempt(
         request,
         lambda: adapter_services.training_job_create(actor=request.user, trigger=TrainingJob.Trigger.MANUAL),
+        success="Training queued. The new version is checked against the gate before it is used.",
     )
-    if done:
-        messages.success(request, "Training queued. The new version is checked against the gate before it is used.")
     adapter = training_selectors.persona_adapter(actor=request.user)
     return redirect("adapter", adapter.pk) if adapter is not None else redirect("adapters")
 
@@ -169,7 +159,7 @@ def adapter_train(request):
 @require_POST
 def adapter_rollback(request, adapter_id):
     adapter = training_selectors.adapter_get(actor=request.user, adapter_id=adapter_id)
-    done, served = _act(request, lambda: adapter_services.adapter_rollback(actor=request.user, adapter=adapter))
+    done, served = attempt(request, lambda: adapter_services.adapter_rollback(actor=request.user, adapter=adapter))
     if done:
         now_using = f"version {served.version}" if served else "the base model"
         messages.success(request, f"Rolled back: answers now use {now_using}, from the next message on.")
@@ -180,7 +170,9 @@ def adapter_rollback(request, adapter_id):
 @require_POST
 def version_serve(request, version_id):
     version = training_selectors.version_get(actor=request.user, version_id=version_id)
-    done, _ = _act(request, lambda: adapter_services.version_approve(actor=request.user, version=version))
-    if done:
-        messages.success(request, f"Version {version.version} is now used for answers, from the next message on.")
+    attempt(
+        request,
+        lambda: adapter_services.version_approve(actor=request.user, version=version),
+        success=f"Version {version.version} is now used for answers, from the next message on.",
+    )
     return redirect("adapter", version.adapter_id)

@@ -4,14 +4,13 @@ skill proposals; admins also see everyone's topics and decide proposals."""
 import math
 
 import numpy as np
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.training import selectors, skills
 from apps.training.models import SemanticCluster
-from liminal.errors import Conflict, Forbidden, Invalid
+from liminal.pages import attempt
 from workers.cluster import project_2d
 
 MAP_WIDTH, MAP_HEIGHT, MAP_MARGIN = 560, 320, 40
@@ -80,11 +79,7 @@ def skills_page(request):
 
 def _decide(request, proposal_id, action, done_message):
     proposal = selectors.skill_proposal_get(actor=request.user, proposal_id=proposal_id)
-    try:
-        action(proposal)
-        messages.success(request, done_message)
-    except (Conflict, Forbidden, Invalid) as exc:
-        messages.error(request, exc.message)
+    attempt(request, lambda: action(proposal), success=done_message)
     return redirect("skills")
 
 
