@@ -273,6 +273,18 @@ def test_markdown_renders_while_streaming_and_markup_stays_text(page, live_serve
     assert '<img src=x onerror="window.pwned=1">' in view_text and "<script>window.pwned=2</script>" in view_text
     assert article.locator("img, script").count() == 0
     assert page.evaluate("window.pwned") is None
+
+    # Tables and nested lists take shape while they stream, as the server renders them at the
+    # end; a link to anything but http(s)/mailto keeps its text and loses its address.
+    _token(answer, "\n\n| city | river |\n|---|---|\n| Paris | Seine |\n\n- outer\n  - inner\n\n")
+    _token(answer, "[click](javascript:window.pwned=3) and [docs](https://example.org/a)")
+    article.locator(".stream-view table td >> text=Seine").wait_for()
+    article.locator(".stream-view ul ul li >> text=inner").wait_for()
+    article.locator(".stream-view a[href='https://example.org/a'] >> text=docs").wait_for()
+    assert article.locator(".stream-view a[href^='javascript']").count() == 0
+    assert article.locator(".stream-view a[href='https://example.org/a']").get_attribute("rel") == (
+        "noopener noreferrer nofollow"
+    )
     shoot(page, "chat-ui-markdown-streaming")
 
     # The finished answer (rendered by the server) keeps the same shape.
