@@ -11,7 +11,8 @@
    tokens/s at 1, 4 and 8 decode steps per compiled call; aggregate decode at each stream count
    with the base model and with every stream on its own rank-16 adapter (16 distinct, stream i
    on adapter i mod 16), alternating, best of `--rounds`; the LoRA / base ratio; and whether
-   replacing all 16 adapters compiled anything.
+   replacing all 16 adapters compiled anything. Once per way of computing the LoRA terms
+   (`--lora-kernels`): each row's factors gathered, and per adapter slot with ragged_dot.
 3. Reference, in the same run: Hugging Face transformers' LlamaForCausalLM on the same weights
    and dtype, greedy `generate` with a static cache at the same batch sizes (decode tokens/s
    from the time difference between `--decode-tokens` and 1 new tokens). Skipped, saying so,
@@ -63,7 +64,7 @@ def parity(shape: str, tokens: int = 32) -> dict:
     }
 
 
-def engine_figures(shape: str, streams: list[int], decode_tokens: int, rounds: int) -> dict:
+def engine_figures(shape: str, streams: list[int], decode_tokens: int, rounds: int, lora_kernel: str) -> dict:
     import jax
 
     from workers.llm import SamplingParams, random_adapter
@@ -77,6 +78,7 @@ def engine_figures(shape: str, streams: list[int], decode_tokens: int, rounds: i
         lora_slots=ADAPTERS,
         max_lora_rank=16,
         speculative_tokens=0,
+        lora_kernel=lora_kernel,
     )
 
     def load_adapters(seed: int) -> None:
@@ -87,6 +89,7 @@ def engine_figures(shape: str, streams: list[int], decode_tokens: int, rounds: i
     load_adapters(0)
     out = {
         "shape": shape,
+        "lora_kernel": lora_kernel,
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0]),
         "dtype": str(engine.dtype),
@@ -100,7 +103,7 @@ def engine_figures(shape: str, streams: list[int], decode_tokens: int, rounds: i
         return SamplingParams(greedy=True, max_tokens=n, ignore_eos=True)
 
     prompt = prompt_tokens(engine.tokenizer, 32)
-    for steps in (1, 4, 8):
+    for steps in (1, 4, 8) if lora_kernel == "gather" else ():  # the base model's path: the same for both
         engine.decode_steps = steps
         engine.submit(prompt, params=greedy(decode_tokens)).result()  # compile
         results = [engine.submit(prompt, params=greedy(decode_tokens)).result() for _ in range(2)]
@@ -197,6 +200,11 @@ def main() -> int:
     parser.add_argument("--decode-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=10)
+    parser.add_argument(
+        "--lora-kernels",
+        default="gather,grouped",
+        help="how XLA computes the LoRA terms: per row (gather) and per adapter slot (grouped, ragged_dot)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     names = args.shapes.split(",")
@@ -213,30 +221,39 @@ def main() -> int:
         verdict = check.get("skipped") or ("match" if check["match"] else f"differ at {check['first_divergence']}")
         print(f"    {shape}: accelerator vs CPU greedy tokens, float32: {verdict}", flush=True)
     for shape in names:
-        print(f"2/4 engine on {shape} ...", flush=True)
-        results["engine"][shape] = engine_figures(shape, streams, args.decode_tokens, args.rounds)
+        for kernel in args.lora_kernels.split(","):
+            print(f"2/4 engine on {shape}, LoRA terms by {kernel} ...", flush=True)
+            results["engine"][f"{shape} {kernel}"] = engine_figures(
+                shape, streams, args.decode_tokens, args.rounds, kernel
+            )
         print(f"3/4 reference on {shape} ...", flush=True)
         results["reference"][shape] = reference_figures(shape, streams, args.decode_tokens)
     print(f"4/4 trainer on {names[0]} ...", flush=True)
     results["trainer"] = trainer_figures(names[0], args.train_steps)
 
     print()
+    kernels = args.lora_kernels.split(",")
     for shape in names:
-        ours, ref = results["engine"][shape], results["reference"][shape]
-        print(f"{shape} on {ours['device']} (load {ours['load_s']:.1f} s)")
-        for steps, rate in ours["single_stream"].items():
+        ref = results["reference"][shape]
+        first = results["engine"][f"{shape} {kernels[0]}"]
+        print(f"{shape} on {first['device']} ({first['dtype']}, load {first['load_s']:.1f} s)")
+        for steps, rate in first["single_stream"].items():
             print(f"  single-stream decode, {steps} steps per call: {rate:9.1f} tok/s")
-        header = ("streams", "base tok/s", "LoRA tok/s", "LoRA/base", "reference", "base/ref")
-        print("  " + " ".join(f"{label:>{width}}" for label, width in zip(header, (8, 12, 12, 10, 12, 9), strict=True)))
-        for n in streams:
-            reference = (ref.get("decode") or {}).get(n)
-            ratio = f"{ours['base'][n] / reference:9.2f}" if reference else f"{'n/a':>9}"
-            ref_text = f"{reference:12.1f}" if reference else f"{'n/a':>12}"
-            print(
-                f"  {n:>8} {ours['base'][n]:12.1f} {ours['lora'][n]:12.1f} "
-                f"{ours['lora'][n] / ours['base'][n]:10.2f} {ref_text} {ratio}"
-            )
-        print(f"  compiles after replacing all {ADAPTERS} adapters: {ours['compiles_after_swapping_adapters']}")
+        for kernel in kernels:
+            ours = results["engine"][f"{shape} {kernel}"]
+            print(f"  LoRA terms by {kernel}:")
+            header = ("streams", "base tok/s", "LoRA tok/s", "LoRA/base", "reference", "base/ref")
+            widths = (8, 12, 12, 10, 12, 9)
+            print("    " + " ".join(f"{label:>{width}}" for label, width in zip(header, widths, strict=True)))
+            for n in streams:
+                reference = (ref.get("decode") or {}).get(n)
+                ratio = f"{ours['base'][n] / reference:9.2f}" if reference else f"{'n/a':>9}"
+                ref_text = f"{reference:12.1f}" if reference else f"{'n/a':>12}"
+                print(
+                    f"    {n:>8} {ours['base'][n]:12.1f} {ours['lora'][n]:12.1f} "
+                    f"{ours['lora'][n] / ours['base'][n]:10.2f} {ref_text} {ratio}"
+                )
+            print(f"    compiles after replacing all {ADAPTERS} adapters: {ours['compiles_after_swapping_adapters']}")
         if ref.get("skipped"):
             print(f"  reference: {ref['skipped']}")
         else:

@@ -18,7 +18,8 @@ Loading
     load_engine(model_path=None, *, max_batch_slots=8, max_seq_len=2048, lora_slots=8,
                 max_lora_rank=16, dtype=None, decode_steps=4, prefill_chunk=512,
                 speculative_tokens=4, cache_dir=None, prefill_matmul_dtype=None,
-                decode_weights="auto", lora_dtype=None, kv_dtype=None) -> Engine
+                decode_weights="auto", lora_dtype=None, kv_dtype=None,
+                lora_kernel="gather") -> Engine
         model_path: a GGUF file or a Hugging Face directory (config.json, *.safetensors,
         tokenizer.json, tokenizer_config.json); None = the default SmolLM2 GGUF. Environment
         variables are never read here: pass MODEL_PATH yourself. GGUF weights are dequantized
@@ -50,6 +51,11 @@ Loading
         of float32 slots' term), else the engine's dtype; "bfloat16" (the term in float32), or
         "float32" for full precision. kv_dtype: the KV cache, None = float16 there (as
         llama.cpp's default cache), else the engine's dtype; "float32" for full precision.
+        lora_kernel: how XLA computes the LoRA terms the native kernels do not (all of them on
+        a GPU): "gather" (default) copies each row's adapter factors; "grouped" sorts the
+        rows' (token, adapter) pairs by slot and multiplies each slot's group once with
+        jax.lax.ragged_dot (the S-LoRA/Punica SGMV idea). Same results; which is faster on a
+        GPU is what bench/gpu.py measures (not measured yet).
 
 Engine attributes
     tokenizer (encode(text) -> ids, decode(ids) -> text, stop_token_ids), model_id (str),

@@ -190,6 +190,7 @@ class Engine:
         decode_weights: str = "auto",
         lora_dtype=None,
         kv_dtype=None,
+        lora_kernel: str = "gather",
     ):
         config = loaded.config
         self.config: ModelConfig = config
@@ -221,6 +222,11 @@ class Engine:
         # gathered slots and cache windows first).
         self.native_lora = native_kernels_apply(self.dtype)
         self.native_attention = self.native_lora
+        if lora_kernel not in ("gather", "grouped"):
+            raise ValueError(f"lora_kernel must be 'gather' or 'grouped', not {lora_kernel!r}")
+        # How XLA computes the LoRA terms the native kernels do not (all of them on a GPU):
+        # each row's factors gathered (default), or per adapter slot (model._lora_delta_grouped).
+        self.lora_kernel = lora_kernel
         # Prompts take the 4-bit panels too where they beat XLA's GEMM (see kernels.fastest_rows);
         # the opt-in narrower prefill matmuls are XLA's.
         self._prefill_q4 = self.q4 if self.prefill_matmul_dtype is None else None
@@ -555,6 +561,7 @@ class Engine:
             matmul_dtype=self.prefill_matmul_dtype,
             q4=q4,
             native_lora=self.native_lora,
+            grouped_lora=self.lora_kernel == "grouped",
         )
         last = jax.lax.dynamic_index_in_dim(hidden[0], jnp.clip(length - 1 - start, 0, T - 1), keepdims=False)
         logits = llama.logits_from_hidden(params, last[None, :], q8_head=q8_head)
@@ -606,6 +613,7 @@ class Engine:
                 rows_lora=rows_lora if use_lora else None,
                 q4=q4,
                 native_lora=self.native_lora,
+                grouped_lora=self.lora_kernel == "grouped",
                 native_attention=self.native_attention,
             )
             logits = llama.logits_from_hidden(params, hidden[:, 0], q8_head=q8_head)
@@ -638,6 +646,7 @@ class Engine:
             rows_lora=rows_lora if use_lora else None,
             q4=q4,
             native_lora=self.native_lora,
+            grouped_lora=self.lora_kernel == "grouped",
             native_attention=self.native_attention,
         )
         logits = llama.logits_from_hidden(params, hidden[0], q8_head=q8_head)
@@ -1111,6 +1120,7 @@ def load_engine(
     decode_weights: str = "auto",
     lora_dtype=None,
     kv_dtype=None,
+    lora_kernel: str = "gather",
 ) -> Engine:
     """Load weights (GGUF file or Hugging Face directory; None = SmolLM2-135M-Instruct) and
     build an engine. The engine thread starts with the first request (or `engine.start()`)."""
@@ -1129,4 +1139,5 @@ def load_engine(
         decode_weights=decode_weights,
         lora_dtype=lora_dtype,
         kv_dtype=kv_dtype,
+        lora_kernel=lora_kernel,
     )

@@ -120,6 +120,35 @@ def _lora_delta(x, slots, layer, rows_lora):
     return jnp.einsum("btkr,bkro->bto", h, b)
 
 
+def _lora_delta_grouped(x, slots, layer, rows_lora):
+    """`_lora_delta` computed per adapter slot instead of per row (the SGMV idea of S-LoRA and
+    Punica): the (token, adapter) pairs are sorted by slot and each slot's A and B multiply its
+    own group in one `jax.lax.ragged_dot`, so a slot's factors are read once per call however
+    many rows use it, where the gather copies them for every row. Same result as
+    `_lora_delta` up to the order of the additions."""
+    index, weight = rows_lora  # [B, k]
+    B, T, fan_in = x.shape
+    k = index.shape[1]
+    a, b = slots["A"][layer], slots["B"][layer]  # [S, in, r], [S, r, out] (int8: in pairs)
+    if "scale" in slots:
+        a, b = unpair_slot_tables(a.astype(x.dtype), b.astype(x.dtype))
+    S = a.shape[0]
+    pair_slot = jnp.broadcast_to(index[:, None, :], (B, T, k)).reshape(-1)  # [B*T*k]
+    pair_weight = jnp.broadcast_to(weight[:, None, :], (B, T, k)).reshape(-1)
+    pair_x = jnp.broadcast_to(x[:, :, None, :], (B, T, k, fan_in)).reshape(-1, fan_in)
+    order = jnp.argsort(pair_slot, stable=True)
+    sorted_slot = pair_slot[order]
+    sizes = jnp.bincount(pair_slot, length=S).astype(jnp.int32)
+    h = jax.lax.ragged_dot(pair_x[order], a.astype(x.dtype), sizes, preferred_element_type=jnp.float32)
+    factor = pair_weight[order][:, None]
+    if "scale" in slots:
+        factor = factor * slots["scale"][layer][sorted_slot]  # [M, r]
+    h = (h * factor).astype(x.dtype)
+    y = jax.lax.ragged_dot(h, b.astype(x.dtype), sizes, preferred_element_type=jnp.float32)
+    unsorted = jnp.zeros_like(y).at[order].set(y)
+    return unsorted.reshape(B, T, k, -1).sum(axis=2).astype(x.dtype)
+
+
 ATTENTION_BLOCK = 128
 
 
@@ -178,6 +207,7 @@ def forward_hidden(
     q4=None,
     native_lora=False,
     native_attention=False,
+    grouped_lora=False,
 ):
     """Run the decoder on `tokens` [B, T] at `positions` [B, T], reading and writing `cache`.
 
@@ -198,6 +228,8 @@ def forward_hidden(
     place, up to its own position) when B·T ≤ kernels.MAX_ROWS; the cache must then be float32
     or float16. The cache may hold a narrower dtype than the computation (keys and values are
     rounded when written and widened when read).
+    `grouped_lora` computes XLA's LoRA terms (where the native kernel does not) per adapter slot
+    with `jax.lax.ragged_dot` (`_lora_delta_grouped`) instead of gathering each row's factors.
     Returns final hidden states [B, T, D] (after the last norm) and the updated cache.
     """
     c = config
@@ -218,7 +250,7 @@ def forward_hidden(
 
     def lora_delta(x, target, layer):
         if not native_lora:
-            return _lora_delta(x, lora[target], layer, rows_lora)
+            return (_lora_delta_grouped if grouped_lora else _lora_delta)(x, lora[target], layer, rows_lora)
         delta = kernels.lora_delta(x.reshape(B * T, -1), lora[target], layer, *token_adapters)
         return delta.reshape(B, T, -1).astype(x.dtype)
 
