@@ -8,11 +8,12 @@
    process, JAX_PLATFORMS=cpu), float32 on both, the same random weights: the greedy tokens of
    four prompts, 32 each (`workers/llm/tests/test_gpu.py` asserts the same).
 2. The engine per shape, in the accelerator's dtype (bfloat16 on a GPU): single-stream decode
-   tokens/s at 1, 4 and 8 decode steps per compiled call; aggregate decode at each stream count
-   with the base model and with every stream on its own rank-16 adapter (16 distinct, stream i
-   on adapter i mod 16), alternating, best of `--rounds`; the LoRA / base ratio; and whether
-   replacing all 16 adapters compiled anything. Once per way of computing the LoRA terms
-   (`--lora-kernels`): each row's factors gathered, and per adapter slot with ragged_dot.
+   tokens/s at 1, 4, 8, 16 and 32 decode steps per compiled call (what more steps per launch
+   buy); aggregate decode at each stream count with the base model and with every stream on
+   its own rank-16 adapter (16 distinct, stream i on adapter i mod 16), alternating, best of
+   `--rounds`; the LoRA / base ratio; and whether replacing all 16 adapters compiled anything.
+   Once per way of computing the LoRA terms (`--lora-kernels`): each row's factors gathered,
+   and per adapter slot with ragged_dot.
 3. Reference, in the same run: Hugging Face transformers' LlamaForCausalLM on the same weights
    and dtype, greedy `generate` with a static cache at the same batch sizes (decode tokens/s
    from the time difference between `--decode-tokens` and 1 new tokens). Skipped, saying so,
@@ -103,7 +104,7 @@ def engine_figures(shape: str, streams: list[int], decode_tokens: int, rounds: i
         return SamplingParams(greedy=True, max_tokens=n, ignore_eos=True)
 
     prompt = prompt_tokens(engine.tokenizer, 32)
-    for steps in (1, 4, 8) if lora_kernel == "gather" else ():  # the base model's path: the same for both
+    for steps in (1, 4, 8, 16, 32) if lora_kernel == "gather" else ():  # the base model's path: the same for both
         engine.decode_steps = steps
         engine.submit(prompt, params=greedy(decode_tokens)).result()  # compile
         results = [engine.submit(prompt, params=greedy(decode_tokens)).result() for _ in range(2)]
