@@ -7,7 +7,6 @@ from django.db.models import Q
 
 from apps.artifacts.models import Artifact
 from apps.training import selectors as training_selectors
-from apps.training.models import AdapterVersion
 
 USER_POLICY_NAME = "routing"
 GLOBAL_POLICY_NAME = "routing.default"
@@ -29,19 +28,6 @@ def _policy(actor, artifacts: list[Artifact]) -> Artifact | None:
     return own or next((a for a in policies if a.owner_id is None and a.name == GLOBAL_POLICY_NAME), None)
 
 
-def _promoted_versions(adapters: list[Artifact]) -> dict:
-    """adapter id -> the version its body names as current, where that version is promoted."""
-    wanted = Q()
-    for adapter in adapters:
-        number = adapter.body.get("current_version")
-        if number:
-            wanted |= Q(adapter_id=adapter.pk, version=number)
-    if not wanted:
-        return {}
-    rows = AdapterVersion.objects.filter(wanted, status=AdapterVersion.Status.PROMOTED)
-    return {version.adapter_id: version for version in rows}
-
-
 def _candidates(actor, artifacts: list[Artifact]) -> list[dict]:
     """Adapters the router may turn on for this actor: their promoted persona adapter, their own
     skill adapters and every global skill adapter with a promoted version (never another
@@ -55,21 +41,11 @@ def _candidates(actor, artifacts: list[Artifact]) -> list[dict]:
         None,
     )
     skills = [a for a in artifacts if a.kind == "adapter.lora" and a.body.get("scope") == "skill"]
-    promoted = _promoted_versions(([persona] if persona is not None else []) + skills)
+    promoted = training_selectors.promoted_versions(adapters=([persona] if persona is not None else []) + skills)
     candidates = []
     if persona is not None and persona.pk in promoted:
-        version = promoted[persona.pk]
-        candidates.append(
-            {
-                # The engine name carries the user's id: no other user's request resolves to it.
-                "name": f"persona-{actor.pk}",
-                "adapter_id": str(persona.pk),
-                "version": version.version,
-                "fs_dir": version.fs_dir,
-                "weight": 1.0,
-                "adapter_type": "persona",
-            }
-        )
+        persona_entry = training_selectors.persona_serving(actor=actor, version=promoted[persona.pk])
+        candidates.append(dict(persona_entry, adapter_type="persona"))
     for skill in skills:
         version = promoted.get(skill.pk)
         if version is not None:
@@ -95,7 +71,7 @@ def routing_inputs(*, actor) -> tuple[Artifact | None, list[dict]]:
 
 
 def routing_policy(*, actor) -> Artifact | None:
-    return _policy(actor, [a for a in _routing_artifacts(actor) if a.kind == "policy.routing"])
+    return _policy(actor, _routing_artifacts(actor))
 
 
 def routing_candidates(*, actor) -> list[dict]:

@@ -153,14 +153,24 @@ def persona_adapter(*, actor):
     )
 
 
-def promoted_version(*, adapter):
-    """The version the artifact's body names as current, if it is promoted."""
+def promoted_versions(*, adapters) -> dict:
+    """adapter id -> the version each artifact's body names as current, where that version is
+    promoted; one query for all of them (routing reads every candidate's before a first token)."""
     from apps.training.models import AdapterVersion
 
-    number = (adapter.body or {}).get("current_version") if adapter is not None else None
-    if not number:
-        return None
-    return AdapterVersion.objects.filter(adapter=adapter, version=number, status=AdapterVersion.Status.PROMOTED).first()
+    wanted = Q()
+    for adapter in adapters:
+        number = (adapter.body or {}).get("current_version")
+        if number:
+            wanted |= Q(adapter_id=adapter.pk, version=number)
+    if not wanted:
+        return {}
+    return {v.adapter_id: v for v in AdapterVersion.objects.filter(wanted, status=AdapterVersion.Status.PROMOTED)}
+
+
+def promoted_version(*, adapter):
+    """The version the artifact's body names as current, if it is promoted."""
+    return promoted_versions(adapters=[adapter]).get(adapter.pk) if adapter is not None else None
 
 
 def training_parent(*, adapter):
@@ -181,21 +191,22 @@ def training_parent(*, adapter):
     return clean
 
 
+def persona_serving(*, actor, version) -> dict:
+    """How answers for this user name their promoted persona `version` to the engine. The engine
+    name carries the user's id, so no other user's request can resolve to it."""
+    return {
+        "name": f"persona-{actor.pk}",
+        "adapter_id": str(version.adapter_id),
+        "version": version.version,
+        "fs_dir": version.fs_dir,
+        "weight": 1.0,
+    }
+
+
 def serving_adapters(*, actor) -> list[dict]:
-    """What answers for this user use: their promoted persona adapter, if any. The engine name
-    carries the user's id, so no other user's request can resolve to it."""
+    """What answers for this user use: their promoted persona adapter, if any."""
     version = promoted_version(adapter=persona_adapter(actor=actor))
-    if version is None:
-        return []
-    return [
-        {
-            "name": f"persona-{actor.pk}",
-            "adapter_id": str(version.adapter_id),
-            "version": version.version,
-            "fs_dir": version.fs_dir,
-            "weight": 1.0,
-        }
-    ]
+    return [] if version is None else [persona_serving(actor=actor, version=version)]
 
 
 def _adapter_artifacts():
