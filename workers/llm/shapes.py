@@ -118,22 +118,28 @@ def greedy_tokens(shape: str, *, seed: int = 0, tokens: int = 32, prompts=PARITY
     from workers.llm import SamplingParams
     from workers.llm.engine import Engine
 
+    # Set for the process (the engine computes on its own thread), and put back afterwards so
+    # that the caller's other engines keep their precision.
+    previous = jax.config.jax_default_matmul_precision
     jax.config.update("jax_default_matmul_precision", "highest")
     config = SHAPES[shape]
-    engine = Engine(
-        random_model(shape, seed),
-        max_batch_slots=1,
-        max_seq_len=min(config.context_length, 256),
-        lora_slots=1,
-        max_lora_rank=8,
-        dtype=jnp.dtype(dtype),
-        speculative_tokens=0,
-    )
+    engine = None
     try:
+        engine = Engine(
+            random_model(shape, seed),
+            max_batch_slots=1,
+            max_seq_len=min(config.context_length, 256),
+            lora_slots=1,
+            max_lora_rank=8,
+            dtype=jnp.dtype(dtype),
+            speculative_tokens=0,
+        )
         params = SamplingParams(greedy=True, max_tokens=tokens, ignore_eos=True)
         return [engine.generate(prompt, params).token_ids for prompt in prompts]
     finally:
-        engine.shutdown()
+        if engine is not None:
+            engine.shutdown()
+        jax.config.update("jax_default_matmul_precision", previous)
 
 
 def greedy_tokens_on_cpu(shape: str, *, seed: int = 0, tokens: int = 32, timeout: float = 1800) -> list:
