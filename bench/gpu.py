@@ -29,14 +29,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# JAX would otherwise take 75% of the GPU's memory at its first use, and the torch reference runs
+# in the same process.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from bench.engine import aggregate_decode, prompt_tokens  # noqa: E402
 from workers.llm import shapes  # noqa: E402
@@ -137,6 +142,7 @@ def engine_figures(shape: str, streams: list[int], decode_tokens: int, rounds: i
 def reference_figures(shape: str, streams: list[int], decode_tokens: int) -> dict:
     try:
         import torch
+        import transformers
         from transformers import LlamaForCausalLM
     except ImportError as exc:
         return {"skipped": f"no Hugging Face reference here ({exc.name} is not installed)"}
@@ -146,8 +152,16 @@ def reference_figures(shape: str, streams: list[int], decode_tokens: int) -> dic
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     with tempfile.TemporaryDirectory() as directory:
         save_hf_directory(directory, shapes.random_model(shape, seed=0))
-        model = LlamaForCausalLM.from_pretrained(directory, torch_dtype=dtype).to(device).eval()
-    out = {"device": device, "dtype": str(dtype), "transformers": __import__("transformers").__version__, "decode": {}}
+        model = LlamaForCausalLM.from_pretrained(directory, dtype=dtype).to(device).eval()
+    out = {
+        "device": device,
+        "dtype": str(dtype),
+        "transformers": transformers.__version__,
+        # transformers compiles the forward pass (torch.compile) for a static cache on a GPU, not on a CPU
+        "compiled": device != "cpu",
+        "warm_up_s": 0.0,
+        "decode": {},
+    }
     generator = torch.Generator().manual_seed(0)
     for n in streams:
         ids = torch.randint(300, shapes.SHAPES[shape].vocab_size, (n, 32), generator=generator).to(device)
@@ -170,10 +184,13 @@ def reference_figures(shape: str, streams: list[int], decode_tokens: int) -> dic
                 torch.cuda.synchronize()
             return time.perf_counter() - started
 
-        generate(decode_tokens)  # warm up (allocations, kernels)
+        out["warm_up_s"] += generate(decode_tokens)  # allocations, kernels, and the compile for this batch size
         full = statistics.median(generate(decode_tokens) for _ in range(2))
         first = statistics.median(generate(1) for _ in range(2))
         out["decode"][n] = n * (decode_tokens - 1) / max(full - first, 1e-9)
+    model = None  # freed before the engine measured next
+    if device == "cuda":
+        torch.cuda.empty_cache()  # the engine measured next shares the GPU's memory with torch's cache
     return out
 
 
@@ -194,6 +211,42 @@ def trainer_figures(shape: str, steps: int) -> dict:
     return {"backend": jax.default_backend(), "steps": len(times), "train_tps": sum(tokens) / sum(times)}
 
 
+def print_engine(shape: str, streams: list[int], figures: dict, reference: dict | None) -> None:
+    if "error" in figures:
+        print(f"  {shape}, LoRA terms by {figures['lora_kernel']}: failed: {figures['error']}", flush=True)
+        return
+    print(f"  {shape} on {figures['device']} ({figures['dtype']}, load {figures['load_s']:.1f} s)", flush=True)
+    for steps, rate in figures["single_stream"].items():
+        print(f"    single-stream decode, {steps} steps per call: {rate:9.1f} tok/s")
+    print(f"    LoRA terms by {figures['lora_kernel']}:")
+    header = ("streams", "base tok/s", "LoRA tok/s", "LoRA/base", "reference", "base/ref")
+    widths = (8, 12, 12, 10, 12, 9)
+    print("      " + " ".join(f"{label:>{width}}" for label, width in zip(header, widths, strict=True)))
+    for n in streams:
+        ref = ((reference or {}).get("decode") or {}).get(n)
+        ratio = f"{figures['base'][n] / ref:9.2f}" if ref else f"{'n/a':>9}"
+        ref_text = f"{ref:12.1f}" if ref else f"{'n/a':>12}"
+        print(
+            f"      {n:>8} {figures['base'][n]:12.1f} {figures['lora'][n]:12.1f} "
+            f"{figures['lora'][n] / figures['base'][n]:10.2f} {ref_text} {ratio}"
+        )
+    compiles = figures["compiles_after_swapping_adapters"]
+    print(f"    compiles after replacing all {ADAPTERS} adapters: {compiles}", flush=True)
+
+
+def print_reference(shape: str, reference: dict) -> None:
+    if "decode" not in reference:
+        print(f"  reference on {shape}: {reference.get('skipped') or 'failed: ' + reference.get('error', '?')}")
+        return
+    rates = ", ".join(f"{n} streams {rate:.1f} tok/s" for n, rate in reference["decode"].items())
+    print(
+        f"  reference on {shape}: transformers {reference['transformers']} on {reference['device']} "
+        f"({reference['dtype']}, static cache, compiled: {reference['compiled']}, "
+        f"first call {reference['warm_up_s']:.1f} s): {rates}",
+        flush=True,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="smollm2-135m,llama-3.2-1b")
@@ -206,67 +259,94 @@ def main() -> int:
         default="gather,grouped",
         help="how XLA computes the LoRA terms: per row (gather) and per adapter slot (grouped, ragged_dot)",
     )
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--skip-parity", action="store_true", help="where test_gpu.py has just checked it")
+    parser.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="start no part after this many seconds (a lent GPU's time is short): what ran is kept",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="written after every part, so a cut run keeps its figures"
+    )
     args = parser.parse_args()
     names = args.shapes.split(",")
     streams = [int(s) for s in args.streams.split(",")]
+    kernels = args.lora_kernels.split(",")
+    started = time.monotonic()
 
     import jax
 
     print(f"JAX {jax.__version__} on {jax.default_backend()}: {jax.devices()}", flush=True)
-    results = {"parity": [], "engine": {}, "reference": {}, "trainer": None}
-    for shape in dict.fromkeys(["tiny", names[0]]):
-        print(f"1/4 parity on {shape} ...", flush=True)
-        check = parity(shape)
-        results["parity"].append(check)
-        verdict = check.get("skipped") or ("match" if check["match"] else f"differ at {check['first_divergence']}")
-        print(f"    {shape}: accelerator vs CPU greedy tokens, float32: {verdict}", flush=True)
-    for shape in names:
-        for kernel in args.lora_kernels.split(","):
-            print(f"2/4 engine on {shape}, LoRA terms by {kernel} ...", flush=True)
-            results["engine"][f"{shape} {kernel}"] = engine_figures(
-                shape, streams, args.decode_tokens, args.rounds, kernel
-            )
-        print(f"3/4 reference on {shape} ...", flush=True)
-        results["reference"][shape] = reference_figures(shape, streams, args.decode_tokens)
-    print(f"4/4 trainer on {names[0]} ...", flush=True)
-    results["trainer"] = trainer_figures(names[0], args.train_steps)
+    results = {"jax": jax.__version__, "parity": [], "engine": {}, "reference": {}, "trainer": None, "not_run": []}
 
-    print()
-    kernels = args.lora_kernels.split(",")
-    for shape in names:
-        ref = results["reference"][shape]
-        first = results["engine"][f"{shape} {kernels[0]}"]
-        print(f"{shape} on {first['device']} ({first['dtype']}, load {first['load_s']:.1f} s)")
-        for steps, rate in first["single_stream"].items():
-            print(f"  single-stream decode, {steps} steps per call: {rate:9.1f} tok/s")
+    def save() -> None:
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2, default=str))
+
+    def attempt(label: str, measure):
+        """Runs one part unless the deadline has passed; a part that fails is recorded, not fatal."""
+        if args.deadline_s is not None and time.monotonic() - started > args.deadline_s:
+            print(f"{label}: not run (past the {args.deadline_s:.0f} s deadline)", flush=True)
+            results["not_run"].append(label)
+            save()
+            return None
+        print(f"{label} ...", flush=True)
+        part_started = time.monotonic()
+        try:
+            figures = measure()
+        except Exception as exc:  # noqa: BLE001 - one part's failure must not lose the others' figures
+            traceback.print_exc()
+            figures = {"error": f"{type(exc).__name__}: {exc}"}
+        figures["seconds"] = time.monotonic() - part_started
+        return figures
+
+    # Ordered by what the GPU issue needs most, so a deadline cuts the least important parts.
+    if not args.skip_parity:
+        for shape in dict.fromkeys(["tiny", names[0]]):
+            check = attempt(f"parity on {shape}", lambda shape=shape: parity(shape))
+            if check is not None:
+                results["parity"].append(check)
+                verdict = check.get("skipped") or check.get("error")
+                verdict = verdict or ("match" if check["match"] else f"differ at {check['first_divergence']}")
+                print(f"  {shape}: accelerator vs CPU greedy tokens, float32: {verdict}", flush=True)
+                save()
+    for index, shape in enumerate(names):
+        reference = attempt(
+            f"reference on {shape}", lambda shape=shape: reference_figures(shape, streams, args.decode_tokens)
+        )
+        if reference is not None:
+            results["reference"][shape] = reference
+            print_reference(shape, reference)
+            save()
         for kernel in kernels:
-            ours = results["engine"][f"{shape} {kernel}"]
-            print(f"  LoRA terms by {kernel}:")
-            header = ("streams", "base tok/s", "LoRA tok/s", "LoRA/base", "reference", "base/ref")
-            widths = (8, 12, 12, 10, 12, 9)
-            print("    " + " ".join(f"{label:>{width}}" for label, width in zip(header, widths, strict=True)))
-            for n in streams:
-                reference = (ref.get("decode") or {}).get(n)
-                ratio = f"{ours['base'][n] / reference:9.2f}" if reference else f"{'n/a':>9}"
-                ref_text = f"{reference:12.1f}" if reference else f"{'n/a':>12}"
-                print(
-                    f"    {n:>8} {ours['base'][n]:12.1f} {ours['lora'][n]:12.1f} "
-                    f"{ours['lora'][n] / ours['base'][n]:10.2f} {ref_text} {ratio}"
-                )
-            print(f"    compiles after replacing all {ADAPTERS} adapters: {ours['compiles_after_swapping_adapters']}")
-        if ref.get("skipped"):
-            print(f"  reference: {ref['skipped']}")
-        else:
-            print(f"  reference: transformers {ref['transformers']} on {ref['device']} ({ref['dtype']}), static cache")
-    trainer = results["trainer"]
-    print(
-        f"trainer on {names[0]} ({trainer['backend']}): {trainer['train_tps']:.0f} tokens/s "
-        f"over {trainer['steps']} steps"
-    )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str))
-    return 0
+            figures = attempt(
+                f"engine on {shape}, LoRA terms by {kernel}",
+                lambda shape=shape, kernel=kernel: engine_figures(
+                    shape, streams, args.decode_tokens, args.rounds, kernel
+                ),
+            )
+            if figures is not None:
+                figures.setdefault("lora_kernel", kernel)
+                results["engine"][f"{shape} {kernel}"] = figures
+                print_engine(shape, streams, figures, reference)
+                save()
+        if index == 0:
+            trainer = attempt(f"trainer on {shape}", lambda shape=shape: trainer_figures(shape, args.train_steps))
+            if trainer is not None:
+                results["trainer"] = trainer
+                if "error" in trainer:
+                    print(f"  trainer on {shape}: failed: {trainer['error']}", flush=True)
+                else:
+                    print(
+                        f"  trainer on {shape} ({trainer['backend']}): {trainer['train_tps']:.0f} tokens/s "
+                        f"over {trainer['steps']} steps",
+                        flush=True,
+                    )
+                save()
+    print(f"done in {time.monotonic() - started:.0f} s", flush=True)
+    failed = [label for label, part in results["engine"].items() if "error" in part]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
