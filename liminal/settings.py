@@ -316,19 +316,8 @@ CHAT_MAX_TOKENS = env_int("CHAT_MAX_TOKENS", 512)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 32000)
 CHAT_MAX_CONCURRENT_PER_USER = env_int("CHAT_MAX_CONCURRENT_PER_USER", 3)
 CHAT_SUMMARY_MAX_TOKENS = env_int("CHAT_SUMMARY_MAX_TOKENS", 200)
-# Prompts, sampling and retrieval depth of answers are data: the `chat.default` workflow.chat
-# artifact (apps/artifacts/seeds.py), editable in the admin or with PATCH /v1/artifacts/{id}.
-# Few-shot completion: a small model names an exchange far better this way than when asked in chat.
-CHAT_TITLE_PROMPT = (
-    "Give each conversation a short title.\n\n"
-    "User: How long should I boil an egg for a runny yolk?\nAssistant: About six minutes in boiling water.\n"
-    "Title: Soft-boiled eggs\n\n"
-    "User: Can you fix this SQL query that returns duplicate rows?\nAssistant: Add DISTINCT or a GROUP BY on the key "
-    "columns.\nTitle: Removing duplicate SQL rows\n\n"
-    "User: Recommend a novel set in Japan.\nAssistant: Try 'Kafka on the Shore' by Haruki Murakami.\n"
-    "Title: Japanese novel recommendation\n\n"
-    "User: {question}\nAssistant: {answer}\nTitle:"
-)
+# Prompts (titles' included), sampling and retrieval depth of answers are data: the `chat.default`
+# workflow.chat artifact (apps/artifacts/seeds.py), editable in the admin or with PATCH /v1/artifacts/{id}.
 # Tokens are relayed to the browser in chunks at most this often, not one message per token.
 STREAM_COALESCE_SECONDS = float(os.environ.get("STREAM_COALESCE_SECONDS", "0.04"))
 # A worker refreshes its answer's heartbeat every third of this; silence this long means it died.

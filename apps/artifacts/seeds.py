@@ -206,6 +206,16 @@ WORKFLOW = {
         "\n\n{passages}",
         "no_knowledge_answer": "I could not find anything about this in the documents of this conversation "
         "({contexts}), so I will not guess. Try rephrasing the question, or add a document that covers it.",
+        # Few-shot completion: a small model names an exchange far better this way than when asked in
+        # chat. {question} and {answer} are the first exchange, each on one line.
+        "title_prompt": "Give each conversation a short title.\n\n"
+        "User: How long should I boil an egg for a runny yolk?\nAssistant: About six minutes in boiling water.\n"
+        "Title: Soft-boiled eggs\n\n"
+        "User: Can you fix this SQL query that returns duplicate rows?\nAssistant: Add DISTINCT or a GROUP BY on "
+        "the key columns.\nTitle: Removing duplicate SQL rows\n\n"
+        "User: Recommend a novel set in Japan.\nAssistant: Try 'Kafka on the Shore' by Haruki Murakami.\n"
+        "Title: Japanese novel recommendation\n\n"
+        "User: {question}\nAssistant: {answer}\nTitle:",
         "retrieval_k": 4,
         "sampling": {"greedy": True, "temperature": 0, "top_p": 1.0, "repetition_penalty": 1.05, "max_tokens": 512},
         # Regenerate asks for a different answer: greedy decoding would repeat the same one.

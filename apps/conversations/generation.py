@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
+from apps.artifacts.seeds import WORKFLOW as SEEDED_WORKFLOW
 from apps.conversations import services, state
 from apps.conversations.engine_runtime import get_engine
 from apps.conversations.models import Message
@@ -303,17 +304,26 @@ def clean_title(text: str) -> str:
     return title.rstrip(".,;:!") if len(words) > TITLE_MAX_WORDS or title.endswith((".", ",", ";", ":")) else title
 
 
+def title_prompt(conversation) -> str:
+    """The title prompt of the workflow answering this conversation (its owner's view), or the
+    seeded one where that workflow has none (an edited workflow from before titles were data)."""
+    workflow = services.workflow_for(actor=conversation.owner, conversation=conversation)
+    return (workflow.body.get("defaults") or {}).get("title_prompt") or SEEDED_WORKFLOW["defaults"]["title_prompt"]
+
+
 def run_title(conversation) -> str | None:
     from workers.llm import SamplingParams
 
     path = [m for m in conversation.messages.order_by("created_at")[:2] if m.content.strip()]
     if len(path) < 2:
         return None
+    template = title_prompt(conversation)
     engine = get_engine()
 
     def one_line(text: str) -> str:
         return " ".join(text.split())[:600]
 
-    prompt = settings.CHAT_TITLE_PROMPT.format(question=one_line(path[0].content), answer=one_line(path[1].content))
+    # Replaced, not str.format: an admin's prompt may hold other braces.
+    prompt = template.replace("{question}", one_line(path[0].content)).replace("{answer}", one_line(path[1].content))
     result = engine.generate(prompt, SamplingParams(greedy=True, max_tokens=16, stop=["\n"]), truncate=True)
     return clean_title(result.text) or None

@@ -180,6 +180,10 @@ def test_bad_paging_is_a_validation_error_naming_the_field(client_for, user, url
             {"kind": "workflow.chat", "nodes": [{"id": "a", "type": "end"}], "defaults": {"system_prompt": "a\x00b"}},
             "/schema/defaults/system_prompt",
         ),
+        (
+            {"kind": "workflow.chat", "nodes": [{"id": "a", "type": "end"}], "defaults": {"title_prompt": "Name it."}},
+            "/schema/defaults/title_prompt",
+        ),
     ],
 )
 def test_an_invalid_body_is_refused_with_a_json_pointer(client_for, user, body, pointer):
