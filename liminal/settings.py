@@ -403,22 +403,10 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILI
 
 # ---------------------------------------------------------------- ConfigOps (apps/configops)
 
-# The architect: a nightly proposal (beat, at this crontab) for each of these global artifacts,
-# from the model reading the artifact, its JSON Schema and these days of metrics.
+# The architect: a nightly proposal (beat, at this crontab) for each target of the global
+# `architect.default` policy.architect artifact, which holds its prompt, targets, metrics window
+# and answer length (apps/artifacts/seeds.py).
 CONFIGOPS_ARCHITECT_SCHEDULE = {"hour": env_int("CONFIGOPS_ARCHITECT_HOUR", 3), "minute": 17}
-CONFIGOPS_ARCHITECT_TARGETS = [("policy.routing", "routing.default"), ("workflow.chat", "chat.default")]
-CONFIGOPS_ARCHITECT_METRICS_DAYS = env_int("CONFIGOPS_ARCHITECT_METRICS_DAYS", 7)
-CONFIGOPS_ARCHITECT_MAX_TOKENS = env_int("CONFIGOPS_ARCHITECT_MAX_TOKENS", 384)
-# The schema comes first: a prompt too long for the model loses its beginning, not the task.
-CONFIGOPS_ARCHITECT_PROMPT = (
-    "JSON Schema of a {kind} artifact:\n{schema}\n\n"
-    'The artifact "{name}" now:\n{body}\n\n'
-    "Metrics of the last days (satisfaction is the share of thumbs up):\n{metrics}\n\n"
-    "Goal: {goal}\n\n"
-    "Propose one small change to the artifact as an RFC 6902 JSON Patch. Answer with JSON only, exactly "
-    'of this form: {{"ops": [{{"op": "replace", "path": "/some/path", "value": 1}}], '
-    '"justification": "why, in one or two sentences"}}'
-)
 
 # ---- Readiness (GET /readyz)
 

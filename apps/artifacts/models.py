@@ -24,6 +24,7 @@ class Artifact(models.Model):
         TOOL_SPEC = "tool.spec", "Tool"
         ADAPTER_LORA = "adapter.lora", "LoRA adapter"
         POLICY_TRAINING = "policy.training", "Training policy"
+        POLICY_ARCHITECT = "policy.architect", "Architect policy"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(

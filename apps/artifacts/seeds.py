@@ -372,6 +372,30 @@ ROUTING_POLICY = {
 }
 
 
+DEFAULT_ARCHITECT_POLICY = "architect.default"
+
+# The architect (apps/configops/architect.py). The prompt fills {kind}, {name}, {schema}, {body},
+# {metrics} and {goal}; the schema comes first, since a prompt too long for the model loses its
+# beginning, not the task.
+ARCHITECT_POLICY = {
+    "kind": "policy.architect",
+    "prompt": "JSON Schema of a {kind} artifact:\n{schema}\n\n"
+    'The artifact "{name}" now:\n{body}\n\n'
+    "Metrics of the last days (satisfaction is the share of thumbs up):\n{metrics}\n\n"
+    "Goal: {goal}\n\n"
+    "Propose one small change to the artifact as an RFC 6902 JSON Patch. Answer with JSON only, exactly "
+    'of this form: {"ops": [{"op": "replace", "path": "/some/path", "value": 1}], '
+    '"justification": "why, in one or two sentences"}',
+    "default_goal": "Improve the users' satisfaction with the smallest safe change.",
+    "targets": [
+        {"kind": "policy.routing", "name": DEFAULT_ROUTING_POLICY},
+        {"kind": "workflow.chat", "name": DEFAULT_WORKFLOW},
+    ],
+    "metrics_days": 7,
+    "max_tokens": 384,
+}
+
+
 def _mirror(artifact, version):
     path = Path(settings.SHARED_FS_ROOT) / "artifacts" / str(artifact.pk) / f"v{version.version:04d}.json"
     try:
@@ -427,6 +451,15 @@ def seed_missing(Artifact, ArtifactVersion) -> None:
         "Which adapters answer a message, for users without a routing policy of their own.",
         ROUTING_POLICY,
     )
+    _seed_one(
+        Artifact,
+        ArtifactVersion,
+        "policy.architect",
+        DEFAULT_ARCHITECT_POLICY,
+        "How the architect asks the model for patches: its prompt, the artifacts of its nightly run, the "
+        "metrics window and the answer's length.",
+        ARCHITECT_POLICY,
+    )
 
 
 def upgrade_seeded(Artifact, ArtifactVersion) -> None:
@@ -436,6 +469,7 @@ def upgrade_seeded(Artifact, ArtifactVersion) -> None:
         ("workflow.chat", DEFAULT_WORKFLOW): WORKFLOW,
         ("policy.training", DEFAULT_TRAINING_POLICY): TRAINING_POLICY,
         ("policy.routing", DEFAULT_ROUTING_POLICY): ROUTING_POLICY,
+        ("policy.architect", DEFAULT_ARCHITECT_POLICY): ARCHITECT_POLICY,
     }
     bodies.update({("tool.spec", tool["name"]): tool for tool in TOOLS})
     for (kind, name), body in bodies.items():
@@ -457,4 +491,9 @@ def upgrade_seeded(Artifact, ArtifactVersion) -> None:
 
 
 def seeded_names() -> list[str]:
-    return [tool["name"] for tool in TOOLS] + [DEFAULT_WORKFLOW, DEFAULT_TRAINING_POLICY, DEFAULT_ROUTING_POLICY]
+    return [tool["name"] for tool in TOOLS] + [
+        DEFAULT_WORKFLOW,
+        DEFAULT_TRAINING_POLICY,
+        DEFAULT_ROUTING_POLICY,
+        DEFAULT_ARCHITECT_POLICY,
+    ]

@@ -88,6 +88,7 @@ def validate_body(body, *, owner, kind: str | None = None) -> str:
         "tool.spec": _check_tool,
         "policy.routing": _check_routing,
         "adapter.lora": _check_adapter,
+        "policy.architect": _check_architect,
     }
     if found_kind in checks:
         checks[found_kind](body, owner)
@@ -156,3 +157,12 @@ def _check_adapter(body: dict, owner) -> None:
     policy_id = body.get("training_policy_id")
     if policy_id and not _visible_to(owner).filter(kind="policy.training", pk=policy_id).exists():
         raise _fault("no training policy with this id is visible here.", "/training_policy_id")
+
+
+def _check_architect(body: dict, owner) -> None:
+    if owner is not None:
+        raise _fault("the architect's policy is global: only an admin's global artifact is read.", "/kind")
+    global_artifacts = _visible_to(None)
+    for index, target in enumerate(body["targets"]):
+        if not global_artifacts.filter(kind=target["kind"], name=target["name"]).exists():
+            raise _fault(f"no global {target['kind']} named {target['name']!r}.", f"/targets/{index}/name")

@@ -11,12 +11,14 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 from jsonschema.exceptions import best_match
 
+from apps.artifacts import seeds
 from apps.artifacts.models import Artifact
+from apps.artifacts.prompts import fill_prompt
+from apps.artifacts.selectors import global_artifact
 from apps.artifacts.validation import kind_schema
 from apps.configops import services
 from apps.configops.models import ConfigPatch
@@ -28,13 +30,24 @@ logger = logging.getLogger(__name__)
 _compact = {"separators": (",", ":"), "sort_keys": False}
 
 
+# The kinds the architect proposes patches for (policy.architect's schema lists the same).
+ARCHITECT_KINDS = (Artifact.Kind.POLICY_ROUTING, Artifact.Kind.WORKFLOW_CHAT)
+
+
+def architect_policy() -> dict:
+    """The global `architect.default` policy's body, over the seeded one (which stands in for
+    missing fields, or the whole policy before the migrations ran)."""
+    artifact = global_artifact(kind=Artifact.Kind.POLICY_ARCHITECT, name=seeds.DEFAULT_ARCHITECT_POLICY)
+    return {**seeds.ARCHITECT_POLICY, **(artifact.body if artifact is not None else {})}
+
+
 def recent_metrics(*, days: int | None = None) -> dict:
     """Platform-wide aggregates only (no user's text): satisfaction from thumbs, routing feedback,
     knowledge gaps."""
     from apps.knowledge.models import KnowledgeGap
     from apps.training.models import PreferenceEvent
 
-    days = days or settings.CONFIGOPS_ARCHITECT_METRICS_DAYS
+    days = days or architect_policy()["metrics_days"]
     since = timezone.now() - timedelta(days=days)
     events = PreferenceEvent.objects.filter(created_at__gte=since, excluded_at__isnull=True)
     Kind, Feedback = PreferenceEvent.Kind, PreferenceEvent.Feedback
@@ -60,14 +73,18 @@ def recent_metrics(*, days: int | None = None) -> dict:
     }
 
 
-def build_prompt(*, artifact: Artifact, metrics: dict, goal: str = "") -> str:
-    return settings.CONFIGOPS_ARCHITECT_PROMPT.format(
-        kind=artifact.kind,
-        name=artifact.name,
-        schema=json.dumps(kind_schema(artifact.kind), **_compact),
-        body=json.dumps(artifact.body, **_compact),
-        metrics=json.dumps(metrics, **_compact),
-        goal=goal.strip() or "Improve the users' satisfaction with the smallest safe change.",
+def build_prompt(*, artifact: Artifact, metrics: dict, goal: str = "", policy: dict | None = None) -> str:
+    policy = policy or architect_policy()
+    return fill_prompt(
+        policy["prompt"],
+        {
+            "kind": artifact.kind,
+            "name": artifact.name,
+            "schema": json.dumps(kind_schema(artifact.kind), **_compact),
+            "body": json.dumps(artifact.body, **_compact),
+            "metrics": json.dumps(metrics, **_compact),
+            "goal": goal.strip() or policy["default_goal"],
+        },
     )
 
 
@@ -98,7 +115,9 @@ def parse_proposal(text: str) -> tuple[dict | None, str]:
 def propose(*, artifact: Artifact, generate: Callable[[str], str], goal: str = "") -> ConfigPatch:
     """One proposal for the artifact, pending an admin; or a failed ConfigPatch saying why not."""
     artifact = Artifact.objects.select_related("current_version").get(pk=artifact.pk)
-    prompt = build_prompt(artifact=artifact, metrics=recent_metrics(), goal=goal)
+    policy = architect_policy()
+    metrics = recent_metrics(days=policy["metrics_days"])
+    prompt = build_prompt(artifact=artifact, metrics=metrics, goal=goal, policy=policy)
     try:
         output = generate(prompt)
     except Exception as exc:
@@ -134,15 +153,15 @@ def engine_generate(prompt: str) -> str:
 
     engine = get_engine()
     rendered = engine.render_chat([{"role": "user", "content": prompt}])
-    params = SamplingParams(greedy=True, max_tokens=settings.CONFIGOPS_ARCHITECT_MAX_TOKENS)
+    params = SamplingParams(greedy=True, max_tokens=architect_policy()["max_tokens"])
     return engine.generate(rendered, params, truncate=True).text
 
 
 def targets() -> list[Artifact]:
-    """The global artifacts the nightly run proposes patches for (settings name them)."""
+    """The global artifacts the nightly run proposes patches for (the policy names them)."""
     found = []
-    for kind, name in settings.CONFIGOPS_ARCHITECT_TARGETS:
-        artifact = Artifact.objects.filter(owner__isnull=True, kind=kind, name=name).first()
+    for target in architect_policy()["targets"]:
+        artifact = global_artifact(kind=target["kind"], name=target["name"])
         if artifact is not None:
             found.append(artifact)
     return found

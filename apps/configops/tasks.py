@@ -1,5 +1,5 @@
 """The architect's Celery tasks: one artifact on an admin's request (POST /v1/config/auto_patch),
-and the nightly run over the artifacts settings.CONFIGOPS_ARCHITECT_TARGETS names. They run on the
+and the nightly run over the targets of the global `architect.default` policy. They run on the
 `inference` queue (routed in apps.py), whose workers hold the engine.
 
 An admin's goal is free text: it waits on the ArchitectRequest row, and only the row's id

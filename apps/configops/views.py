@@ -13,12 +13,12 @@ from apps.artifacts import selectors as artifact_selectors
 from apps.artifacts.diff import body_diff, pretty
 from apps.artifacts.models import Artifact
 from apps.configops import selectors, services
+from apps.configops.architect import ARCHITECT_KINDS
 from apps.configops.models import ConfigPatch
 from liminal.errors import Forbidden
 from liminal.pages import attempt
 
 STATUS_TABS = ["pending", "approved", "applied", "failed", "rejected", "all"]
-ARCHITECT_KINDS = (Artifact.Kind.POLICY_ROUTING, Artifact.Kind.WORKFLOW_CHAT)
 
 
 def _admin_only(actor) -> None:

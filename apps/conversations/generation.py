@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
+from apps.artifacts.prompts import fill_prompt
 from apps.artifacts.seeds import WORKFLOW as SEEDED_WORKFLOW
 from apps.conversations import services, state
 from apps.conversations.engine_runtime import get_engine
@@ -323,7 +324,6 @@ def run_title(conversation) -> str | None:
     def one_line(text: str) -> str:
         return " ".join(text.split())[:600]
 
-    # Replaced, not str.format: an admin's prompt may hold other braces.
-    prompt = template.replace("{question}", one_line(path[0].content)).replace("{answer}", one_line(path[1].content))
+    prompt = fill_prompt(template, {"question": one_line(path[0].content), "answer": one_line(path[1].content)})
     result = engine.generate(prompt, SamplingParams(greedy=True, max_tokens=16, stop=["\n"]), truncate=True)
     return clean_title(result.text) or None

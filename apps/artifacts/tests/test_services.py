@@ -4,17 +4,17 @@ import pytest
 
 from apps.artifacts import services
 from apps.artifacts.models import Artifact
-from apps.artifacts.seeds import ROUTING_POLICY, TOOLS, TRAINING_POLICY, WORKFLOW, seeded_names
+from apps.artifacts.seeds import ARCHITECT_POLICY, ROUTING_POLICY, TOOLS, TRAINING_POLICY, WORKFLOW, seeded_names
 from apps.artifacts.validation import validate_body
 
 pytestmark = pytest.mark.django_db
 
 
 def test_every_seeded_body_passes_its_own_validation():
-    for body in [*TOOLS, WORKFLOW, TRAINING_POLICY, ROUTING_POLICY]:
+    for body in [*TOOLS, WORKFLOW, TRAINING_POLICY, ROUTING_POLICY, ARCHITECT_POLICY]:
         assert validate_body(body, owner=None) == body["kind"]
     seeded = Artifact.objects.filter(owner__isnull=True, name__in=seeded_names())
-    assert seeded.count() == len(TOOLS) + 3 and all(a.current_version_id for a in seeded)
+    assert seeded.count() == len(TOOLS) + 4 and all(a.current_version_id for a in seeded)
 
 
 def test_a_write_that_changes_nothing_makes_no_version(user, workflow_body):
@@ -96,3 +96,11 @@ def test_routing_rules_are_parsed_and_name_checked_when_saved(user):
             policy(when)
         assert refused.value.details["pointer"] == "/schema/rules/1/when"
         assert "rule 'nearest_skill'" in refused.value.message and fragment in refused.value.message
+
+
+def test_a_prompt_is_filled_in_one_pass_and_other_braces_stay():
+    from apps.artifacts.prompts import fill_prompt
+
+    template = 'Q: {question}\nA: {answer}\nJSON: {"ops": []} {unknown}'
+    filled = fill_prompt(template, {"question": "What does {answer} mean?", "answer": "A placeholder."})
+    assert filled == 'Q: What does {answer} mean?\nA: A placeholder.\nJSON: {"ops": []} {unknown}'

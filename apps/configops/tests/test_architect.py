@@ -4,9 +4,14 @@ the reason when it is not, and never applied. The model itself is replaced by ca
 here; the slow test asks the real one."""
 
 import json
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
+from apps.artifacts import seeds
+from apps.artifacts import services as artifact_services
+from apps.artifacts.selectors import global_artifact
 from apps.configops import architect, services, tasks
 from apps.configops.models import ArchitectRequest, ConfigPatch
 from apps.configops.tests.conftest import SKILL_RULE
@@ -50,6 +55,85 @@ def test_the_prompt_holds_the_artifact_its_schema_the_metrics_and_the_goal(routi
     assert '"nearest_skill"' in prompt and '"max_active_adapters"' in prompt and "Fewer wrong skills." in prompt
     assert '"satisfaction":0.667' in prompt
     assert "wifi password" not in prompt  # aggregates only, never a user's words
+
+
+def _edit_policy(**fields):
+    policy = global_artifact(kind="policy.architect", name=seeds.DEFAULT_ARCHITECT_POLICY)
+    artifact_services.artifact_update(actor=None, artifact=policy, body={**policy.body, **fields}, change_note="Test.")
+
+
+def test_the_seeded_policy_asks_for_a_patch_of_the_documented_form(routing_default):
+    prompt = architect.build_prompt(artifact=routing_default, metrics={"days": 7})
+    assert prompt.startswith("JSON Schema of a policy.routing artifact:\n{")
+    assert '{"ops": [{"op": "replace", "path": "/some/path", "value": 1}]' in prompt
+    assert "Goal: Improve the users' satisfaction with the smallest safe change." in prompt
+    assert "{goal}" not in prompt and "{body}" not in prompt
+
+
+def test_prompt_goal_window_length_and_targets_come_from_the_architect_policy(
+    monkeypatch, routing_default, chat_default, user, new_mirror_files
+):
+    _edit_policy(
+        prompt="Patch {name} ({kind}) toward: {goal}\nNow: {body}\nSchema: {schema}\nMetrics: {metrics}",
+        default_goal="Route fewer messages to skills.",
+        targets=[{"kind": "workflow.chat", "name": "chat.default"}],
+        metrics_days=30,
+        max_tokens=64,
+    )
+    old = PreferenceEvent.objects.create(owner=user, kind="thumbs_down", prompt="p", answer="a")
+    PreferenceEvent.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=20))
+    generate = canned(GOOD)
+    architect.propose(artifact=routing_default, generate=generate)
+    (prompt,) = generate.prompts
+    assert prompt.startswith("Patch routing.default (policy.routing) toward: Route fewer messages to skills.\n")
+    assert '"days":30' in prompt and '"thumbs_down":1' in prompt, "20 days ago is inside a 30-day window"
+
+    asked = []
+
+    class Engine:
+        def render_chat(self, messages):
+            return messages[0]["content"]
+
+        def generate(self, prompt, params, truncate):
+            asked.append(params.max_tokens)
+            return type("Result", (), {"text": GOOD})()
+
+    monkeypatch.setattr("apps.conversations.engine_runtime.get_engine", lambda: Engine())
+    architect.engine_generate("a prompt")
+    assert asked == [64]
+
+    monkeypatch.setattr(architect, "engine_generate", canned(GOOD))
+    nightly = tasks.architect_nightly()
+    assert [ConfigPatch.objects.get(pk=result["patch_id"]).artifact for result in nightly] == [chat_default]
+
+
+@pytest.mark.parametrize(
+    "op, pointer",
+    [
+        ({"op": "replace", "path": "/prompt", "value": "Improve {name}."}, "/schema/prompt"),
+        (
+            {"op": "add", "path": "/targets/-", "value": {"kind": "workflow.chat", "name": "no.such"}},
+            "/schema/targets/2/name",
+        ),
+        ({"op": "add", "path": "/targets/-", "value": {"kind": "adapter.lora", "name": "x"}}, "/schema/targets/2/kind"),
+        ({"op": "replace", "path": "/max_tokens", "value": 100000}, "/schema/max_tokens"),
+    ],
+)
+def test_a_broken_architect_policy_is_refused_and_the_current_one_kept(api, admin, op, pointer):
+    policy = global_artifact(kind="policy.architect", name=seeds.DEFAULT_ARCHITECT_POLICY)
+    response = api(admin).patch(f"/v1/artifacts/{policy.pk}", {"patch": [op]}, format="json")
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "validation_error" and error["details"]["pointer"] == pointer, error
+    policy.refresh_from_db()
+    assert policy.body == seeds.ARCHITECT_POLICY
+
+
+def test_only_the_global_architect_policy_exists(api, user):
+    response = api(user).post(
+        "/v1/artifacts", {"name": "mine", "schema": {**seeds.ARCHITECT_POLICY, "targets": []}}, format="json"
+    )
+    assert response.status_code == 400 and response.json()["error"]["details"]["pointer"] == "/schema/kind"
 
 
 @pytest.mark.parametrize(
