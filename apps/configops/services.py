@@ -245,6 +245,11 @@ def architect_request(*, actor, artifact_id, goal: str = "") -> dict:
     artifact = artifact_selectors.artifact_get(actor=actor, artifact_id=artifact_id)
     if actor is not None and artifact.owner_id is not None and artifact.owner_id != actor.pk:
         raise Forbidden("Only the owner can change this artifact.")
+    if artifact.kind == Artifact.Kind.POLICY_ARCHITECT:
+        # The model rewriting the prompt that asks it for changes would answer to nobody's design.
+        raise Invalid(
+            "The architect does not propose changes to its own policy; an admin edits it.", field="artifact_id"
+        )
     goal = (goal or "").strip().replace("\x00", "")
     if len(goal) > JUSTIFICATION_MAX:
         raise Invalid(f"At most {JUSTIFICATION_MAX} characters.", field="goal")

@@ -49,7 +49,9 @@ def index(request):
     if tab not in STATUS_TABS:
         tab = "pending"
     patches = selectors.patch_list(actor=request.user, status=None if tab == "all" else tab)[:200]
-    artifacts = artifact_selectors.artifact_list(actor=request.user).filter(kind__in=ARCHITECT_KINDS)
+    # The architect's own policy is listed for its history and restore, never for the architect to patch.
+    listed = [*ARCHITECT_KINDS, Artifact.Kind.POLICY_ARCHITECT]
+    artifacts = artifact_selectors.artifact_list(actor=request.user).filter(kind__in=listed)
     return render(
         request,
         "configops/index.html",

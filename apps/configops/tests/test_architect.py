@@ -214,6 +214,16 @@ def test_auto_patch_queues_the_architect_for_admins(
     assert queued == [((str(request.pk),), {"task_id": str(request.pk)})]  # the id only, not the goal
 
 
+def test_auto_patch_refuses_the_architects_own_policy_in_the_envelope(monkeypatch, api, admin):
+    monkeypatch.setattr(tasks.architect_propose, "apply_async", lambda *args, **kwargs: pytest.fail("queued"))
+    policy = global_artifact(kind="policy.architect", name=seeds.DEFAULT_ARCHITECT_POLICY)
+    response = api(admin).post("/v1/config/auto_patch", {"artifact_id": str(policy.pk)}, format="json")
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "validation_error" and "its own policy" in error["message"]
+    assert not ArchitectRequest.objects.exists()
+
+
 def test_the_task_proposes_with_the_requests_goal_once(monkeypatch, admin, routing_default):
     prompts = []
 

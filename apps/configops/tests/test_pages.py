@@ -4,7 +4,7 @@ roll back from the page, an artifact's audit history and restore; everyone else 
 import pytest
 
 from apps.configops import services
-from apps.configops.models import ConfigPatch
+from apps.configops.models import ArchitectRequest, ConfigPatch
 from apps.configops.tests.conftest import SKILL_RULE, STRICT
 
 pytestmark = pytest.mark.django_db
@@ -121,3 +121,17 @@ def test_a_model_output_that_was_not_a_patch_is_shown_with_its_reason(client, ad
     detail = page(client, f"/config/patches/{patch.pk}/")
     assert "holds no JSON object" in detail and "Lower it." in detail and "No dry run" in detail
     assert "holds no JSON object" in page(client, "/config/?status=failed")
+
+
+def test_the_architects_policy_is_listed_with_its_history_but_not_offered_to_the_architect(client, admin):
+    from apps.artifacts import seeds
+    from apps.artifacts.selectors import global_artifact
+
+    policy = global_artifact(kind="policy.architect", name=seeds.DEFAULT_ARCHITECT_POLICY)
+    client.force_login(admin)
+    assert f"/config/artifacts/{policy.pk}/" in page(client, "/config/")
+    history = page(client, f"/config/artifacts/{policy.pk}/")
+    assert 'data-version="1"' in history and "Ask the architect" not in history
+    response = client.post(f"/config/artifacts/{policy.pk}/architect", {"goal": "Rewrite yourself."}, follow=True)
+    assert "does not propose changes to its own policy" in response.content.decode()
+    assert not ArchitectRequest.objects.filter(artifact=policy).exists()
