@@ -70,7 +70,9 @@ def parity(shape: str, tokens: int = 32) -> dict:
     }
 
 
-def engine_figures(shape: str, streams: list[int], decode_tokens: int, rounds: int, lora_kernel: str) -> dict:
+def engine_figures(
+    shape: str, streams: list[int], decode_tokens: int, rounds: int, lora_kernel: str, dtype: str | None = None
+) -> dict:
     import jax
 
     from workers.llm import SamplingParams, random_adapter
@@ -85,6 +87,7 @@ def engine_figures(shape: str, streams: list[int], decode_tokens: int, rounds: i
         max_lora_rank=16,
         speculative_tokens=0,
         lora_kernel=lora_kernel,
+        dtype=dtype,  # None: the engine's choice, bfloat16 on a GPU
     )
 
     def load_adapters(seed: int) -> None:
@@ -261,6 +264,13 @@ def main() -> int:
     )
     parser.add_argument("--skip-parity", action="store_true", help="where test_gpu.py has just checked it")
     parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=("bfloat16", "float32"),
+        help="the engine's compute dtype (default: the engine's choice, bfloat16 on a GPU); bfloat16 on a CPU "
+        "rehearses the GPU's XLA path",
+    )
+    parser.add_argument(
         "--deadline-s",
         type=float,
         default=None,
@@ -323,7 +333,7 @@ def main() -> int:
             figures = attempt(
                 f"engine on {shape}, LoRA terms by {kernel}",
                 lambda shape=shape, kernel=kernel: engine_figures(
-                    shape, streams, args.decode_tokens, args.rounds, kernel
+                    shape, streams, args.decode_tokens, args.rounds, kernel, args.dtype
                 ),
             )
             if figures is not None:

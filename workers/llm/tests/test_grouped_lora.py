@@ -39,6 +39,24 @@ def test_the_grouped_term_equals_the_gathered_one_for_float_slots(tokens):
         assert np.abs(gathered[1:]).max() > 1.0 and np.abs(gathered[0]).max() == 0.0
 
 
+def test_in_bfloat16_as_on_a_gpu_both_terms_stay_within_rounding_of_float32():
+    rng = np.random.default_rng(2)
+    layers, slots, fan_in, rank, fan_out, batch, k = 1, 6, 64, 8, 48, 9, 2
+    a = rng.standard_normal((layers, slots, fan_in, rank)).astype(np.float32) / 8
+    b = rng.standard_normal((layers, slots, rank, fan_out)).astype(np.float32) / 8
+    a[:, 0], b[:, 0] = 0, 0
+    x = rng.standard_normal((batch, 1, fan_in)).astype(np.float32)
+    rows = _rows(rng, batch, k, slots)
+    exact = np.asarray(_lora_delta(jnp.asarray(x), {"A": jnp.asarray(a), "B": jnp.asarray(b)}, 0, rows))
+    half = {"A": jnp.asarray(a, jnp.bfloat16), "B": jnp.asarray(b, jnp.bfloat16)}
+    x_half = jnp.asarray(x, jnp.bfloat16)
+    for term in (_lora_delta, _lora_delta_grouped):
+        got = term(x_half, half, 0, rows)
+        assert got.shape == exact.shape
+        error = np.abs(np.asarray(got, np.float32) - exact).max()
+        assert error < 0.02 * np.abs(exact).max(), (term.__name__, error, np.abs(exact).max())
+
+
 def test_the_grouped_term_equals_the_gathered_one_for_int8_slots():
     rng = np.random.default_rng(1)
     layers, slots, fan_in, rank, fan_out, batch, k = 1, 5, 16, 4, 12, 6, 2
