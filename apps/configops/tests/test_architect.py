@@ -12,6 +12,7 @@ from django.utils import timezone
 from apps.artifacts import seeds
 from apps.artifacts import services as artifact_services
 from apps.artifacts.selectors import global_artifact
+from apps.artifacts.validation import kind_schema
 from apps.configops import architect, services, tasks
 from apps.configops.models import ArchitectRequest, ConfigPatch
 from apps.configops.tests.conftest import SKILL_RULE
@@ -68,6 +69,8 @@ def test_the_seeded_policy_asks_for_a_patch_of_the_documented_form(routing_defau
     assert '{"ops": [{"op": "replace", "path": "/some/path", "value": 1}]' in prompt
     assert "Goal: Improve the users' satisfaction with the smallest safe change." in prompt
     assert "{goal}" not in prompt and "{body}" not in prompt
+    schema = kind_schema("policy.architect")
+    assert set(schema["properties"]["targets"]["items"]["properties"]["kind"]["enum"]) == set(architect.ARCHITECT_KINDS)
 
 
 def test_prompt_goal_window_length_and_targets_come_from_the_architect_policy(
@@ -111,6 +114,7 @@ def test_prompt_goal_window_length_and_targets_come_from_the_architect_policy(
     "op, pointer",
     [
         ({"op": "replace", "path": "/prompt", "value": "Improve {name}."}, "/schema/prompt"),
+        ({"op": "replace", "path": "/prompt", "value": "Fix {body} by {schema}."}, "/schema/prompt"),
         (
             {"op": "add", "path": "/targets/-", "value": {"kind": "workflow.chat", "name": "no.such"}},
             "/schema/targets/2/name",
