@@ -132,6 +132,8 @@ def test_the_architects_policy_is_listed_with_its_history_but_not_offered_to_the
     assert f"/config/artifacts/{policy.pk}/" in page(client, "/config/")
     history = page(client, f"/config/artifacts/{policy.pk}/")
     assert 'data-version="1"' in history and "Ask the architect" not in history
+    assert f"/admin/artifacts/artifact/{policy.pk}/change/" in history and "How the architect asks" in history
+    assert "{schema}" in page(client, f"/admin/artifacts/artifact/{policy.pk}/change/")
     response = client.post(f"/config/artifacts/{policy.pk}/architect", {"goal": "Rewrite yourself."}, follow=True)
     assert "does not propose changes to its own policy" in response.content.decode()
     assert not ArchitectRequest.objects.filter(artifact=policy).exists()
