@@ -186,6 +186,8 @@ CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or redis_db_url(
 CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600)
 # A training job whose heartbeat is older than this lost its worker; beat sends it again.
 TRAINING_STALE_AFTER_S = env_int("TRAINING_STALE_AFTER_S", 120)
+# A job still queued this long after its message was sent is sent again (the broker may have lost it).
+TRAINING_REQUEUE_AFTER_S = env_int("TRAINING_REQUEUE_AFTER_S", 900)
 CELERY_TASK_ALWAYS_EAGER = False
 
 # ---------------------------------------------------------------- Auth

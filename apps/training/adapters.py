@@ -54,13 +54,15 @@ def training_job_for(*, adapter, owner, trigger: str = TrainingJob.Trigger.MANUA
             job = TrainingJob.objects.create(owner=owner, adapter=adapter, trigger=trigger)
     except IntegrityError as exc:
         raise Conflict("A training job for this adapter is already queued or running.") from exc
-    transaction.on_commit(lambda: _queue(job))
+    transaction.on_commit(lambda: training_job_send(job))
     return job
 
 
-def _queue(job: TrainingJob) -> None:
+def training_job_send(job: TrainingJob, *, now=None) -> None:
+    """Send the job's task message and note when (the reaper sends a lost one again)."""
     from celery import current_app
 
+    TrainingJob.objects.filter(pk=job.pk).update(sent_at=now or timezone.now())
     current_app.send_task(TRAIN_TASK, args=[str(job.pk)], queue="train")
 
 

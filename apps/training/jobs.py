@@ -11,10 +11,12 @@ import logging
 import shutil
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.artifacts.selectors import global_artifact
@@ -190,9 +192,11 @@ def run_training_job(job_id) -> str:
 
 def reap_stalled_jobs(*, now=None) -> list[str]:
     """Beat's check for jobs whose worker died: each is sent again, and the next `train` worker
-    resumes it from its checkpoint; after MAX_ATTEMPTS deaths it fails with that reason."""
-    from celery import current_app
-
+    resumes it from its checkpoint; after MAX_ATTEMPTS deaths it fails with that reason. A job
+    still queued TRAINING_REQUEUE_AFTER_S after its message was sent is sent again too, since the
+    broker may have lost the message (a Valkey crash keeps only its last snapshot); a job that was
+    only waiting its turn gets a duplicate, which `_claim` turns away."""
+    now = now or timezone.now()
     resent = []
     for job in TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING):
         if not _stale(job, now):
@@ -200,7 +204,14 @@ def reap_stalled_jobs(*, now=None) -> list[str]:
         if job.attempts >= MAX_ATTEMPTS:
             _finish(job, TrainingJob.Status.FAILED, error=f"The training worker stopped {job.attempts} times.")
             continue
-        current_app.send_task(adapters.TRAIN_TASK, args=[str(job.pk)], queue="train")
+        adapters.training_job_send(job, now=now)
+        resent.append(str(job.pk))
+    unsent_since = now - timedelta(seconds=settings.TRAINING_REQUEUE_AFTER_S)
+    waiting = TrainingJob.objects.filter(status=TrainingJob.Status.QUEUED).filter(
+        Q(sent_at__lt=unsent_since) | Q(sent_at__isnull=True, created_at__lt=unsent_since)
+    )
+    for job in waiting:
+        adapters.training_job_send(job, now=now)
         resent.append(str(job.pk))
     return resent
 

@@ -189,6 +189,9 @@ class TrainingJob(models.Model):
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When its task message was last sent. The broker keeps messages in memory between snapshots,
+    # so a crash can lose a queued job's message; beat sends it again after a while.
+    sent_at = models.DateTimeField(null=True, blank=True)
     version = models.ForeignKey(AdapterVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)

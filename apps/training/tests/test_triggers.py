@@ -129,6 +129,29 @@ def test_a_job_whose_worker_died_is_sent_again_then_failed_after_three_deaths(ma
     assert job.status == TrainingJob.Status.FAILED and "stopped 3 times" in job.error
 
 
+def test_a_queued_job_whose_message_was_lost_is_sent_again_once_per_window(
+    make_user, sent, settings, django_capture_on_commit_callbacks
+):
+    settings.TRAINING_REQUEUE_AFTER_S = 900
+    user = make_user()
+    with django_capture_on_commit_callbacks(execute=True):
+        job = adapters.training_job_create(actor=user)
+    assert sent == [(adapters.TRAIN_TASK, str(job.pk), "train")]
+    job.refresh_from_db()
+    assert job.sent_at is not None
+    # The broker lost that message (a Valkey crash): the job stays queued, and nothing else trains
+    # for this adapter while it does, until the reaper sends it again.
+    assert jobs.reap_stalled_jobs() == [], "waiting less than the window is waiting its turn"
+    later = job.sent_at + timedelta(seconds=901)
+    assert jobs.reap_stalled_jobs(now=later) == [str(job.pk)]
+    assert sent[-1] == (adapters.TRAIN_TASK, str(job.pk), "train") and len(sent) == 2
+    assert jobs.reap_stalled_jobs(now=later + timedelta(seconds=60)) == [], "once per window, not every pass"
+    assert jobs.reap_stalled_jobs(now=later + timedelta(seconds=901)) == [str(job.pk)]
+    # However many copies arrive, one worker runs it.
+    assert jobs._claim(job.pk) is not None and jobs._claim(job.pk) is None
+    assert jobs.reap_stalled_jobs() == [], "running with a fresh heartbeat"
+
+
 def version(adapter, number, parent=None, **fields):
     return AdapterVersion.objects.create(
         owner=adapter.owner, adapter=adapter, version=number, parent=parent, fs_dir=f"/v{number}", **fields
