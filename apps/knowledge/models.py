@@ -98,8 +98,10 @@ class KnowledgeFile(models.Model):
 
     @property
     def is_stalled(self) -> bool:
-        """Processing, but without progress for longer than a batch can take: its worker died."""
-        if self.status != self.Status.PROCESSING:
+        """Processing without progress for longer than a batch can take (its worker died), or
+        queued that long (the broker may have lost its message: a Valkey crash keeps only the
+        last snapshot). Either way a re-ingest sends it again."""
+        if self.status not in (self.Status.PROCESSING, self.Status.QUEUED):
             return False
         return timezone.now() - self.updated_at > timedelta(seconds=settings.KNOWLEDGE_STALLED_AFTER_SECONDS)
 

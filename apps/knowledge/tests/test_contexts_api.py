@@ -118,7 +118,26 @@ def test_a_stalled_ingestion_can_be_retried_but_a_live_one_is_left_alone(user, s
     assert file.is_stalled
     services.file_reingest(file=file)
     file.refresh_from_db()
-    assert file.status == KnowledgeFile.Status.QUEUED
+    assert file.status == KnowledgeFile.Status.QUEUED and not file.is_stalled
+
+
+def test_a_file_queued_too_long_says_so_and_can_be_sent_again(user, settings, client, monkeypatch):
+    from apps.knowledge import services as knowledge_services
+
+    sent = []
+    monkeypatch.setattr(knowledge_services, "_queue_ingestion", lambda file: sent.append(file.pk))
+    file = services.file_upload(actor=user, name="notes.txt", content=b"Notes on the anemometer mast.")
+    settings.KNOWLEDGE_STALLED_AFTER_SECONDS = 60
+    client.force_login(user)
+    status_url = f"/knowledge/files/{file.pk}/status"
+    assert "Re-ingest to send it again" not in client.get(status_url).content.decode()
+    KnowledgeFile.objects.filter(pk=file.pk).update(updated_at=file.updated_at - timedelta(minutes=5))
+    file.refresh_from_db()
+    assert file.status == KnowledgeFile.Status.QUEUED and file.is_stalled
+    assert "Re-ingest to send it again" in client.get(status_url).content.decode()
+    services.file_reingest(file=file)
+    file.refresh_from_db()
+    assert sent[-1] == file.pk and not file.is_stalled
 
 
 def test_gaps_api(client_for, user, other_user):
