@@ -25,6 +25,7 @@ app.conf.update(
         "apps.conversations.tasks.generate_*": {"queue": "inference"},
         "apps.conversations.tasks.title_*": {"queue": "inference"},
         "apps.conversations.tasks.reap_*": {"queue": "default"},
+        "apps.knowledge.tasks.reap_*": {"queue": "default"},
         "apps.knowledge.tasks.*": {"queue": "ingest"},
         "apps.training.tasks.cluster_*": {"queue": "cluster"},
         "apps.training.tasks.train_*": {"queue": "train"},
@@ -58,6 +59,10 @@ app.conf.update(
         },
         "check-training-triggers": {
             "task": "apps.training.tasks.check_training_triggers",
+            "schedule": 60.0,
+        },
+        "reap-stalled-knowledge-files": {
+            "task": "apps.knowledge.tasks.reap_stalled_files",
             "schedule": 60.0,
         },
         "reap-stalled-training-jobs": {

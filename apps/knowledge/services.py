@@ -7,6 +7,7 @@ import secrets
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -222,6 +223,27 @@ def _queue_ingestion(file: KnowledgeFile) -> None:
 
     file_id = str(file.pk)
     transaction.on_commit(lambda: ingest_file.delay(file_id))
+
+
+def files_reap_stalled(*, now=None) -> list[str]:
+    """Beat's check: files queued or processing without progress for KNOWLEDGE_STALLED_AFTER_SECONDS
+    are sent to the ingest queue again. A Valkey crash can lose a queued file's message (it keeps
+    only snapshots), and a worker that died mid-file and was not started again returns nothing.
+    Ingestion is idempotent and takes a per-file lock, so a file that was only waiting its turn,
+    or is still being ingested, ingests once. Each file sent is stamped, so it is sent again only
+    once per such window."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.KNOWLEDGE_STALLED_AFTER_SECONDS)
+    stalled = KnowledgeFile.objects.filter(
+        status__in=[KnowledgeFile.Status.QUEUED, KnowledgeFile.Status.PROCESSING], updated_at__lt=cutoff
+    )
+    resent = []
+    for file in stalled:
+        with transaction.atomic():
+            KnowledgeFile.objects.filter(pk=file.pk).update(updated_at=now)
+            _queue_ingestion(file)
+        resent.append(str(file.pk))
+    return resent
 
 
 @transaction.atomic

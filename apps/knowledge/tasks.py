@@ -1,4 +1,5 @@
-"""Thin Celery tasks; the router sends everything named apps.knowledge.tasks.* to `ingest`."""
+"""Thin Celery tasks; the router sends everything named apps.knowledge.tasks.* to `ingest`, except
+the beat check reap_* (to `default`, so a long ingest backlog cannot hold it up)."""
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
@@ -17,3 +18,8 @@ def ingest_file(file_id: str) -> dict:
     if file is None:
         return {"file_id": file_id, "status": "skipped"}
     return {"file_id": file_id, "status": file.status, "chunks": file.chunks_done, "error": file.error_code}
+
+
+@shared_task(name="apps.knowledge.tasks.reap_stalled_files")
+def reap_stalled_files() -> int:
+    return len(services.files_reap_stalled())

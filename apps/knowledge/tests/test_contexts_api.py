@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from apps.knowledge import services
 from apps.knowledge.models import Chunk, Context, KnowledgeFile
@@ -138,6 +139,37 @@ def test_a_file_queued_too_long_says_so_and_can_be_sent_again(user, settings, cl
     services.file_reingest(file=file)
     file.refresh_from_db()
     assert sent[-1] == file.pk and not file.is_stalled
+
+
+def test_beat_sends_stalled_files_again_once_per_window(
+    user, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    from apps.knowledge.tasks import ingest_file
+
+    sent = []
+    monkeypatch.setattr(ingest_file, "delay", lambda file_id: sent.append(file_id))
+    settings.KNOWLEDGE_STALLED_AFTER_SECONDS = 60
+    waiting = services.file_upload(actor=user, name="a.txt", content=b"Notes on the anemometer mast.")
+    working = services.file_upload(actor=user, name="b.txt", content=b"Notes on the wind vane.")
+    ready = services.file_upload(actor=user, name="c.txt", content=b"Notes on the rain gauge.")
+    KnowledgeFile.objects.filter(pk=working.pk).update(status=KnowledgeFile.Status.PROCESSING)
+    KnowledgeFile.objects.filter(pk=ready.pk).update(status=KnowledgeFile.Status.READY)
+    assert services.files_reap_stalled() == [], "nothing has waited a whole window yet"
+    later = timezone.now() + timedelta(seconds=61)
+    with django_capture_on_commit_callbacks(execute=True):
+        resent = services.files_reap_stalled(now=later)
+    assert sorted(resent) == sorted(sent) == sorted([str(waiting.pk), str(working.pk)])
+    assert services.files_reap_stalled(now=later + timedelta(seconds=30)) == [], "once per window"
+    assert len(services.files_reap_stalled(now=later + timedelta(seconds=62))) == 2
+
+
+def test_the_file_reaper_runs_on_beat_outside_the_ingest_queue():
+    from liminal.celery import app
+
+    entry = app.conf.beat_schedule["reap-stalled-knowledge-files"]
+    assert entry["task"] == "apps.knowledge.tasks.reap_stalled_files"
+    assert app.amqp.router.route({}, entry["task"], (), {})["queue"].name == "default"
+    assert app.amqp.router.route({}, "apps.knowledge.tasks.ingest_file", (), {})["queue"].name == "ingest"
 
 
 def test_gaps_api(client_for, user, other_user):
