@@ -430,49 +430,43 @@ def _seed_one(Artifact, ArtifactVersion, kind, name, description, body):
         _mirror(artifact, version)
 
 
+def _seeded() -> list[tuple[str, str, str, dict]]:
+    """Every global artifact this file seeds, as (kind, name, description, body): the tools first,
+    since the workflow names them."""
+    return [("tool.spec", tool["name"], tool["description"], tool) for tool in TOOLS] + [
+        ("workflow.chat", DEFAULT_WORKFLOW, DEFAULT_WORKFLOW_DESCRIPTION, WORKFLOW),
+        (
+            "policy.training",
+            DEFAULT_TRAINING_POLICY,
+            "How persona adapters are trained, and what the gate demands before one is promoted.",
+            TRAINING_POLICY,
+        ),
+        (
+            "policy.routing",
+            DEFAULT_ROUTING_POLICY,
+            "Which adapters answer a message, for users without a routing policy of their own.",
+            ROUTING_POLICY,
+        ),
+        (
+            "policy.architect",
+            DEFAULT_ARCHITECT_POLICY,
+            "How the architect asks the model for patches: its prompt, the artifacts of its nightly run, the "
+            "metrics window and the answer's length.",
+            ARCHITECT_POLICY,
+        ),
+    ]
+
+
 def seed_missing(Artifact, ArtifactVersion) -> None:
     """Create the seeded artifacts that do not exist (models may be a migration's historical ones)."""
-    for tool in TOOLS:
-        _seed_one(Artifact, ArtifactVersion, "tool.spec", tool["name"], tool["description"], tool)
-    _seed_one(Artifact, ArtifactVersion, "workflow.chat", DEFAULT_WORKFLOW, DEFAULT_WORKFLOW_DESCRIPTION, WORKFLOW)
-    _seed_one(
-        Artifact,
-        ArtifactVersion,
-        "policy.training",
-        DEFAULT_TRAINING_POLICY,
-        "How persona adapters are trained, and what the gate demands before one is promoted.",
-        TRAINING_POLICY,
-    )
-    _seed_one(
-        Artifact,
-        ArtifactVersion,
-        "policy.routing",
-        DEFAULT_ROUTING_POLICY,
-        "Which adapters answer a message, for users without a routing policy of their own.",
-        ROUTING_POLICY,
-    )
-    _seed_one(
-        Artifact,
-        ArtifactVersion,
-        "policy.architect",
-        DEFAULT_ARCHITECT_POLICY,
-        "How the architect asks the model for patches: its prompt, the artifacts of its nightly run, the "
-        "metrics window and the answer's length.",
-        ARCHITECT_POLICY,
-    )
+    for kind, name, description, body in _seeded():
+        _seed_one(Artifact, ArtifactVersion, kind, name, description, body)
 
 
 def upgrade_seeded(Artifact, ArtifactVersion) -> None:
     """Move a global seeded artifact to this file's body when its current version is still one
     the system wrote (never over an admin's or the model's edit)."""
-    bodies = {
-        ("workflow.chat", DEFAULT_WORKFLOW): WORKFLOW,
-        ("policy.training", DEFAULT_TRAINING_POLICY): TRAINING_POLICY,
-        ("policy.routing", DEFAULT_ROUTING_POLICY): ROUTING_POLICY,
-        ("policy.architect", DEFAULT_ARCHITECT_POLICY): ARCHITECT_POLICY,
-    }
-    bodies.update({("tool.spec", tool["name"]): tool for tool in TOOLS})
-    for (kind, name), body in bodies.items():
+    for kind, name, _, body in _seeded():
         artifact = Artifact.objects.filter(owner=None, kind=kind, name=name).first()
         current = ArtifactVersion.objects.filter(pk=artifact.current_version_id).first() if artifact else None
         if current is None or current.created_by != "system" or current.body == body:
@@ -491,9 +485,4 @@ def upgrade_seeded(Artifact, ArtifactVersion) -> None:
 
 
 def seeded_names() -> list[str]:
-    return [tool["name"] for tool in TOOLS] + [
-        DEFAULT_WORKFLOW,
-        DEFAULT_TRAINING_POLICY,
-        DEFAULT_ROUTING_POLICY,
-        DEFAULT_ARCHITECT_POLICY,
-    ]
+    return [name for _, name, _, _ in _seeded()]
