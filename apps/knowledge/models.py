@@ -44,6 +44,8 @@ class KnowledgeFile(models.Model):
         EMBEDDING = "embedding", "Embedding chunks"
         DONE = "done", "Done"
 
+    PENDING = (Status.QUEUED, Status.PROCESSING)
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="knowledge_files")
     name = models.CharField(max_length=255, help_text="Sanitised file name; also its name on disk.")
@@ -92,18 +94,21 @@ class KnowledgeFile(models.Model):
             return 0
         return min(100, round(100 * self.chunks_done / self.chunks_total))
 
+    @staticmethod
+    def stall_cutoff(now=None):
+        """A pending file last changed before this is stalled."""
+        return (now or timezone.now()) - timedelta(seconds=settings.KNOWLEDGE_STALLED_AFTER_SECONDS)
+
     @property
     def is_pending(self) -> bool:
-        return self.status in {self.Status.QUEUED, self.Status.PROCESSING}
+        return self.status in self.PENDING
 
     @property
     def is_stalled(self) -> bool:
         """Processing without progress for longer than a batch can take (its worker died), or
         queued that long (the broker may have lost its message: a Valkey crash keeps only the
-        last snapshot). Either way a re-ingest sends it again."""
-        if self.status not in (self.Status.PROCESSING, self.Status.QUEUED):
-            return False
-        return timezone.now() - self.updated_at > timedelta(seconds=settings.KNOWLEDGE_STALLED_AFTER_SECONDS)
+        last snapshot). Either way a re-ingest sends it again (beat's files_reap_stalled does)."""
+        return self.is_pending and self.updated_at < self.stall_cutoff()
 
 
 class Context(models.Model):

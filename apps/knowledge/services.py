@@ -7,7 +7,6 @@ import secrets
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -228,14 +227,14 @@ def _queue_ingestion(file: KnowledgeFile) -> None:
 def files_reap_stalled(*, now=None) -> list[str]:
     """Beat's check: files queued or processing without progress for KNOWLEDGE_STALLED_AFTER_SECONDS
     are sent to the ingest queue again. A Valkey crash can lose a queued file's message (it keeps
-    only snapshots), and a worker that died mid-file and was not started again returns nothing.
+    only snapshots), and a worker that died mid-file and was not started again returns nothing:
+    the files KnowledgeFile.is_stalled calls stalled.
     Ingestion is idempotent and takes a per-file lock, so a file that was only waiting its turn,
     or is still being ingested, ingests once. Each file sent is stamped, so it is sent again only
     once per such window."""
     now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.KNOWLEDGE_STALLED_AFTER_SECONDS)
     stalled = KnowledgeFile.objects.filter(
-        status__in=[KnowledgeFile.Status.QUEUED, KnowledgeFile.Status.PROCESSING], updated_at__lt=cutoff
+        status__in=KnowledgeFile.PENDING, updated_at__lt=KnowledgeFile.stall_cutoff(now)
     )
     resent = []
     for file in stalled:
